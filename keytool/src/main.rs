@@ -12,5 +12,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::bail!("orgsync-keytool is not implemented yet (instance directory {})", args.dir.display())
+    anyhow::bail!(
+        "orgsync-keytool is not implemented yet (instance directory {})",
+        args.dir.display()
+    )
 }
