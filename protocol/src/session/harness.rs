@@ -474,7 +474,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..2usize).prop_map(|side| Op::Load { side }),
         1 => (0..4usize, 0..4usize).prop_map(|(keep_a, keep_b)| Op::Cut { keep_a, keep_b }),
         1 => Just(Op::Connect),
-        1 => (0..8_000u64).prop_map(|ms| Op::Tick { ms }),
+        1 => (0..25_000u64).prop_map(|ms| Op::Tick { ms }),
     ]
 }
 
