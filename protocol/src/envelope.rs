@@ -61,7 +61,12 @@ pub enum EnvelopeError {
 }
 
 /// Seals `plaintext` for `keys.peer` with `keys.send`.
-pub fn seal(_keys: &PairKeys, _stream: StreamKind, _sequence: u64, _plaintext: &[u8]) -> SealedEnvelope {
+pub fn seal(
+    _keys: &PairKeys,
+    _stream: StreamKind,
+    _sequence: u64,
+    _plaintext: &[u8],
+) -> SealedEnvelope {
     todo!()
 }
 
@@ -80,7 +85,9 @@ pub struct ReplayGuard {
 impl ReplayGuard {
     /// A guard that has already accepted every sequence up to `last_accepted`.
     pub fn new(last_accepted: u64) -> Self {
-        ReplayGuard { last: last_accepted }
+        ReplayGuard {
+            last: last_accepted,
+        }
     }
     /// The last accepted sequence.
     pub fn last(&self) -> u64 {

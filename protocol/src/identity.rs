@@ -27,7 +27,11 @@ pub struct OrgPublicKey(pub [u8; 32]);
 
 impl fmt::Debug for OrgPublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OrgPublicKey({})", data_encoding::HEXLOWER.encode(&self.0[..8]))
+        write!(
+            f,
+            "OrgPublicKey({})",
+            data_encoding::HEXLOWER.encode(&self.0[..8])
+        )
     }
 }
 
@@ -63,7 +67,13 @@ impl OrgKeyPair {
         todo!()
     }
     /// Pair keys with a partner for a key epoch.
-    pub fn pair_keys(&self, _local: OrgId, _peer: OrgId, _peer_public: &OrgPublicKey, _epoch: u32) -> Result<PairKeys, IdentityError> {
+    pub fn pair_keys(
+        &self,
+        _local: OrgId,
+        _peer: OrgId,
+        _peer_public: &OrgPublicKey,
+        _epoch: u32,
+    ) -> Result<PairKeys, IdentityError> {
         todo!()
     }
 }
