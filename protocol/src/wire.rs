@@ -214,7 +214,7 @@ pub const MAX_CIPHERTEXT_LEN: usize = MAX_FRAME_LEN;
 
 /// Preallocate at most this many changes from a batch's length prefix: the
 /// prefix is untrusted, so the vector grows only as changes actually decode.
-const CHANGES_PREALLOC: usize = 256;
+const CHANGES_PREALLOC: usize = 32;
 
 fn deserialize_changes<'de, D: serde::Deserializer<'de>>(
     d: D,
