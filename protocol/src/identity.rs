@@ -95,6 +95,10 @@ pub struct OrgKeyPair {
 
 impl OrgKeyPair {
     /// A fresh key pair from the OS RNG.
+    ///
+    /// # Panics
+    /// Only if the operating system's random number generator is
+    /// unavailable, where no safe key can be made at all.
     pub fn generate() -> Self {
         Self::from_secret(StaticSecret::random_from_rng(OsRng))
     }
