@@ -68,6 +68,12 @@ pub fn validate_address(address: &str) -> Result<(), KeytoolError> {
     Ok(())
 }
 
+/// Whether `address` listens on all interfaces (not a connectable address).
+pub fn is_wildcard(address: &str) -> bool {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    matches!(host, "0.0.0.0" | "[::]" | "::" | "*")
+}
+
 fn validate_org_name(name: &str) -> Result<(), KeytoolError> {
     let why = if name.trim().is_empty() {
         Some("it is empty")
@@ -550,6 +556,23 @@ impl InstanceDir {
                 "listen must be a string \"HOST:PORT\"",
             )),
         }
+    }
+
+    /// The addresses to advertise in our bundle: `explicit` if given,
+    /// otherwise the `listen` address of `orgsync.toml` unless it is a
+    /// wildcard (0.0.0.0 / [::]), which a partner cannot connect to.
+    pub fn advertised_addresses(&self, explicit: &[String]) -> Result<Vec<String>, KeytoolError> {
+        for a in explicit {
+            validate_address(a)?;
+        }
+        if !explicit.is_empty() {
+            return Ok(explicit.to_vec());
+        }
+        Ok(self
+            .listen_address()?
+            .filter(|l| validate_address(l).is_ok() && !is_wildcard(l))
+            .into_iter()
+            .collect())
     }
 
     /// The partners in `partners.toml` (empty if the file does not exist).

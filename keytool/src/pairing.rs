@@ -434,6 +434,12 @@ pub enum PairingError {
     /// TLS/QUIC setup failed locally.
     #[error("setting up the pairing connection: {0}")]
     Setup(String),
+    /// Joiner: `--account` is our own account number.
+    #[error("--account {account} is this instance's own account number; pass the partner's (from `orgsync-keytool show` on its side)")]
+    SelfPairing {
+        /// Our account number.
+        account: String,
+    },
     /// The invitation was cancelled (Ctrl-C).
     #[error("cancelled; the pairing code is no longer valid")]
     Cancelled,
@@ -1174,9 +1180,9 @@ pub struct JoinParams<'a> {
 pub async fn join(params: JoinParams<'_>) -> Result<Paired, PairingError> {
     let me = params.identity;
     if params.expected == me.org_id {
-        return Err(PairingError::Local(KeytoolError::OwnBundle {
-            org_id: me.org_id.account_number(),
-        }));
+        return Err(PairingError::SelfPairing {
+            account: me.org_id.account_number(),
+        });
     }
     let addr_text = params.connect.clone();
     let connect_err = |detail: String| PairingError::Connect {

@@ -21,7 +21,7 @@ pub enum PartnerState {
 
 impl std::fmt::Display for PartnerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             PartnerState::Paired => "paired",
             PartnerState::Revoked => "revoked",
         })
