@@ -135,7 +135,11 @@ impl Clock {
         }
         let wall = Timestamp::new(wall_ms, 0);
         let newest = self.last.max(remote);
-        self.last = if wall > newest { wall } else { newest.successor() };
+        self.last = if wall > newest {
+            wall
+        } else {
+            newest.successor()
+        };
         Ok(self.last)
     }
 
@@ -198,7 +202,11 @@ mod tests {
                 max_drift_ms: 1_000
             }
         );
-        assert_eq!(c.last(), t, "a refused timestamp leaves the clock unchanged");
+        assert_eq!(
+            c.last(),
+            t,
+            "a refused timestamp leaves the clock unchanged"
+        );
         assert!(err.to_string().contains("2000 ms ahead"));
     }
 

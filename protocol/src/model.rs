@@ -37,7 +37,9 @@ pub enum AccountNumberError {
         found: usize,
     },
     /// A character outside the base32 alphabet (A–Z, 2–7).
-    #[error("character {ch:?} at position {position} is not used in account numbers (only A-Z and 2-7)")]
+    #[error(
+        "character {ch:?} at position {position} is not used in account numbers (only A-Z and 2-7)"
+    )]
     Character {
         /// 1-based position among the 56 characters.
         position: usize,
@@ -45,7 +47,9 @@ pub enum AccountNumberError {
         ch: char,
     },
     /// A check character did not match: a character in that quarter is mistyped.
-    #[error("the account number has a typo in characters {first}-{last} (check character mismatch)")]
+    #[error(
+        "the account number has a typo in characters {first}-{last} (check character mismatch)"
+    )]
     Check {
         /// First 1-based character position of the quarter that failed.
         first: usize,
@@ -241,7 +245,11 @@ impl ObjectId {
         use rand_core::RngCore;
         let mut random = [0u8; 10];
         rand_core::OsRng.fill_bytes(&mut random);
-        let ts = uuid::Timestamp::from_unix(uuid::NoContext, unix_ms / 1000, ((unix_ms % 1000) * 1_000_000) as u32);
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            unix_ms / 1000,
+            ((unix_ms % 1000) * 1_000_000) as u32,
+        );
         let mut bytes = *uuid::Uuid::new_v7(ts).as_bytes();
         // Replace uuid's randomness with ours so that only OsRng is used.
         bytes[6] = (bytes[6] & 0xf0) | (random[0] & 0x0f);
@@ -408,7 +416,8 @@ pub struct Date {
 impl Date {
     /// A date if it exists in the calendar.
     pub fn new(year: u16, month: u8, day: u8) -> Option<Date> {
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let leap =
+            (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
         let days = match month {
             1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
             4 | 6 | 9 | 11 => 30,
@@ -416,7 +425,11 @@ impl Date {
             2 => 28,
             _ => return None,
         };
-        ((1..=9999).contains(&year) && (1..=days).contains(&day)).then_some(Date { year, month, day })
+        ((1..=9999).contains(&year) && (1..=days).contains(&day)).then_some(Date {
+            year,
+            month,
+            day,
+        })
     }
 }
 
@@ -721,12 +734,19 @@ pub struct Schema {
 impl Schema {
     /// The definition of custom field `name` that applies to an object of
     /// `kind` with the given role/category, if any.
-    pub fn custom_field(&self, kind: Kind, role_or_category: Option<&str>, name: &str) -> Option<&CustomField> {
+    pub fn custom_field(
+        &self,
+        kind: Kind,
+        role_or_category: Option<&str>,
+        name: &str,
+    ) -> Option<&CustomField> {
         self.fields.iter().find(|f| {
             f.name == name
                 && match &f.scope {
                     FieldScope::Kind(k) => *k == kind,
-                    FieldScope::Role(r) => kind == Kind::Contact && role_or_category == Some(r.as_str()),
+                    FieldScope::Role(r) => {
+                        kind == Kind::Contact && role_or_category == Some(r.as_str())
+                    }
                     FieldScope::Category(c) => {
                         kind == Kind::Organization && role_or_category == Some(c.as_str())
                     }
@@ -746,10 +766,12 @@ impl Schema {
     ) -> Result<(), ValueError> {
         match key {
             FieldKey::Std(name) => {
-                let ty = kind.standard_field_type(name).ok_or_else(|| ValueError::UnknownField {
-                    kind,
-                    field: name.clone(),
-                })?;
+                let ty =
+                    kind.standard_field_type(name)
+                        .ok_or_else(|| ValueError::UnknownField {
+                            kind,
+                            field: name.clone(),
+                        })?;
                 value.validate(name, ty)
             }
             FieldKey::Custom(name) => self
@@ -854,7 +876,11 @@ impl Object {
 
     /// The newest version of anything in this object.
     pub fn max_version(&self) -> Option<Version> {
-        self.fields.values().map(|s| s.version).chain(self.deleted).max()
+        self.fields
+            .values()
+            .map(|s| s.version)
+            .chain(self.deleted)
+            .max()
     }
 }
 
@@ -906,7 +932,13 @@ mod tests {
         assert_eq!(text.split('-').count(), 8);
         assert!(text.split('-').all(|g| g.len() == 7));
         assert_eq!(text.parse::<OrgId>().unwrap(), id);
-        assert_eq!(text.to_lowercase().replace('-', " ").parse::<OrgId>().unwrap(), id);
+        assert_eq!(
+            text.to_lowercase()
+                .replace('-', " ")
+                .parse::<OrgId>()
+                .unwrap(),
+            id
+        );
     }
 
     #[test]
@@ -925,19 +957,28 @@ mod tests {
                 let mut typo = text.clone();
                 typo[i] = c;
                 let typo: String = typo.into_iter().collect();
-                assert!(typo.parse::<OrgId>().is_err(), "typo at {i} accepted: {typo}");
+                assert!(
+                    typo.parse::<OrgId>().is_err(),
+                    "typo at {i} accepted: {typo}"
+                );
             }
         }
     }
 
     #[test]
     fn account_number_errors_are_specific() {
-        assert_eq!("ABC".parse::<OrgId>(), Err(AccountNumberError::Length { found: 3 }));
+        assert_eq!(
+            "ABC".parse::<OrgId>(),
+            Err(AccountNumberError::Length { found: 3 })
+        );
         let mut s = OrgId([1u8; 32]).account_number();
         s.replace_range(0..1, "1");
         assert!(matches!(
             s.parse::<OrgId>(),
-            Err(AccountNumberError::Character { position: 1, ch: '1' })
+            Err(AccountNumberError::Character {
+                position: 1,
+                ch: '1'
+            })
         ));
     }
 
@@ -954,11 +995,17 @@ mod tests {
 
     #[test]
     fn values_parse_and_validate() {
-        assert_eq!(Value::parse("d", FieldType::Date, "2024-02-29").unwrap(), Value::Date(Date::new(2024, 2, 29).unwrap()));
+        assert_eq!(
+            Value::parse("d", FieldType::Date, "2024-02-29").unwrap(),
+            Value::Date(Date::new(2024, 2, 29).unwrap())
+        );
         assert!(Value::parse("d", FieldType::Date, "2023-02-29").is_err());
         assert!(Value::parse("n", FieldType::Number, "NaN").is_err());
         assert!(Value::parse("n", FieldType::Number, "inf").is_err());
-        assert_eq!(Value::parse("b", FieldType::Bool, "yes").unwrap(), Value::Bool(true));
+        assert_eq!(
+            Value::parse("b", FieldType::Bool, "yes").unwrap(),
+            Value::Bool(true)
+        );
         assert!(Value::parse("b", FieldType::Bool, "maybe").is_err());
         let f = CustomField {
             name: "level".into(),
@@ -967,17 +1014,34 @@ mod tests {
             scope: FieldScope::Role("candidate".into()),
         };
         assert!(f.validate(&Value::Choice("senior".into())).is_ok());
-        assert!(matches!(f.validate(&Value::Choice("boss".into())), Err(ValueError::Choice { .. })));
+        assert!(matches!(
+            f.validate(&Value::Choice("boss".into())),
+            Err(ValueError::Choice { .. })
+        ));
         let schema = Schema { fields: vec![f] };
         let key = FieldKey::Custom("level".into());
         let v = Value::Choice("junior".into());
-        assert!(schema.validate_field(Kind::Contact, Some("candidate"), &key, &v).is_ok());
-        assert!(schema.validate_field(Kind::Contact, Some("other"), &key, &v).is_err());
         assert!(schema
-            .validate_field(Kind::Contact, None, &FieldKey::Std("email".into()), &Value::Integer(3))
+            .validate_field(Kind::Contact, Some("candidate"), &key, &v)
+            .is_ok());
+        assert!(schema
+            .validate_field(Kind::Contact, Some("other"), &key, &v)
             .is_err());
         assert!(schema
-            .validate_field(Kind::Flag, None, &FieldKey::Std("email".into()), &Value::Text("x".into()))
+            .validate_field(
+                Kind::Contact,
+                None,
+                &FieldKey::Std("email".into()),
+                &Value::Integer(3)
+            )
+            .is_err());
+        assert!(schema
+            .validate_field(
+                Kind::Flag,
+                None,
+                &FieldKey::Std("email".into()),
+                &Value::Text("x".into())
+            )
             .is_err());
     }
 

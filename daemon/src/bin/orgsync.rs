@@ -12,5 +12,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::bail!("orgsync is not implemented yet (instance directory {})", args.dir.display())
+    anyhow::bail!(
+        "orgsync is not implemented yet (instance directory {})",
+        args.dir.display()
+    )
 }
