@@ -95,8 +95,6 @@
 
 #![warn(missing_docs)]
 
-#[path = "bundle_shim.rs"]
-pub mod bundle;
 pub mod error;
 pub mod fsutil;
 pub mod instance;
@@ -104,6 +102,9 @@ pub mod pairing;
 pub mod partners;
 pub mod timefmt;
 pub mod words;
+
+/// The one-line public bundle format (from `orgsync-protocol`).
+pub use orgsync_protocol::bundle;
 
 pub use error::KeytoolError;
 pub use instance::{Identity, InstanceDir};
