@@ -341,17 +341,19 @@ fn cmd_export(dir: &InstanceDir, addresses: &[String], output: Option<PathBuf>) 
 }
 
 fn read_bundle_text(file: &str) -> Result<String> {
-    let mut text = String::new();
+    let mut raw = Vec::new();
     if file == "-" {
         std::io::stdin()
             .take(64 * 1024)
-            .read_to_string(&mut text)
+            .read_to_end(&mut raw)
             .context("reading the bundle from standard input")?;
     } else {
         std::fs::File::open(file)
-            .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
+            .and_then(|f| f.take(64 * 1024).read_to_end(&mut raw))
             .with_context(|| format!("reading the bundle from {file}"))?;
     }
+    // Binary junk is still "text" here, so the parser says what it is.
+    let text = String::from_utf8_lossy(&raw);
     // The bundle is the first line that is neither blank nor a comment.
     let line = text
         .lines()

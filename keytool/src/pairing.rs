@@ -591,14 +591,24 @@ fn peer_fingerprint(conn: &quinn::Connection) -> Option<Fingerprint> {
 // Framing over a QUIC stream
 // ---------------------------------------------------------------------------
 
+/// Closing rule: the side that *receives* a terminal message (Refused,
+/// Reject, Done, Fail) closes the connection; the sender of one waits
+/// (bounded) for that close, so the message is never lost to an early close.
 struct Channel {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     peer: String,
+    sent_terminal: bool,
 }
 
 impl Channel {
     async fn send(&mut self, msg: &Message) -> Result<(), PairingError> {
+        if matches!(
+            msg,
+            Message::Refused { .. } | Message::Reject | Message::Done | Message::Fail { .. }
+        ) {
+            self.sent_terminal = true;
+        }
         let body = msg.encode();
         let mut frame = Vec::with_capacity(body.len() + 4);
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -930,6 +940,10 @@ impl InviteListener {
                     match invite_attempt(&conn, &params, log).await {
                         Attempt::Paired(p) => {
                             conn.close(0u8.into(), b"paired");
+                            log(format!(
+                                "paired with {} (account {}) from {}",
+                                p.partner.name, p.partner.org_id, p.peer_addr
+                            ));
                             state = InviteState::Ended(RefusalReason::Used);
                             outcome = Some(Ok(p));
                             linger_until = self.linger_deadline(&params, log);
@@ -981,7 +995,12 @@ async fn refuse_late(conn: &quinn::Connection, reason: RefusalReason) {
     let peer = conn.remote_address().to_string();
     let step = async {
         let (send, recv) = conn.accept_bi().await.ok()?;
-        let mut ch = Channel { send, recv, peer };
+        let mut ch = Channel {
+            send,
+            recv,
+            peer,
+            sent_terminal: false,
+        };
         ch.recv("Hello").await.ok()?;
         ch.send(&Message::Refused { reason }).await.ok()?;
         let _ = ch.send.finish();
@@ -1025,6 +1044,7 @@ async fn invite_attempt(
         send,
         recv,
         peer: peer.clone(),
+        sent_terminal: false,
     };
     let hello = match ch.recv("Hello").await {
         Ok(m) => m,
@@ -1248,11 +1268,16 @@ async fn join_on(
         send,
         recv,
         peer: addr.clone(),
+        sent_terminal: false,
     };
     let result = join_steps(&conn, &mut ch, inviter_fp, params).await;
     let _ = ch.send.finish();
-    // Wait for the inviter to close (it has read our last message), bounded.
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    if ch.sent_terminal {
+        // The inviter closes once it has read our last message (bounded).
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    } else {
+        conn.close(0u8.into(), b"bye");
+    }
     result
 }
 
