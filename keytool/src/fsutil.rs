@@ -3,7 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zeroize::Zeroizing;
 
@@ -163,9 +163,4 @@ pub fn read_secret(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, KeytoolE
         return Err(KeytoolError::parse(path, "is too large for a key file"));
     }
     Ok(buf)
-}
-
-/// `dir/name` as a PathBuf (shorthand).
-pub fn join(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
