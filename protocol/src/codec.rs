@@ -1133,7 +1133,8 @@ mod tests {
         );
     }
 
-    /// Writes the fuzz seed corpus: `cargo test -p orgsync-protocol --lib -- --ignored write_fuzz_corpus`
+    /// Writes the fuzz seed corpus (one seed byte, then the bytes):
+    /// `cargo test -p orgsync-protocol --lib -- --ignored write_fuzz_corpus`
     #[test]
     #[ignore]
     fn write_fuzz_corpus() {
@@ -1170,7 +1171,10 @@ mod tests {
         }
         seeds.push(("stream_3".into(), stream));
         for (name, bytes) in seeds {
-            std::fs::write(dir.join(name), bytes).unwrap();
+            // The target reads its first byte as the chunk-size seed.
+            let mut input = vec![0x2A];
+            input.extend_from_slice(&bytes);
+            std::fs::write(dir.join(name), input).unwrap();
         }
     }
 }
