@@ -22,7 +22,9 @@ fn one_shot(mut rest: &[u8]) -> (Vec<Message>, Option<codec::CodecError>) {
                 // A decoded message is valid, so it can be sent again and
                 // reads back identically.
                 let again = encode_frame(&msg).expect("valid message re-encodes");
-                let (back, n) = decode_frame(&again).expect("re-decodes").expect("whole frame");
+                let (back, n) = decode_frame(&again)
+                    .expect("re-decodes")
+                    .expect("whole frame");
                 assert_eq!(back, msg);
                 assert_eq!(n, again.len());
                 out.push(msg);
@@ -66,7 +68,10 @@ fuzz_target!(|data: &[u8]| {
 
     let (whole, whole_err) = one_shot(stream);
     let (pieces, pieces_err) = streamed(seed, stream);
-    assert_eq!(whole, pieces, "streamed decoding differs from one-shot decoding");
+    assert_eq!(
+        whole, pieces,
+        "streamed decoding differs from one-shot decoding"
+    );
     // The streaming decoder sees a bad header as soon as it arrives, the
     // one-shot decoder too; both must agree on whether the stream failed
     // and why.
