@@ -326,8 +326,10 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Co
     }
 }
 
-/// Decodes a value encoded by [`encode`], refusing trailing bytes and
-/// allocating at most `bytes.len()`-bounded memory (see [`decode_prefix`]).
+/// Decodes a value encoded by [`encode`], refusing trailing bytes, with
+/// allocations bounded by the input length as described in the module
+/// documentation (strings and [`bytes`] fields: 16× the input; other
+/// sequences: serde's 1 MiB preallocation cap).
 ///
 /// Guarantees: never panics; inputs longer than [`MAX_ENCODED_LEN`] are
 /// refused before decoding. The value is *not* validated: use
