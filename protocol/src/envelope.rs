@@ -174,6 +174,7 @@ pub struct SealedEnvelope {
     /// The 24-byte XChaCha20 nonce.
     pub nonce: [u8; 24],
     /// Ciphertext with the 16-byte Poly1305 tag appended.
+    #[serde(with = "crate::codec::bytes")]
     pub ciphertext: Vec<u8>,
 }
 
