@@ -1,3 +1,5 @@
 //! orgsync-daemon: store, transport, sync engine, local API and drop folder.
 
 pub mod config;
+pub mod policy;
+pub mod store;
