@@ -373,3 +373,54 @@ async fn revoking_a_partner_cuts_it_off() {
     ea.shutdown().await;
     eb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_blob_download_resumes_from_its_offset() {
+    let (a, b) = (Instance::new(), Instance::new());
+    let (sa, sb) = (a.store(), b.store());
+    let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+    let (hash, size) = sa.blob_files().put_bytes(&content).unwrap();
+    // b already holds the first part from an earlier, interrupted transfer.
+    let half = 600_000usize;
+    let mut partial = sb.blob_files().partial(&hash, size).unwrap();
+    partial.append(0, &content[..half]).unwrap();
+    partial.sync().unwrap();
+    drop(partial);
+
+    let resume = Edit::new(ObjectId::new_v7(1_700_000_000_000), Kind::Resume)
+        .set_std("size", Value::Integer(size as i64))
+        .set_std("hash", Value::Hash(hash));
+    let id = resume.id;
+    sa.set_blob(
+        &hash,
+        BlobEntry {
+            size,
+            state: BlobState::Complete,
+            object: Some(id),
+        },
+    )
+    .await
+    .unwrap();
+    sa.write(vec![resume]).await.unwrap();
+
+    let (ta, tb) = (a.bind(), b.bind());
+    let addr_a = ta.local_addr().unwrap();
+    let ea = a.start(&sa, ta, &[(&b, None)]);
+    let eb = b.start(&sb, tb, &[(&a, Some(addr_a))]);
+    // A sender starting at 0 would be refused by b's session (chunks must
+    // start at the requested offset), so completion proves the resume.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while sb.blob(&hash).unwrap().map(|e| e.state) != Some(BlobState::Complete) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "blob not completed in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        std::fs::read(sb.blob_files().path_of(&hash)).unwrap(),
+        content
+    );
+    ea.shutdown().await;
+    eb.shutdown().await;
+}
