@@ -1,3 +1,5 @@
 //! orgsync-daemon: store, transport, sync engine, local API and drop folder.
-//!
-//! Not built yet; see the daemon issue.
+
+pub mod api;
+pub mod json;
+pub mod metrics;
