@@ -1,5 +1,8 @@
 //! orgsync-daemon: store, transport, sync engine, local API and drop folder.
 
 pub mod api;
+pub mod config;
 pub mod json;
 pub mod metrics;
+pub mod policy;
+pub mod store;

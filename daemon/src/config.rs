@@ -1,0 +1,592 @@
+//! The daemon's configuration file, `DIR/orgsync.toml`.
+//!
+//! Every key is optional except `listen`; defaults are below. Unknown keys
+//! and bad values are errors that name the file, the line and the key.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7700"      # QUIC endpoint (UDP), required
+//!
+//! [store]
+//! cache_capacity_mb = 64          # sled page cache (a soft limit), 1..=65536
+//! flush_every_ms = 0              # group-commit window, 0..=100 (see below)
+//!
+//! [sync]
+//! max_batch_changes = 1000        # changes per sealed batch, 1..=4096
+//! max_unacked = 16384             # changes in flight per partner before waiting for acks
+//! reconnect_min_ms = 500          # first reconnect delay
+//! reconnect_max_ms = 30000        # cap of the exponential backoff
+//!
+//! [api]
+//! socket = "api.sock"             # relative paths are relative to DIR
+//!
+//! [log]
+//! level = "info"                  # a tracing filter: "info", "orgsync_daemon=debug,warn", ...
+//! ```
+//!
+//! `flush_every_ms` is how long the group-commit flusher waits after the
+//! first pending write before it flushes, to gather more writers into the
+//! same flush. With 0 (the default) it flushes at once, and writers that
+//! arrive during a flush share the next one; that already batches under
+//! load without adding latency to a lone write.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The file name of the configuration inside the instance directory.
+pub const CONFIG_FILE: &str = "orgsync.toml";
+
+/// Default `[store] cache_capacity_mb`.
+pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 64;
+/// Default `[store] flush_every_ms`.
+pub const DEFAULT_FLUSH_EVERY_MS: u64 = 0;
+/// Default `[sync] max_batch_changes`.
+pub const DEFAULT_MAX_BATCH_CHANGES: usize = 1000;
+/// Default `[sync] max_unacked`.
+pub const DEFAULT_MAX_UNACKED: u64 = 16384;
+/// Default `[sync] reconnect_min_ms`.
+pub const DEFAULT_RECONNECT_MIN_MS: u64 = 500;
+/// Default `[sync] reconnect_max_ms`.
+pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
+/// Default `[api] socket`, relative to the instance directory.
+pub const DEFAULT_API_SOCKET: &str = "api.sock";
+/// Default `[log] level`.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The validated configuration of one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// UDP address of the QUIC endpoint.
+    pub listen: SocketAddr,
+    /// Store settings.
+    pub store: StoreConfig,
+    /// Sync settings.
+    pub sync: SyncConfig,
+    /// Local API settings.
+    pub api: ApiConfig,
+    /// Log settings.
+    pub log: LogConfig,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// sled page cache size in bytes (from `cache_capacity_mb`).
+    pub cache_capacity_bytes: u64,
+    /// Group-commit window in milliseconds.
+    pub flush_every_ms: u64,
+}
+
+/// `[sync]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// Most changes in one batch sent to a partner.
+    pub max_batch_changes: usize,
+    /// Most changes sent to a partner and not yet acknowledged.
+    pub max_unacked: u64,
+    /// First reconnect delay in milliseconds.
+    pub reconnect_min_ms: u64,
+    /// Largest reconnect delay in milliseconds.
+    pub reconnect_max_ms: u64,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Path of the local API's Unix socket (absolute once loaded).
+    pub socket: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive string.
+    pub level: String,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("{path}:{line}:{column}: {key}{message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem (0 when toml gave no position).
+        line: usize,
+        /// 1-based column of the problem (0 when unknown).
+        column: usize,
+        /// `key `store.cache_capacity_mb`: ` style prefix, empty when no key applies.
+        key: String,
+        /// What toml said.
+        message: String,
+    },
+    /// A value parsed but is out of range or inconsistent.
+    #[error("{path}:{line}: key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the value (0 when the key is missing from the file).
+        line: usize,
+        /// Dotted key, e.g. `sync.reconnect_max_ms`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Spanned<String>,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    cache_capacity_mb: Option<Spanned<u64>>,
+    flush_every_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    max_batch_changes: Option<Spanned<u64>>,
+    max_unacked: Option<Spanned<u64>>,
+    reconnect_min_ms: Option<Spanned<u64>>,
+    reconnect_max_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    socket: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+}
+
+impl Config {
+    /// Reads and validates `DIR/orgsync.toml`.
+    pub fn load(dir: &Path) -> Result<Config, ConfigError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Config::parse(&text, &path, dir)
+    }
+
+    /// Parses and validates configuration text. `path` is only used in
+    /// error messages; relative paths in the file are resolved against `dir`.
+    ///
+    /// Guarantees: never panics, whatever `text` holds.
+    pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span();
+            let (line, column) = span
+                .as_ref()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            let key = span
+                .and_then(|s| key_at(text, s))
+                .map(|k| format!("key `{k}`: "))
+                .unwrap_or_default();
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message: e.message().trim_end().to_string(),
+            }
+        })?;
+        let v = Validator { text, path };
+
+        let listen = raw.listen.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
+            v.invalid(
+                "listen",
+                Some(raw.listen.span()),
+                format!(
+                    "{:?} is not a socket address (expected e.g. \"127.0.0.1:7700\" or \"[::]:7700\")",
+                    raw.listen.get_ref()
+                ),
+            )
+        })?;
+
+        let cache_mb = v.ranged(
+            "store.cache_capacity_mb",
+            raw.store.cache_capacity_mb,
+            DEFAULT_CACHE_CAPACITY_MB,
+            1..=65536,
+        )?;
+        let flush_every_ms = v.ranged(
+            "store.flush_every_ms",
+            raw.store.flush_every_ms,
+            DEFAULT_FLUSH_EVERY_MS,
+            0..=100,
+        )?;
+        let max_batch_changes = v.ranged(
+            "sync.max_batch_changes",
+            raw.sync.max_batch_changes,
+            DEFAULT_MAX_BATCH_CHANGES as u64,
+            1..=orgsync_protocol::wire::MAX_CHANGES_PER_BATCH as u64,
+        )?;
+        let max_unacked = v.ranged(
+            "sync.max_unacked",
+            raw.sync.max_unacked.clone(),
+            DEFAULT_MAX_UNACKED,
+            1..=1 << 24,
+        )?;
+        let reconnect_min_ms = v.ranged(
+            "sync.reconnect_min_ms",
+            raw.sync.reconnect_min_ms.clone(),
+            DEFAULT_RECONNECT_MIN_MS,
+            10..=3_600_000,
+        )?;
+        let reconnect_max_ms = v.ranged(
+            "sync.reconnect_max_ms",
+            raw.sync.reconnect_max_ms.clone(),
+            DEFAULT_RECONNECT_MAX_MS,
+            10..=3_600_000,
+        )?;
+        if reconnect_max_ms < reconnect_min_ms {
+            let span = raw
+                .sync
+                .reconnect_max_ms
+                .as_ref()
+                .or(raw.sync.reconnect_min_ms.as_ref())
+                .map(|s| s.span());
+            return Err(v.invalid(
+                "sync.reconnect_max_ms",
+                span,
+                format!(
+                    "{reconnect_max_ms} is smaller than sync.reconnect_min_ms ({reconnect_min_ms})"
+                ),
+            ));
+        }
+        if max_unacked < max_batch_changes {
+            let span = raw.sync.max_unacked.as_ref().map(|s| s.span());
+            return Err(v.invalid(
+                "sync.max_unacked",
+                span,
+                format!(
+                    "{max_unacked} is smaller than sync.max_batch_changes ({max_batch_changes}): not even one batch could be sent"
+                ),
+            ));
+        }
+
+        let socket = match &raw.api.socket {
+            None => dir.join(DEFAULT_API_SOCKET),
+            Some(s) if s.get_ref().trim().is_empty() => {
+                return Err(v.invalid("api.socket", Some(s.span()), "must not be empty".into()))
+            }
+            Some(s) => dir.join(s.get_ref()),
+        };
+
+        let level = match &raw.log.level {
+            None => DEFAULT_LOG_LEVEL.to_string(),
+            Some(s) => {
+                tracing_subscriber::EnvFilter::builder()
+                    .parse(s.get_ref())
+                    .map_err(|e| {
+                        v.invalid(
+                            "log.level",
+                            Some(s.span()),
+                            format!("{:?} is not a log filter ({e}); use e.g. \"info\" or \"orgsync_daemon=debug,warn\"", s.get_ref()),
+                        )
+                    })?;
+                s.get_ref().clone()
+            }
+        };
+
+        Ok(Config {
+            listen,
+            store: StoreConfig {
+                cache_capacity_bytes: cache_mb * 1024 * 1024,
+                flush_every_ms,
+            },
+            sync: SyncConfig {
+                // Bounded by MAX_CHANGES_PER_BATCH above, so it fits a usize.
+                max_batch_changes: max_batch_changes as usize,
+                max_unacked,
+                reconnect_min_ms,
+                reconnect_max_ms,
+            },
+            api: ApiConfig { socket },
+            log: LogConfig { level },
+        })
+    }
+
+    /// The configuration written by `orgsync-keytool init` and used in tests:
+    /// every default, listening on `listen`.
+    pub fn with_listen(listen: SocketAddr, dir: &Path) -> Config {
+        Config {
+            listen,
+            store: StoreConfig {
+                cache_capacity_bytes: DEFAULT_CACHE_CAPACITY_MB * 1024 * 1024,
+                flush_every_ms: DEFAULT_FLUSH_EVERY_MS,
+            },
+            sync: SyncConfig {
+                max_batch_changes: DEFAULT_MAX_BATCH_CHANGES,
+                max_unacked: DEFAULT_MAX_UNACKED,
+                reconnect_min_ms: DEFAULT_RECONNECT_MIN_MS,
+                reconnect_max_ms: DEFAULT_RECONNECT_MAX_MS,
+            },
+            api: ApiConfig {
+                socket: dir.join(DEFAULT_API_SOCKET),
+            },
+            log: LogConfig {
+                level: DEFAULT_LOG_LEVEL.into(),
+            },
+        }
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, span: Option<Range<usize>>, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: span.map(|s| line_col(self.text, s.start).0).unwrap_or(0),
+            key: key.into(),
+            message,
+        }
+    }
+
+    fn ranged(
+        &self,
+        key: &str,
+        value: Option<Spanned<u64>>,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let n = *value.get_ref();
+        if range.contains(&n) {
+            Ok(n)
+        } else {
+            Err(self.invalid(
+                key,
+                Some(value.span()),
+                format!(
+                    "{n} is out of range (allowed {}..={}, default {default})",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    // Step back to a char boundary so slicing cannot panic on odd spans.
+    let mut at = offset;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// The dotted key defined on the line that holds `span`, with the table it
+/// is in: a best effort for error messages, `None` when the line holds no key.
+fn key_at(text: &str, span: Range<usize>) -> Option<String> {
+    let (line_no, _) = line_col(text, span.start);
+    let mut table = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if i + 1 == line_no {
+            if trimmed.starts_with('[') {
+                return Some(trimmed.trim_matches(|c| c == '[' || c == ']').trim().into());
+            }
+            let (key, _) = trimmed.split_once('=')?;
+            let key = key.trim().trim_matches('"');
+            if key.is_empty() {
+                return None;
+            }
+            return Some(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+        if trimmed.starts_with('[') && !trimmed.starts_with("[[") {
+            if let Some(end) = trimmed.find(']') {
+                table = trimmed[1..end].trim().to_string();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/i/orgsync.toml"), Path::new("/i"))
+    }
+
+    #[test]
+    fn template_gives_defaults() {
+        let c = parse("listen = \"127.0.0.1:7700\"\n[store]\ncache_capacity_mb = 64\n").unwrap();
+        assert_eq!(
+            c,
+            Config::with_listen("127.0.0.1:7700".parse().unwrap(), Path::new("/i"))
+        );
+        assert_eq!(c.api.socket, PathBuf::from("/i/api.sock"));
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = parse(
+            r#"listen = "[::1]:9000"
+[store]
+cache_capacity_mb = 8
+flush_every_ms = 2
+[sync]
+max_batch_changes = 500
+max_unacked = 2000
+reconnect_min_ms = 100
+reconnect_max_ms = 1000
+[api]
+socket = "/run/o.sock"
+[log]
+level = "orgsync_daemon=debug,warn"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(c.store.cache_capacity_bytes, 8 << 20);
+        assert_eq!(c.store.flush_every_ms, 2);
+        assert_eq!(c.sync.max_batch_changes, 500);
+        assert_eq!(c.sync.max_unacked, 2000);
+        assert_eq!(c.sync.reconnect_min_ms, 100);
+        assert_eq!(c.sync.reconnect_max_ms, 1000);
+        assert_eq!(c.api.socket, PathBuf::from("/run/o.sock"));
+        assert_eq!(c.log.level, "orgsync_daemon=debug,warn");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err =
+            parse("listen = \"127.0.0.1:1\"\n[store]\ncache_capacity_mb = 1\ncache_size = 3\n")
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConfigError::Syntax { line: 4, .. }), "{text}");
+        assert!(text.contains("store.cache_size"), "{text}");
+        assert!(text.contains("/i/orgsync.toml:4:"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let err = parse("listen = \"127.0.0.1:1\"\n[sync]\nmax_unacked = \"lots\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConfigError::Syntax { line: 3, .. }), "{text}");
+        assert!(text.contains("sync.max_unacked"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_line() {
+        let err = parse("listen = \"nowhere\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { line: 1, key, .. } if key == "listen"),
+            "{err}"
+        );
+        let err =
+            parse("listen = \"127.0.0.1:1\"\n\n[store]\ncache_capacity_mb = 0\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { line: 4, key, .. } if key == "store.cache_capacity_mb"),
+            "{err}"
+        );
+        let err = parse(
+            "listen = \"127.0.0.1:1\"\n[sync]\nreconnect_min_ms = 5000\nreconnect_max_ms = 1000\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { line: 4, key, .. } if key == "sync.reconnect_max_ms"),
+            "{err}"
+        );
+        let err = parse("listen = \"127.0.0.1:1\"\n[log]\nlevel = \"=[[\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { line: 3, key, .. } if key == "log.level"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_listen_is_an_error() {
+        let err = parse("[store]\ncache_capacity_mb = 3\n").unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn load_reads_the_file_and_reports_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Config::load(dir.path()),
+            Err(ConfigError::Read { .. })
+        ));
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "listen = \"127.0.0.1:7700\"\n",
+        )
+        .unwrap();
+        let c = Config::load(dir.path()).unwrap();
+        assert_eq!(c.api.socket, dir.path().join("api.sock"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,400}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn arbitrary_values_never_panic(
+            key in "[a-z_]{1,20}",
+            value in "[ -~]{0,40}",
+            table in proptest::option::of("(store|sync|api|log|x)"),
+        ) {
+            let mut text = String::from("listen = \"127.0.0.1:7700\"\n");
+            if let Some(t) = table {
+                text.push_str(&format!("[{t}]\n"));
+            }
+            text.push_str(&format!("{key} = {value}\n"));
+            let _ = parse(&text);
+        }
+    }
+}

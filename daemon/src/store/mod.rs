@@ -1,0 +1,985 @@
+//! The embedded store: objects, the local change log, partner cursors,
+//! the inbox and the blob index, in one sled database under `DIR/store/`;
+//! blob contents are files under `DIR/blobs/` (see [`blobs`]).
+//!
+//! Guarantees:
+//! - [`Store::write`] and [`Store::apply_from_partner`] return only once
+//!   what they wrote is durable (group commit: concurrent callers share one
+//!   flush, see [`commit`]).
+//! - A local write merges into `objects` and appends to `log` in one sled
+//!   transaction; applying a partner's batch merges into `objects` and
+//!   advances that partner's cursor in one transaction. A crash never keeps
+//!   one half without the other.
+//! - The log is append-only, numbered from 1 without gaps. Readers
+//!   ([`Store::load_log`], [`Store::log_head`], [`Store::subscribe_head`])
+//!   only ever see durable entries, so a change sent to a partner can never
+//!   be lost locally by a crash and its number reused.
+//! - Changes received from partners are *not* appended to the local log:
+//!   each instance sends only its own writes, so nothing echoes back and
+//!   data received from one partner is never passed on to another behind
+//!   the owner's back (re-sharing is a governance decision).
+
+mod blobs;
+mod commit;
+mod keys;
+
+pub use blobs::{hash_hex, BlobError, BlobFiles, BlobHash, PartialBlob};
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use orgsync_protocol::clock::{Clock, ClockError, Timestamp, DEFAULT_MAX_DRIFT_MS};
+use orgsync_protocol::codec::{self, CodecError};
+use orgsync_protocol::merge::{self, MergeError};
+use orgsync_protocol::model::{
+    Change, FieldKey, FieldState, InstanceId, Kind, Object, ObjectId, OrgId, SequencedChange,
+    Value, Version,
+};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use tokio::sync::{broadcast, watch};
+
+use crate::policy::Incoming;
+use commit::GroupCommit;
+
+/// How many change events a slow event subscriber may fall behind before it
+/// sees [`broadcast::error::RecvError::Lagged`].
+pub const EVENT_CAPACITY: usize = 4096;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The sled database could not be opened.
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        /// The database directory.
+        path: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// A sled operation failed.
+    #[error("store {op} failed: {source}")]
+    Db {
+        /// What was being done.
+        op: &'static str,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// A flush failed: durability can no longer be promised.
+    #[error("store flush failed, writes may not be durable: {0}")]
+    Flush(Arc<str>),
+    /// A stored value does not decode: the database is damaged.
+    #[error("corrupt entry in tree {tree} at key {key}: {source}")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// Hex of the key.
+        key: String,
+        /// The decode error.
+        source: CodecError,
+    },
+    /// A value could not be encoded (e.g. an object grew past the bounds).
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was encoded.
+        what: &'static str,
+        /// The codec error.
+        source: CodecError,
+    },
+    /// A change could not be merged into its object.
+    #[error("cannot merge change into object {id}: {source}")]
+    Merge {
+        /// The object.
+        id: ObjectId,
+        /// The merge error.
+        source: MergeError,
+    },
+    /// The object does not exist.
+    #[error("object {0} not found")]
+    NotFound(ObjectId),
+    /// The store belongs to another instance.
+    #[error("the store belongs to instance {stored}, not {given}")]
+    InstanceMismatch {
+        /// Instance recorded in the store.
+        stored: InstanceId,
+        /// Instance asked for.
+        given: InstanceId,
+    },
+    /// A partner's batch is not consistent (e.g. a change beyond `up_to_seq`).
+    #[error("invalid batch from partner {partner:?}: {reason}")]
+    InvalidBatch {
+        /// The partner.
+        partner: OrgId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A partner's change carries a clock too far in the future.
+    #[error("change from partner {partner:?} refused: {source}")]
+    ClockDrift {
+        /// The partner.
+        partner: OrgId,
+        /// The clock check.
+        source: ClockError,
+    },
+    /// The blob directory failed.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// The flusher thread could not be started.
+    #[error("cannot start the store flusher: {0}")]
+    Thread(std::io::Error),
+}
+
+fn db_err(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+    move |source| StoreError::Db { op, source }
+}
+
+fn txn_err(op: &'static str) -> impl FnOnce(TransactionError<StoreError>) -> StoreError {
+    move |e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(source) => StoreError::Db { op, source },
+    }
+}
+
+/// Options of [`Store::open_with`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// sled page cache size in bytes (a soft limit).
+    pub cache_capacity_bytes: u64,
+    /// Group-commit window: how long the flusher gathers writers before it
+    /// flushes. Zero flushes at once.
+    pub flush_window: Duration,
+    /// The instance this store belongs to. `None`: the recorded one, or a
+    /// new random one for a new store.
+    pub instance: Option<InstanceId>,
+    /// Largest lead of a partner's clock accepted, in milliseconds.
+    pub max_drift_ms: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_capacity_bytes: crate::config::DEFAULT_CACHE_CAPACITY_MB * 1024 * 1024,
+            flush_window: Duration::ZERO,
+            instance: None,
+            max_drift_ms: DEFAULT_MAX_DRIFT_MS,
+        }
+    }
+}
+
+/// A local edit of one object, given versions by the store when written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edit {
+    /// The object.
+    pub id: ObjectId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Fields to set (`Some`) or clear (`None`).
+    pub fields: Vec<(FieldKey, Option<Value>)>,
+    /// Delete the object (before the field writes of this edit, if any).
+    pub delete: bool,
+}
+
+impl Edit {
+    /// An edit of object `id` that changes nothing yet.
+    pub fn new(id: ObjectId, kind: Kind) -> Edit {
+        Edit {
+            id,
+            kind,
+            fields: Vec::new(),
+            delete: false,
+        }
+    }
+
+    /// Sets a field.
+    pub fn set(mut self, key: FieldKey, value: Value) -> Edit {
+        self.fields.push((key, Some(value)));
+        self
+    }
+
+    /// Sets a standard field.
+    pub fn set_std(self, name: &str, value: Value) -> Edit {
+        self.set(FieldKey::Std(name.into()), value)
+    }
+
+    /// Clears a field (a versioned tombstone).
+    pub fn clear(mut self, key: FieldKey) -> Edit {
+        self.fields.push((key, None));
+        self
+    }
+}
+
+/// What a local write produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WriteReceipt {
+    /// The log entries appended, in order.
+    pub changes: Vec<SequencedChange>,
+    /// The objects after the write, in the order of the changes.
+    pub objects: Vec<Object>,
+}
+
+/// What applying a partner's batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Changes merged into objects.
+    pub applied: usize,
+    /// Changes put in the inbox.
+    pub held: usize,
+    /// Changes dropped by the policy.
+    pub rejected: usize,
+    /// Changes at or below the cursor, already applied before.
+    pub skipped: usize,
+    /// The partner's cursor after the batch.
+    pub cursor: u64,
+}
+
+/// One partner's two cursors into the logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Every change of the partner's log up to this sequence is applied here.
+    pub applied_from_peer: u64,
+    /// The partner has acknowledged our log up to this sequence.
+    pub acked_by_peer: u64,
+}
+
+/// Where a change came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Written on this instance.
+    Local,
+    /// Received from this partner.
+    Partner(OrgId),
+}
+
+/// A committed (durable) change to an object, as seen by event subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreEvent {
+    /// Where it came from.
+    pub origin: Origin,
+    /// Its local log sequence (local writes only).
+    pub seq: Option<u64>,
+    /// The object.
+    pub id: ObjectId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Whether the object is deleted after this change.
+    pub deleted: bool,
+}
+
+/// State of a blob in the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobState {
+    /// Referenced by an object but not (fully) here yet.
+    Missing,
+    /// Complete and verified in the blob directory.
+    Complete,
+}
+
+/// Index entry of one blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobEntry {
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether the content is here.
+    pub state: BlobState,
+}
+
+struct Trees {
+    objects: sled::Tree,
+    log: sled::Tree,
+    cursors: sled::Tree,
+    blobs: sled::Tree,
+    inbox: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// State only one writer may touch at a time.
+struct Writer {
+    next_seq: u64,
+    clock: Clock,
+}
+
+struct Inner {
+    // Field order matters for drop: the flusher must stop (flushing what is
+    // pending) while the database is still open.
+    commit: GroupCommit,
+    db: sled::Db,
+    trees: Trees,
+    writer: Mutex<Writer>,
+    durable_head: AtomicU64,
+    head: watch::Sender<u64>,
+    events: broadcast::Sender<StoreEvent>,
+    instance: InstanceId,
+    blob_files: BlobFiles,
+    path: PathBuf,
+}
+
+/// A handle to the store of one instance. Cloning is cheap (an `Arc`);
+/// every clone sees the same data. Must not be opened twice at once (sled
+/// locks the directory).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("instance", &self.inner.instance)
+            .field("log_head", &self.log_head())
+            .finish()
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn decode_at<T: serde::de::DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|source| StoreError::Corrupt {
+        tree,
+        key: data_encoding::HEXLOWER.encode(key),
+        source,
+    })
+}
+
+fn encode_as<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    codec::encode(value).map_err(|source| StoreError::Encode { what, source })
+}
+
+impl Store {
+    /// Opens (creating if needed) the store of the instance directory `dir`:
+    /// sled in `dir/store`, blobs in `dir/blobs`.
+    pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Store, StoreError> {
+        Store::open_with(
+            dir,
+            StoreOptions {
+                cache_capacity_bytes,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// [`Store::open`] with every option.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        let path = dir.join("store");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(options.cache_capacity_bytes)
+            // Durability comes from the group-commit flusher, not a timer.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let open_tree = |name: &'static str| db.open_tree(name).map_err(db_err("open tree"));
+        let trees = Trees {
+            objects: open_tree("objects")?,
+            log: open_tree("log")?,
+            cursors: open_tree("cursors")?,
+            blobs: open_tree("blobs")?,
+            inbox: open_tree("inbox")?,
+            meta: open_tree("meta")?,
+        };
+
+        let stored = trees
+            .meta
+            .get(keys::META_INSTANCE)
+            .map_err(db_err("read instance"))?
+            .map(|v| keys::u64_value("meta", keys::META_INSTANCE, &v).map(InstanceId))
+            .transpose()?;
+        let instance = match (stored, options.instance) {
+            (Some(stored), Some(given)) if stored != given => {
+                return Err(StoreError::InstanceMismatch { stored, given })
+            }
+            (Some(stored), _) => stored,
+            (None, given) => {
+                let id = given.unwrap_or_else(InstanceId::random);
+                trees
+                    .meta
+                    .insert(keys::META_INSTANCE, &id.0.to_be_bytes())
+                    .map_err(db_err("record instance"))?;
+                db.flush().map_err(db_err("flush"))?;
+                id
+            }
+        };
+        let last_hlc = trees
+            .meta
+            .get(keys::META_HLC)
+            .map_err(db_err("read clock"))?
+            .map(|v| keys::u64_value("meta", keys::META_HLC, &v))
+            .transpose()?
+            .unwrap_or(0);
+        let head = match trees.log.last().map_err(db_err("read log head"))? {
+            Some((k, _)) => keys::u64_value("log", &k, &k)?,
+            None => 0,
+        };
+
+        let blob_files = BlobFiles::open(dir.join("blobs"))?;
+        let commit =
+            GroupCommit::start(db.clone(), options.flush_window).map_err(StoreError::Thread)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                commit,
+                db,
+                trees,
+                writer: Mutex::new(Writer {
+                    next_seq: head + 1,
+                    clock: Clock::resume(Timestamp(last_hlc), options.max_drift_ms),
+                }),
+                durable_head: AtomicU64::new(head),
+                head: watch::Sender::new(head),
+                events: broadcast::Sender::new(EVENT_CAPACITY),
+                instance,
+                blob_files,
+                path,
+            }),
+        })
+    }
+
+    /// The instance this store belongs to.
+    pub fn instance(&self) -> InstanceId {
+        self.inner.instance
+    }
+
+    /// The blob directory.
+    pub fn blob_files(&self) -> &BlobFiles {
+        &self.inner.blob_files
+    }
+
+    /// How many flushes the group-commit flusher has done since open.
+    pub fn flush_count(&self) -> u64 {
+        self.inner.commit.flush_count()
+    }
+
+    // -----------------------------------------------------------------
+    // Local writes
+    // -----------------------------------------------------------------
+
+    /// Writes local edits: each gets versions from the store's hybrid
+    /// logical clock, is merged into its object and appended to the log, all
+    /// in one transaction. Returns once the write is durable.
+    pub async fn write(&self, edits: Vec<Edit>) -> Result<WriteReceipt, StoreError> {
+        let instance = self.inner.instance;
+        self.commit_local(move |clock, wall| {
+            edits
+                .into_iter()
+                .map(|edit| {
+                    let mut change = Change {
+                        id: edit.id,
+                        kind: edit.kind,
+                        fields: Default::default(),
+                        deleted: None,
+                    };
+                    if edit.delete {
+                        change.deleted = Some(Version {
+                            hlc: clock.now(wall),
+                            instance,
+                        });
+                    }
+                    if !edit.fields.is_empty() {
+                        let version = Version {
+                            hlc: clock.now(wall),
+                            instance,
+                        };
+                        for (key, value) in edit.fields {
+                            change.fields.insert(key, FieldState { version, value });
+                        }
+                    }
+                    change
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Writes changes that already carry their versions (e.g. re-imported
+    /// data); the clock observes them so later local writes come after.
+    pub async fn write_changes(&self, changes: Vec<Change>) -> Result<WriteReceipt, StoreError> {
+        self.commit_local(move |clock, wall| {
+            for c in &changes {
+                for v in c.fields.values().map(|s| s.version).chain(c.deleted) {
+                    // A far-future local timestamp is the caller's choice;
+                    // only partners' clocks are bounded.
+                    if clock.observe(v.hlc, wall).is_err() {
+                        let _ = clock.now(wall);
+                    }
+                }
+            }
+            changes
+        })
+        .await
+    }
+
+    /// Deletes an object (a versioned tombstone that partners receive).
+    pub async fn delete(&self, id: ObjectId) -> Result<WriteReceipt, StoreError> {
+        let obj = self.get(id)?.ok_or(StoreError::NotFound(id))?;
+        let mut edit = Edit::new(id, obj.kind);
+        edit.delete = true;
+        self.write(vec![edit]).await
+    }
+
+    async fn commit_local(
+        &self,
+        build: impl FnOnce(&mut Clock, u64) -> Vec<Change>,
+    ) -> Result<WriteReceipt, StoreError> {
+        let t = &self.inner.trees;
+        let (ticket, receipt) = {
+            let mut w = self
+                .inner
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let changes = build(&mut w.clock, wall_ms());
+            if changes.is_empty() {
+                return Ok(WriteReceipt {
+                    changes: Vec::new(),
+                    objects: Vec::new(),
+                });
+            }
+            let first = w.next_seq;
+            let encoded = changes
+                .iter()
+                .map(|c| encode_as("change", c))
+                .collect::<Result<Vec<_>, _>>()?;
+            let hlc = w.clock.last().0.to_be_bytes();
+            let objects = (&t.objects, &t.log, &t.meta)
+                .transaction(|(objects, log, meta)| {
+                    let mut out = Vec::with_capacity(changes.len());
+                    for (i, (change, bytes)) in changes.iter().zip(&encoded).enumerate() {
+                        let obj = merge_into(objects, change)?;
+                        log.insert(&(first + i as u64).to_be_bytes(), bytes.as_slice())?;
+                        out.push(obj);
+                    }
+                    meta.insert(keys::META_HLC, &hlc)?;
+                    Ok(out)
+                })
+                .map_err(txn_err("write"))?;
+            w.next_seq = first + changes.len() as u64;
+            let receipt = WriteReceipt {
+                changes: changes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, change)| SequencedChange {
+                        seq: first + i as u64,
+                        change,
+                    })
+                    .collect(),
+                objects,
+            };
+            (self.inner.commit.ticket(), receipt)
+        };
+        self.inner
+            .commit
+            .wait(ticket)
+            .await
+            .map_err(StoreError::Flush)?;
+
+        // Receipt is non-empty here (checked above).
+        let last = receipt.changes.last().map(|c| c.seq).unwrap_or(0);
+        let prev = self.inner.durable_head.fetch_max(last, Ordering::AcqRel);
+        if last > prev {
+            self.inner.head.send_if_modified(|h| {
+                let grew = last > *h;
+                *h = (*h).max(last);
+                grew
+            });
+        }
+        for (c, obj) in receipt.changes.iter().zip(&receipt.objects) {
+            // No subscriber is not an error.
+            let _ = self.inner.events.send(StoreEvent {
+                origin: Origin::Local,
+                seq: Some(c.seq),
+                id: obj.id,
+                kind: obj.kind,
+                deleted: obj.is_deleted(),
+            });
+        }
+        Ok(receipt)
+    }
+
+    // -----------------------------------------------------------------
+    // Partner changes
+    // -----------------------------------------------------------------
+
+    /// Applies a batch of a partner's log and advances that partner's
+    /// `applied_from_peer` cursor to `up_to_seq`, in one transaction, and
+    /// returns once that is durable: the caller may then acknowledge
+    /// `up_to_seq`. Changes at or below the cursor are skipped (already
+    /// applied). Every change must have `seq <= up_to_seq`.
+    pub async fn apply_from_partner(
+        &self,
+        partner: OrgId,
+        changes: &[SequencedChange],
+        up_to_seq: u64,
+    ) -> Result<ApplyOutcome, StoreError> {
+        self.apply_from_partner_with(partner, changes, up_to_seq, &|_| Incoming::Apply)
+            .await
+    }
+
+    /// [`Store::apply_from_partner`] with a decision per change: applied,
+    /// held in the inbox, or rejected (dropped), all in the same transaction.
+    pub async fn apply_from_partner_with(
+        &self,
+        partner: OrgId,
+        changes: &[SequencedChange],
+        up_to_seq: u64,
+        decide: &(dyn Fn(&Change) -> Incoming + Sync),
+    ) -> Result<ApplyOutcome, StoreError> {
+        if let Some(c) = changes.iter().find(|c| c.seq > up_to_seq || c.seq == 0) {
+            return Err(StoreError::InvalidBatch {
+                partner,
+                reason: format!("change seq {} outside 1..={up_to_seq}", c.seq),
+            });
+        }
+        if changes.windows(2).any(|w| w[0].seq >= w[1].seq) {
+            return Err(StoreError::InvalidBatch {
+                partner,
+                reason: "sequence numbers not strictly increasing".into(),
+            });
+        }
+        let decisions: Vec<Incoming> = changes.iter().map(|c| decide(&c.change)).collect();
+        let t = &self.inner.trees;
+        let applied_key = keys::cursor(&partner, keys::CURSOR_APPLIED);
+        let (ticket, outcome, events) = {
+            let mut w = self
+                .inner
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let wall = wall_ms();
+            let newest = changes
+                .iter()
+                .flat_map(|c| {
+                    c.change
+                        .fields
+                        .values()
+                        .map(|s| s.version)
+                        .chain(c.change.deleted)
+                })
+                .map(|v| v.hlc)
+                .max();
+            if let Some(newest) = newest {
+                w.clock
+                    .check(newest, wall)
+                    .map_err(|source| StoreError::ClockDrift { partner, source })?;
+            }
+            let held_values = changes
+                .iter()
+                .zip(&decisions)
+                .filter(|(_, d)| **d == Incoming::Hold)
+                .map(|(c, _)| Ok((c.seq, encode_as("held change", &c.change)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let result = (&t.objects, &t.cursors, &t.inbox)
+                .transaction(|(objects, cursors, inbox)| {
+                    let cursor = match cursors.get(applied_key)? {
+                        Some(v) => keys::u64_value("cursors", &applied_key, &v)
+                            .map_err(ConflictableTransactionError::Abort)?,
+                        None => 0,
+                    };
+                    let mut outcome = ApplyOutcome::default();
+                    let mut events = Vec::new();
+                    for (c, d) in changes.iter().zip(&decisions) {
+                        if c.seq <= cursor {
+                            outcome.skipped += 1;
+                            continue;
+                        }
+                        match d {
+                            Incoming::Apply => {
+                                let obj = merge_into(objects, &c.change)?;
+                                outcome.applied += 1;
+                                events.push(StoreEvent {
+                                    origin: Origin::Partner(partner),
+                                    seq: None,
+                                    id: obj.id,
+                                    kind: obj.kind,
+                                    deleted: obj.is_deleted(),
+                                });
+                            }
+                            Incoming::Hold => {
+                                // Present: built from the same changes and decisions.
+                                if let Some((_, bytes)) =
+                                    held_values.iter().find(|(s, _)| *s == c.seq)
+                                {
+                                    inbox.insert(
+                                        keys::inbox(&partner, c.seq).as_slice(),
+                                        bytes.as_slice(),
+                                    )?;
+                                }
+                                outcome.held += 1;
+                            }
+                            Incoming::Reject => outcome.rejected += 1,
+                        }
+                    }
+                    outcome.cursor = cursor.max(up_to_seq);
+                    if outcome.cursor != cursor {
+                        cursors.insert(applied_key.as_slice(), &outcome.cursor.to_be_bytes())?;
+                    }
+                    Ok((outcome, events))
+                })
+                .map_err(txn_err("apply partner batch"))?;
+            if !result.1.is_empty() {
+                // Later local writes must order after what we applied.
+                if let Some(newest) = newest {
+                    let _ = w.clock.observe(newest, wall);
+                    self.inner
+                        .trees
+                        .meta
+                        .insert(keys::META_HLC, &w.clock.last().0.to_be_bytes())
+                        .map_err(db_err("record clock"))?;
+                }
+            }
+            (self.inner.commit.ticket(), result.0, result.1)
+        };
+        self.inner
+            .commit
+            .wait(ticket)
+            .await
+            .map_err(StoreError::Flush)?;
+        for e in events {
+            let _ = self.inner.events.send(e);
+        }
+        Ok(outcome)
+    }
+
+    /// The changes held in the inbox for `partner`, by the partner's sequence.
+    pub fn inbox(&self, partner: &OrgId) -> Result<Vec<(u64, Change)>, StoreError> {
+        self.inner
+            .trees
+            .inbox
+            .scan_prefix(partner.0)
+            .map(|kv| {
+                let (k, v) = kv.map_err(db_err("read inbox"))?;
+                let seq = keys::u64_value("inbox", &k, &k[32..])?;
+                Ok((seq, decode_at("inbox", &k, &v)?))
+            })
+            .collect()
+    }
+
+    // -----------------------------------------------------------------
+    // Cursors and the log
+    // -----------------------------------------------------------------
+
+    /// A partner's cursors (zero for a partner never synced).
+    pub fn cursor(&self, partner: &OrgId) -> Result<Cursor, StoreError> {
+        let read = |tag| -> Result<u64, StoreError> {
+            let key = keys::cursor(partner, tag);
+            match self
+                .inner
+                .trees
+                .cursors
+                .get(key)
+                .map_err(db_err("read cursor"))?
+            {
+                Some(v) => keys::u64_value("cursors", &key, &v),
+                None => Ok(0),
+            }
+        };
+        Ok(Cursor {
+            applied_from_peer: read(keys::CURSOR_APPLIED)?,
+            acked_by_peer: read(keys::CURSOR_ACKED)?,
+        })
+    }
+
+    /// Records that `partner` acknowledged our log up to `seq`. Never moves
+    /// the cursor back. Not flushed on its own: losing an ack in a crash
+    /// only means resending changes the partner skips.
+    pub fn set_acked(&self, partner: &OrgId, seq: u64) -> Result<(), StoreError> {
+        let key = keys::cursor(partner, keys::CURSOR_ACKED);
+        self.inner
+            .trees
+            .cursors
+            .fetch_and_update(key, |old| {
+                let old = old
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Some(old.max(seq).to_be_bytes().to_vec())
+            })
+            .map_err(db_err("write cursor"))?;
+        Ok(())
+    }
+
+    /// The highest durable sequence of the local log (0 when empty).
+    pub fn log_head(&self) -> u64 {
+        self.inner.durable_head.load(Ordering::Acquire)
+    }
+
+    /// A watch of [`Store::log_head`]: changes as soon as a local write is
+    /// durable, so senders can push without polling.
+    pub fn subscribe_head(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    /// Every committed change, local or from a partner, as it becomes durable.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<StoreEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Up to `limit` durable log entries with `seq > after`, in order.
+    pub fn load_log(&self, after: u64, limit: usize) -> Result<Vec<SequencedChange>, StoreError> {
+        let head = self.log_head();
+        if after >= head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let from = (after + 1).to_be_bytes();
+        let to = head.to_be_bytes();
+        self.inner
+            .trees
+            .log
+            .range(from..=to)
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv.map_err(db_err("read log"))?;
+                Ok(SequencedChange {
+                    seq: keys::u64_value("log", &k, &k)?,
+                    change: decode_at("log", &k, &v)?,
+                })
+            })
+            .collect()
+    }
+
+    // -----------------------------------------------------------------
+    // Objects
+    // -----------------------------------------------------------------
+
+    /// The stored object, including a deleted one (see [`Object::is_deleted`]).
+    pub fn get(&self, id: ObjectId) -> Result<Option<Object>, StoreError> {
+        match self
+            .inner
+            .trees
+            .objects
+            .get(id.0)
+            .map_err(db_err("read object"))?
+        {
+            Some(v) => Ok(Some(decode_at("objects", &id.0, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Live (not deleted) objects, optionally of one kind, in id order
+    /// (creation order), starting after `after`, at most `limit`.
+    /// Scans and decodes objects of other kinds too.
+    pub fn list(
+        &self,
+        kind: Option<Kind>,
+        after: Option<ObjectId>,
+        limit: usize,
+    ) -> Result<Vec<Object>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded(id.0),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for kv in self
+            .inner
+            .trees
+            .objects
+            .range::<[u8; 16], _>((start, Bound::Unbounded))
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(db_err("read objects"))?;
+            let obj: Object = decode_at("objects", &k, &v)?;
+            if kind.is_none_or(|k| k == obj.kind) && !obj.is_deleted() {
+                out.push(obj);
+            }
+        }
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------
+    // Blob index
+    // -----------------------------------------------------------------
+
+    /// The index entry of a blob.
+    pub fn blob(&self, hash: &BlobHash) -> Result<Option<BlobEntry>, StoreError> {
+        match self
+            .inner
+            .trees
+            .blobs
+            .get(hash)
+            .map_err(db_err("read blob"))?
+        {
+            Some(v) => Ok(Some(decode_at("blobs", hash, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a blob's index entry (durable when this returns).
+    pub async fn set_blob(&self, hash: &BlobHash, entry: BlobEntry) -> Result<(), StoreError> {
+        let ticket = {
+            // Under the writer lock so the ticket covers this insert.
+            let _w = self
+                .inner
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.inner
+                .trees
+                .blobs
+                .insert(hash, encode_as("blob entry", &entry)?)
+                .map_err(db_err("write blob"))?;
+            self.inner.commit.ticket()
+        };
+        self.inner
+            .commit
+            .wait(ticket)
+            .await
+            .map_err(StoreError::Flush)
+    }
+
+    /// Waits until everything written so far is durable (used at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let ticket = self.inner.commit.ticket();
+        self.inner
+            .commit
+            .wait(ticket)
+            .await
+            .map_err(StoreError::Flush)
+    }
+
+    /// Bytes the database uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.db.size_on_disk().map_err(db_err("size"))
+    }
+}
+
+/// Merges `change` into its stored object inside a transaction and returns
+/// the result.
+fn merge_into(
+    objects: &sled::transaction::TransactionalTree,
+    change: &Change,
+) -> Result<Object, ConflictableTransactionError<StoreError>> {
+    let existing = match objects.get(change.id.0)? {
+        Some(v) => Some(
+            decode_at::<Object>("objects", &change.id.0, &v)
+                .map_err(ConflictableTransactionError::Abort)?,
+        ),
+        None => None,
+    };
+    let obj = merge::apply_change(existing, change).map_err(|source| {
+        ConflictableTransactionError::Abort(StoreError::Merge {
+            id: change.id,
+            source,
+        })
+    })?;
+    let bytes = encode_as("object", &obj).map_err(ConflictableTransactionError::Abort)?;
+    objects.insert(&change.id.0, bytes)?;
+    Ok(obj)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+use super::*;
+use orgsync_protocol::model::Value;
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn new_id() -> ObjectId {
+    ObjectId::new_v7(wall_ms())
+}
+
+fn contact(name: &str) -> Edit {
+    Edit::new(new_id(), Kind::Contact).set_std("first_name", text(name))
+}
+
+/// A change as a partner instance would send it.
+fn partner_change(seq: u64, id: ObjectId, name: &str, hlc: u64) -> SequencedChange {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert(
+        FieldKey::Std("first_name".into()),
+        FieldState {
+            version: Version {
+                hlc: Timestamp(hlc),
+                instance: InstanceId(99),
+            },
+            value: Some(text(name)),
+        },
+    );
+    SequencedChange {
+        seq,
+        change: Change {
+            id,
+            kind: Kind::Contact,
+            fields,
+            deleted: None,
+        },
+    }
+}
+
+fn now_hlc() -> u64 {
+    Timestamp::new(wall_ms(), 0).0
+}
+
+const PARTNER: OrgId = OrgId([5; 32]);
+
+#[tokio::test]
+async fn write_is_durable_and_visible_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, instance) = {
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut head = store.subscribe_head();
+        let mut events = store.subscribe_events();
+        let edit = contact("Ada");
+        let id = edit.id;
+        let r = store.write(vec![edit]).await.unwrap();
+        assert_eq!(r.changes.len(), 1);
+        assert_eq!(r.changes[0].seq, 1);
+        assert_eq!(r.objects[0].get_std("first_name"), Some(&text("Ada")));
+        assert_eq!(store.log_head(), 1);
+        assert!(head.has_changed().unwrap());
+        assert_eq!(*head.borrow_and_update(), 1);
+        let ev = events.recv().await.unwrap();
+        assert_eq!(ev.origin, Origin::Local);
+        assert_eq!(ev.seq, Some(1));
+        assert_eq!(ev.id, id);
+        (id, store.instance())
+    };
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.instance(), instance);
+    assert_eq!(store.log_head(), 1);
+    let obj = store.get(id).unwrap().expect("object survives reopen");
+    assert_eq!(obj.get_std("first_name"), Some(&text("Ada")));
+    let log = store.load_log(0, 10).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].change.id, id);
+    // The clock resumes after what was written: a new write wins.
+    let r = store
+        .write(vec![
+            Edit::new(id, Kind::Contact).set_std("first_name", text("Ada L."))
+        ])
+        .await
+        .unwrap();
+    assert_eq!(r.changes[0].seq, 2);
+    assert_eq!(r.objects[0].get_std("first_name"), Some(&text("Ada L.")));
+}
+
+#[tokio::test]
+async fn log_is_ordered_and_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let edits: Vec<Edit> = (0..10).map(|i| contact(&format!("c{i}"))).collect();
+    store.write(edits[..4].to_vec()).await.unwrap();
+    store.write(edits[4..].to_vec()).await.unwrap();
+    assert_eq!(store.log_head(), 10);
+    let page = store.load_log(3, 4).unwrap();
+    assert_eq!(
+        page.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7]
+    );
+    assert_eq!(page[0].change.id, edits[3].id);
+    assert!(store.load_log(10, 5).unwrap().is_empty());
+    assert_eq!(store.load_log(8, 100).unwrap().len(), 2);
+    let listed = store.list(Some(Kind::Contact), None, 100).unwrap();
+    assert_eq!(listed.len(), 10);
+    assert!(store.list(Some(Kind::Flag), None, 100).unwrap().is_empty());
+    let after = store.list(None, Some(listed[4].id), 3).unwrap();
+    assert_eq!(after.len(), 3);
+    assert_eq!(after[0].id, listed[5].id);
+}
+
+#[tokio::test]
+async fn delete_writes_a_tombstone_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let edit = contact("Bob");
+    let id = edit.id;
+    store.write(vec![edit]).await.unwrap();
+    let r = store.delete(id).await.unwrap();
+    assert!(r.changes[0].change.deleted.is_some());
+    assert_eq!(r.changes[0].seq, 2);
+    assert!(store.get(id).unwrap().unwrap().is_deleted());
+    assert!(store.list(None, None, 10).unwrap().is_empty());
+    let missing = new_id();
+    assert!(matches!(
+        store.delete(missing).await,
+        Err(StoreError::NotFound(x)) if x == missing
+    ));
+}
+
+#[tokio::test]
+async fn apply_from_partner_advances_cursor_atomically_and_skips_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<ObjectId> = (0..5).map(|_| new_id()).collect();
+    let batch: Vec<SequencedChange> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| partner_change(i as u64 + 1, *id, "p", now_hlc()))
+        .collect();
+    {
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut events = store.subscribe_events();
+        let out = store
+            .apply_from_partner(PARTNER, &batch[..3], 3)
+            .await
+            .unwrap();
+        assert_eq!(out.applied, 3);
+        assert_eq!(out.cursor, 3);
+        let ev = events.recv().await.unwrap();
+        assert_eq!(ev.origin, Origin::Partner(PARTNER));
+        assert_eq!(ev.seq, None);
+        // Partner changes do not enter the local log.
+        assert_eq!(store.log_head(), 0);
+    }
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.cursor(&PARTNER).unwrap().applied_from_peer, 3);
+    for id in &ids[..3] {
+        assert!(store.get(*id).unwrap().is_some());
+    }
+    // Resent overlapping batch: the first three are skipped.
+    let out = store.apply_from_partner(PARTNER, &batch, 5).await.unwrap();
+    assert_eq!(out.skipped, 3);
+    assert_eq!(out.applied, 2);
+    assert_eq!(out.cursor, 5);
+    assert!(store.get(ids[4]).unwrap().is_some());
+    // A batch entirely below the cursor changes nothing, and never moves it back.
+    let out = store
+        .apply_from_partner(PARTNER, &batch[..2], 2)
+        .await
+        .unwrap();
+    assert_eq!(out.skipped, 2);
+    assert_eq!(out.cursor, 5);
+    assert_eq!(store.cursor(&PARTNER).unwrap().applied_from_peer, 5);
+}
+
+#[tokio::test]
+async fn failed_partner_batch_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let existing = contact("local");
+    let clash = existing.id;
+    store.write(vec![existing]).await.unwrap();
+    let fresh = new_id();
+    let mut bad = partner_change(2, clash, "x", now_hlc());
+    // Same object, other kind: the merge refuses it.
+    bad.change.kind = Kind::Organization;
+    let batch = vec![partner_change(1, fresh, "ok", now_hlc()), bad];
+    let err = store
+        .apply_from_partner(PARTNER, &batch, 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Merge { id, .. } if id == clash),
+        "{err}"
+    );
+    assert!(
+        store.get(fresh).unwrap().is_none(),
+        "first change rolled back"
+    );
+    assert_eq!(store.cursor(&PARTNER).unwrap().applied_from_peer, 0);
+
+    let out_of_range = vec![partner_change(7, fresh, "x", now_hlc())];
+    assert!(matches!(
+        store.apply_from_partner(PARTNER, &out_of_range, 6).await,
+        Err(StoreError::InvalidBatch { .. })
+    ));
+    let future = Timestamp::new(wall_ms() + 3_600_000, 0).0;
+    assert!(matches!(
+        store
+            .apply_from_partner(PARTNER, &[partner_change(1, fresh, "x", future)], 1)
+            .await,
+        Err(StoreError::ClockDrift { .. })
+    ));
+}
+
+#[tokio::test]
+async fn held_and_rejected_changes_still_advance_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    let batch = vec![
+        partner_change(1, a, "apply", now_hlc()),
+        partner_change(2, b, "hold", now_hlc()),
+        partner_change(3, c, "reject", now_hlc()),
+    ];
+    let decide = |ch: &Change| match ch.id {
+        x if x == b => Incoming::Hold,
+        x if x == c => Incoming::Reject,
+        _ => Incoming::Apply,
+    };
+    let out = store
+        .apply_from_partner_with(PARTNER, &batch, 3, &decide)
+        .await
+        .unwrap();
+    assert_eq!((out.applied, out.held, out.rejected), (1, 1, 1));
+    assert!(store.get(a).unwrap().is_some());
+    assert!(store.get(b).unwrap().is_none());
+    assert!(store.get(c).unwrap().is_none());
+    let inbox = store.inbox(&PARTNER).unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].0, 2);
+    assert_eq!(inbox[0].1.id, b);
+    assert_eq!(store.cursor(&PARTNER).unwrap().applied_from_peer, 3);
+}
+
+#[tokio::test]
+async fn acked_cursor_only_moves_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    store.set_acked(&PARTNER, 10).unwrap();
+    store.set_acked(&PARTNER, 4).unwrap();
+    assert_eq!(
+        store.cursor(&PARTNER).unwrap(),
+        Cursor {
+            applied_from_peer: 0,
+            acked_by_peer: 10
+        }
+    );
+}
+
+#[tokio::test]
+async fn store_refuses_another_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |i| StoreOptions {
+        instance: Some(InstanceId(i)),
+        ..StoreOptions::default()
+    };
+    drop(Store::open_with(dir.path(), opts(1)).unwrap());
+    assert!(matches!(
+        Store::open_with(dir.path(), opts(2)),
+        Err(StoreError::InstanceMismatch { .. })
+    ));
+    assert_eq!(
+        Store::open_with(dir.path(), opts(1)).unwrap().instance(),
+        InstanceId(1)
+    );
+}
+
+async fn concurrent_writers(window: Duration) -> (u64, Store, tempfile::TempDir) {
+    const WRITERS: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            flush_window: window,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let before = store.flush_count();
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.write(vec![contact(&format!("w{i}"))]).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let flushes = store.flush_count() - before;
+    eprintln!("{WRITERS} writers, window {window:?}: {flushes} flushes");
+    assert_eq!(store.log_head(), WRITERS as u64);
+    assert_eq!(store.load_log(0, 1000).unwrap().len(), WRITERS);
+    (flushes, store, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_shares_flushes_between_writers() {
+    let (flushes, _store, _dir) = concurrent_writers(Duration::ZERO).await;
+    assert!(flushes >= 1);
+    assert!(flushes < 100, "{flushes} flushes for 100 writers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_window_gathers_writers() {
+    let (flushes, _store, _dir) = concurrent_writers(Duration::from_millis(2)).await;
+    assert!(flushes >= 1);
+    assert!(
+        flushes < 50,
+        "{flushes} flushes for 100 writers with a 2 ms window"
+    );
+}
