@@ -21,7 +21,36 @@ use orgsync_protocol::model::{
 use serde::Deserialize;
 use serde_json::{json, Map, Value as Json};
 
-use crate::api::backend::LocalEdit;
+use crate::store::Edit;
+
+/// A validated local write to one object, before the store versions it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalEdit {
+    /// The object written; a new id creates the object.
+    pub id: ObjectId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Field writes: `Some` sets the value, `None` clears the field.
+    pub set: BTreeMap<FieldKey, Option<Value>>,
+}
+
+impl LocalEdit {
+    /// An edit of `id` that writes nothing yet.
+    pub fn new(id: ObjectId, kind: Kind) -> Self {
+        LocalEdit {
+            id,
+            kind,
+            set: BTreeMap::new(),
+        }
+    }
+
+    /// The store's form of this edit.
+    pub fn into_edit(self) -> Edit {
+        let mut edit = Edit::new(self.id, self.kind);
+        edit.fields = self.set.into_iter().collect();
+        edit
+    }
+}
 
 /// A request that cannot be accepted, with the field at fault when there is one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

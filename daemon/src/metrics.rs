@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::api::backend::PartnerStatus;
+use crate::api::PartnerStatus;
 
 /// The daemon's counters. All only ever increase.
 #[derive(Debug, Default)]
