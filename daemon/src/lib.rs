@@ -1,6 +1,7 @@
 //! orgsync-daemon: store, transport, sync engine, local API and drop folder.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod json;
 pub mod metrics;
