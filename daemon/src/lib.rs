@@ -3,7 +3,9 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod engine;
 pub mod json;
 pub mod metrics;
 pub mod policy;
 pub mod store;
+pub mod transport;

@@ -27,6 +27,12 @@ pub trait SharePolicy: Send + Sync + 'static {
     fn shares(&self, partner: &OrgId, object: &Object) -> bool;
     /// What to do with `change` received from `partner`.
     fn incoming(&self, partner: &OrgId, change: &Change) -> Incoming;
+
+    /// True when `partner` gets every object: lets the engine skip loading
+    /// each object to ask [`SharePolicy::shares`].
+    fn shares_everything(&self, _partner: &OrgId) -> bool {
+        false
+    }
 }
 
 /// Shares every object with every paired partner and applies every change.
@@ -39,5 +45,8 @@ impl SharePolicy for AllowAll {
     }
     fn incoming(&self, _partner: &OrgId, _change: &Change) -> Incoming {
         Incoming::Apply
+    }
+    fn shares_everything(&self, _partner: &OrgId) -> bool {
+        true
     }
 }

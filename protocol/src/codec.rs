@@ -21,9 +21,12 @@
 //! - [`decode`] refuses inputs longer than [`MAX_ENCODED_LEN`] and decodes
 //!   with a bincode byte limit chosen from the input length, so a hostile
 //!   length prefix cannot make it allocate more than
-//!   `max(4 KiB, 16 × input length)` for one string or byte vector (and never
-//!   more than [`MAX_ENCODED_LEN`]). Sequences of other types grow only as
-//!   elements are actually decoded from the input.
+//!   `max(4 KiB, 16 × input length)` for one string or [`bytes`] field (and
+//!   never more than [`MAX_ENCODED_LEN`]). For any other `Vec<T>` (including
+//!   a plain `Vec<u8>`) serde itself preallocates at most 1 MiB whatever the length prefix
+//!   claims, then grows only as elements actually decode; the wire types
+//!   with sequences ([`crate::wire::ChangeBatch`], [`crate::wire::BlobChunk`])
+//!   cap that preallocation too (see [`bytes`]).
 //!
 //! # Frames
 //!
@@ -311,7 +314,7 @@ fn decode_tier<T: DeserializeOwned, const N: usize>(
 /// Decodes a value from the front of `bytes` and returns it with the number
 /// of bytes it took; the rest of `bytes` is ignored.
 ///
-/// Guarantees: never panics on any input; one string or byte vector is
+/// Guarantees: never panics on any input; one string or [`bytes`] field is
 /// allocated only after its length was checked against a limit of
 /// `max(4 KiB, 16 × bytes.len())`, capped at [`MAX_ENCODED_LEN`].
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
@@ -609,15 +612,565 @@ impl Iterator for FrameDecoder {
 
 #[cfg(test)]
 mod tests {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    use proptest::prelude::*;
+
     use super::*;
-    use crate::wire::Ack;
+    use crate::wire::testing::{change_batch, message, sample_contact_change};
+    use crate::wire::{decode_change_batch, Ack, ChangeBatch, ErrorCode, ErrorMessage, Hello};
+
+    /// Records the largest single allocation made by the current thread, so
+    /// tests can check that hostile length prefixes do not cause large
+    /// allocations. Other threads (parallel tests) are not affected.
+    struct PeakAlloc;
+
+    thread_local! {
+        static PEAK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note(size: usize) {
+        let _ = PEAK.try_with(|p| p.set(p.get().max(size)));
+    }
+
+    // SAFETY: forwards every call to the system allocator unchanged.
+    unsafe impl GlobalAlloc for PeakAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            System.alloc(layout)
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            System.alloc_zeroed(layout)
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            System.realloc(ptr, layout, new_size)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: PeakAlloc = PeakAlloc;
+
+    /// Largest single allocation made by `f` on this thread.
+    fn peak_alloc<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        PEAK.with(|p| p.set(0));
+        let r = f();
+        (r, PEAK.with(|p| p.get()))
+    }
+
+    fn varint_u64(n: u64) -> Vec<u8> {
+        let mut v = vec![0xFD];
+        v.extend_from_slice(&n.to_le_bytes());
+        v
+    }
+
+    fn frame_of(payload: &[u8]) -> Vec<u8> {
+        let mut f = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+        f.push(FRAME_VERSION);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn hello() -> Message {
+        Message::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            org: crate::model::OrgId([1; 32]),
+            instance: crate::model::InstanceId(2),
+            epoch: 3,
+            features: crate::wire::FEATURE_BLOBS,
+            applied_up_to: 4,
+        })
+    }
 
     #[test]
-    fn smoke_round_trip() {
-        let msg = Message::Ack(Ack { up_to_seq: 42 });
-        let frame = encode_frame(&msg).unwrap();
-        assert_eq!(decode_frame(&frame).unwrap(), Some((msg, frame.len())));
-        let v: Vec<String> = vec!["a".into(), "bc".into()];
-        assert_eq!(decode::<Vec<String>>(&encode(&v).unwrap()).unwrap(), v);
+    fn values_round_trip_and_trailing_bytes_are_refused() {
+        let v: Vec<String> = vec!["a".into(), "bé".into()];
+        let bytes = encode(&v).unwrap();
+        assert_eq!(decode::<Vec<String>>(&bytes).unwrap(), v);
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            decode::<Vec<String>>(&longer),
+            Err(CodecError::TrailingBytes {
+                type_name: std::any::type_name::<Vec<String>>(),
+                count: 2
+            })
+        );
+        assert_eq!(
+            decode_prefix::<Vec<String>>(&longer).unwrap(),
+            (v, bytes.len())
+        );
+        assert!(matches!(
+            decode::<u64>(&[0xFD, 1]),
+            Err(CodecError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode::<bool>(&[7]),
+            Err(CodecError::Malformed { .. })
+        ));
+        let mut buf = vec![0xAA];
+        encode_into(&7u32, &mut buf).unwrap();
+        assert_eq!(buf, [0xAA, 7]);
+    }
+
+    #[test]
+    fn decode_refuses_oversized_input() {
+        let big = vec![0u8; MAX_ENCODED_LEN + 1];
+        assert!(matches!(
+            decode::<Vec<u8>>(&big),
+            Err(CodecError::InputTooLarge { len, max: MAX_ENCODED_LEN, .. }) if len == MAX_ENCODED_LEN + 1
+        ));
+    }
+
+    #[test]
+    fn encode_refuses_oversized_output_without_growing_past_the_limit() {
+        let big = vec![0u8; MAX_ENCODED_LEN];
+        let (r, peak) = peak_alloc(|| encode(&big));
+        assert!(matches!(
+            r,
+            Err(CodecError::EncodedTooLarge {
+                max: MAX_ENCODED_LEN,
+                ..
+            })
+        ));
+        // The input vector itself is not allocated in the closure.
+        assert!(peak <= MAX_ENCODED_LEN * 2, "peak {peak}");
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Blob(
+        #[serde(with = "bytes")]
+        #[allow(dead_code)]
+        Vec<u8>,
+    );
+
+    #[test]
+    fn hostile_lengths_fail_fast_with_small_allocations() {
+        type Fails = Box<dyn Fn(&[u8]) -> bool>;
+        let cases: Vec<(&str, Vec<u8>, Fails)> = vec![
+            (
+                "String 2^40",
+                varint_u64(1 << 40),
+                Box::new(|b| decode::<String>(b).is_err()),
+            ),
+            (
+                "String 4 MiB",
+                varint_u64(4 << 20),
+                Box::new(|b| decode::<String>(b).is_err()),
+            ),
+            (
+                "codec::bytes 2^60",
+                varint_u64(1 << 60),
+                Box::new(|b| decode::<Blob>(b).is_err()),
+            ),
+            (
+                "codec::bytes 4 MiB",
+                varint_u64(4 << 20),
+                Box::new(|b| decode::<Blob>(b).is_err()),
+            ),
+            (
+                "ChangeBatch 2^60",
+                varint_u64(1 << 60),
+                Box::new(|b| decode_change_batch(b).is_err()),
+            ),
+            (
+                "BlobChunk data 2^30",
+                {
+                    let mut b = vec![0u8; 32 + 2];
+                    b.extend_from_slice(&[0xFC]);
+                    b.extend_from_slice(&(1u32 << 30).to_le_bytes());
+                    b
+                },
+                Box::new(|b| crate::wire::decode_blob_chunk(b).is_err()),
+            ),
+        ];
+        for (name, bytes, decode_fails) in cases {
+            let start = std::time::Instant::now();
+            let (failed, peak) = peak_alloc(|| decode_fails(&bytes));
+            assert!(failed, "{name}: hostile input accepted");
+            assert!(
+                peak <= TIER_0,
+                "{name}: allocated {peak} bytes for {} input bytes",
+                bytes.len()
+            );
+            assert!(
+                start.elapsed() < std::time::Duration::from_millis(500),
+                "{name}: slow"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_generic_vec_allocation_is_capped_by_serde() {
+        // serde's Vec<T> visitor preallocates min(claim, 1 MiB / size_of::<T>()).
+        let bytes = varint_u64(1 << 60);
+        let (r, peak) = peak_alloc(|| decode::<Vec<String>>(&bytes));
+        assert!(matches!(r, Err(CodecError::Truncated { .. })));
+        assert!(peak <= 1 << 20, "allocated {peak}");
+        // Same for a plain Vec<u8> field: hence `codec::bytes`.
+        let (r, peak) = peak_alloc(|| decode::<Vec<u8>>(&bytes));
+        assert!(matches!(r, Err(CodecError::Truncated { .. })));
+        assert!(peak <= 1 << 20, "allocated {peak}");
+    }
+
+    #[test]
+    fn hostile_frame_payload_allocations_are_bounded() {
+        // Message::Changes (variant 1) with a ciphertext claiming 2^60 bytes.
+        // The ciphertext field uses serde's default Vec<u8> decoding, which
+        // preallocates at most 1 MiB whatever the claim (see report:
+        // `#[serde(with = "crate::codec::bytes")]` on it would make it 0).
+        let mut payload = vec![1u8, 1];
+        payload.extend_from_slice(&[0; 32 + 32 + 1 + 8 + 1 + 1 + 24]);
+        payload.extend_from_slice(&varint_u64(1 << 60));
+        let frame = frame_of(&payload);
+        let (r, peak) = peak_alloc(|| decode_frame(&frame));
+        assert!(r.is_err());
+        assert!(peak <= (1 << 20) + 4096, "allocated {peak}");
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_from_the_header_alone() {
+        let (r, peak) = peak_alloc(|| decode_frame(&[0xFF, 0xFF, 0xFF, 0xFF]));
+        assert_eq!(
+            r,
+            Err(CodecError::FrameTooLarge {
+                len: 0xFFFF_FFFF + 4,
+                max: MAX_FRAME_LEN
+            })
+        );
+        assert_eq!(peak, 0);
+        let at_limit = ((MAX_FRAME_LEN - 4) as u32).to_be_bytes();
+        assert_eq!(decode_frame(&at_limit), Ok(None));
+        let over = ((MAX_FRAME_LEN - 3) as u32).to_be_bytes();
+        assert!(matches!(
+            decode_frame(&over),
+            Err(CodecError::FrameTooLarge { .. })
+        ));
+
+        let mut dec = FrameDecoder::new();
+        assert!(dec.push(&[0x7F, 0xFF]).is_ok());
+        let err = dec.push(&[0xFF, 0xFF]).unwrap_err();
+        assert!(matches!(err, CodecError::FrameTooLarge { .. }));
+        assert_eq!(dec.buffered(), 0);
+        // Sticky: the stream is out of step from now on.
+        assert_eq!(dec.push(&[0]), Err(err.clone()));
+        assert_eq!(dec.next_message(), Err(err.clone()));
+        assert_eq!(dec.error(), Some(&err));
+    }
+
+    #[test]
+    fn frame_header_errors() {
+        assert_eq!(
+            decode_frame(&[0, 0, 0, 9, 2]),
+            Err(CodecError::UnsupportedFrameVersion {
+                found: 2,
+                supported: FRAME_VERSION
+            })
+        );
+        assert_eq!(decode_frame(&[0, 0, 0, 0]), Err(CodecError::EmptyFrame));
+        assert_eq!(decode_frame(&[0, 0, 0, 9, FRAME_VERSION]), Ok(None));
+        assert_eq!(decode_frame(&[]), Ok(None));
+    }
+
+    #[test]
+    fn frame_payload_errors() {
+        let payload = encode(&Message::Ping(5)).unwrap();
+        let mut long = payload.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_frame(&frame_of(&long)),
+            Err(CodecError::TrailingBytes { count: 1, .. })
+        ));
+        let hello_payload = encode(&hello()).unwrap();
+        assert!(matches!(
+            decode_frame(&frame_of(&hello_payload[..10])),
+            Err(CodecError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode_frame(&frame_of(&[200])),
+            Err(CodecError::Malformed { .. })
+        ));
+        let Message::Hello(mut h) = hello() else {
+            unreachable!()
+        };
+        h.min_version = 2;
+        h.max_version = 1;
+        let err = decode_frame(&frame_of(&encode(&Message::Hello(h)).unwrap())).unwrap_err();
+        assert!(matches!(
+            err,
+            CodecError::Invalid {
+                message: "hello",
+                source: WireError::VersionRange { min: 2, max: 1 }
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "invalid hello: hello: version range 2..=1 is empty (min_version above max_version)"
+        );
+    }
+
+    #[test]
+    fn encode_frame_validates_and_bounds() {
+        let bad = Message::Error(ErrorMessage {
+            code: ErrorCode::Internal,
+            message: "x".repeat(5000),
+        });
+        let mut out = vec![1, 2, 3];
+        assert!(matches!(
+            encode_frame_into(&bad, &mut out),
+            Err(CodecError::Invalid {
+                message: "error",
+                ..
+            })
+        ));
+        assert_eq!(out, [1, 2, 3]);
+
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut env = proptest::strategy::ValueTree::current(
+            &crate::wire::testing::sealed_envelope()
+                .new_tree(&mut runner)
+                .unwrap(),
+        );
+        env.ciphertext = vec![0; MAX_FRAME_LEN - 10];
+        let big = Message::Changes(env);
+        assert_eq!(big.validate(), Ok(()));
+        assert!(matches!(
+            encode_frame_into(&big, &mut out),
+            Err(CodecError::EncodedTooLarge {
+                max: MAX_FRAME_PAYLOAD,
+                ..
+            })
+        ));
+        assert_eq!(out, [1, 2, 3]);
+
+        encode_frame_into(&Message::Ack(Ack { up_to_seq: 1 }), &mut out).unwrap();
+        encode_frame_into(&Message::Ping(2), &mut out).unwrap();
+        let (m1, n1) = decode_frame(&out[3..]).unwrap().unwrap();
+        let (m2, n2) = decode_frame(&out[3 + n1..]).unwrap().unwrap();
+        assert_eq!(
+            (m1, m2),
+            (Message::Ack(Ack { up_to_seq: 1 }), Message::Ping(2))
+        );
+        assert_eq!(3 + n1 + n2, out.len());
+    }
+
+    #[test]
+    fn decoder_buffer_is_bounded() {
+        let mut dec = FrameDecoder::new();
+        let big = vec![0u8; MAX_DECODER_BUFFER + 1];
+        assert!(matches!(
+            dec.push(&big),
+            Err(CodecError::DecoderBufferFull {
+                buffered: 0,
+                max: MAX_DECODER_BUFFER,
+                ..
+            })
+        ));
+        assert_eq!(dec.next(), None);
+    }
+
+    #[test]
+    fn decoder_iterates_over_messages() {
+        let msgs = vec![
+            hello(),
+            Message::Ping(1),
+            Message::Ack(Ack { up_to_seq: 9 }),
+        ];
+        let mut bytes = Vec::new();
+        for m in &msgs {
+            encode_frame_into(m, &mut bytes).unwrap();
+        }
+        let mut dec = FrameDecoder::default();
+        dec.push(&bytes).unwrap();
+        let got: Result<Vec<Message>, CodecError> = dec.by_ref().collect();
+        assert_eq!(got.unwrap(), msgs);
+        assert_eq!(dec.buffered(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn frames_round_trip(msg in message()) {
+            let frame = encode_frame(&msg).unwrap();
+            prop_assert_eq!(frame.len(), FRAME_HEADER_LEN + encoded_len(&msg).unwrap());
+            prop_assert_eq!(decode_frame(&frame).unwrap(), Some((msg, frame.len())));
+        }
+
+        #[test]
+        fn frames_split_at_every_byte_decode_the_same(msg in message()) {
+            let frame = encode_frame(&msg).unwrap();
+            for i in 0..=frame.len() {
+                if i < frame.len() {
+                    prop_assert_eq!(decode_frame(&frame[..i]), Ok(None));
+                }
+                let mut dec = FrameDecoder::new();
+                dec.push(&frame[..i]).unwrap();
+                if i < frame.len() {
+                    prop_assert_eq!(dec.next_message(), Ok(None));
+                }
+                dec.push(&frame[i..]).unwrap();
+                prop_assert_eq!(dec.next_message(), Ok(Some(msg.clone())));
+                prop_assert_eq!(dec.next_message(), Ok(None));
+                prop_assert_eq!(dec.buffered(), 0);
+            }
+        }
+
+        #[test]
+        fn streams_in_random_chunks_decode_the_same(
+            msgs in proptest::collection::vec(message(), 1..8),
+            cuts in proptest::collection::vec(1usize..64, 1..64),
+        ) {
+            let mut bytes = Vec::new();
+            for m in &msgs {
+                encode_frame_into(m, &mut bytes).unwrap();
+            }
+            let mut dec = FrameDecoder::new();
+            let mut got = Vec::new();
+            let mut rest = &bytes[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                // cycle() over a non-empty vector never ends.
+                let n = (*cut.next().unwrap()).min(rest.len());
+                dec.push(&rest[..n]).unwrap();
+                rest = &rest[n..];
+                while let Some(m) = dec.next_message().unwrap() {
+                    got.push(m);
+                }
+            }
+            prop_assert_eq!(got, msgs);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600), split in any::<usize>()) {
+            let _ = decode_frame(&bytes);
+            // Same bytes behind a valid header, to reach the payload decoder.
+            let framed = frame_of(&bytes);
+            let whole = decode_frame(&framed);
+            prop_assert!(!matches!(whole, Ok(None)));
+            let mut dec = FrameDecoder::new();
+            let at = split % (framed.len() + 1);
+            let streamed = dec
+                .push(&framed[..at])
+                .and_then(|()| dec.push(&framed[at..]))
+                .and_then(|()| dec.next_message());
+            match (whole, streamed) {
+                (Ok(Some((m, _))), Ok(Some(s))) => prop_assert_eq!(m, s),
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "one-shot {:?} vs streamed {:?}", a, b),
+            }
+        }
+
+        #[test]
+        fn mutated_frames_never_panic(msg in message(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+            let mut frame = encode_frame(&msg).unwrap();
+            for (at, b) in flips {
+                let n = frame.len();
+                frame[at % n] = b;
+            }
+            if let Ok(Some((m, used))) = decode_frame(&frame) {
+                prop_assert!(used <= frame.len());
+                prop_assert_eq!(m.validate(), Ok(()));
+            }
+        }
+
+        #[test]
+        fn encoding_is_deterministic(batch in change_batch()) {
+            prop_assert_eq!(encode(&batch).unwrap(), encode(&batch.clone()).unwrap());
+        }
+    }
+
+    fn contact_batch(n: u64) -> ChangeBatch {
+        ChangeBatch {
+            changes: (1..=n).map(sample_contact_change).collect(),
+            log_head: n,
+        }
+    }
+
+    /// Quick measure: `cargo test -p orgsync-protocol --release --lib -- --ignored --nocapture measure_`
+    #[test]
+    #[ignore]
+    fn measure_contact_batch_codec() {
+        let batch = contact_batch(1000);
+        let bytes = encode(&batch).unwrap();
+        let one = encode(&batch.changes[0]).unwrap().len();
+        let rounds = 200;
+        let mut enc = Vec::with_capacity(rounds);
+        let mut dec = Vec::with_capacity(rounds);
+        let mut buf = Vec::with_capacity(bytes.len());
+        for _ in 0..rounds {
+            let t = std::time::Instant::now();
+            buf.clear();
+            encode_into(&batch, &mut buf).unwrap();
+            enc.push(t.elapsed());
+            let t = std::time::Instant::now();
+            let back = decode_change_batch(std::hint::black_box(&buf)).unwrap();
+            dec.push(t.elapsed());
+            assert_eq!(back.changes.len(), 1000);
+        }
+        enc.sort();
+        dec.sort();
+        let t = std::time::Instant::now();
+        let n_obj = 30_000;
+        for c in batch.changes.iter().cycle().take(n_obj) {
+            std::hint::black_box(encode(&c.change).unwrap());
+        }
+        let per_s = n_obj as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "contact change: {one} bytes; batch of 1000: {} bytes; encode median {:?} (min {:?}); \
+             decode+validate median {:?} (min {:?}); single-change encode: {per_s:.0}/s",
+            bytes.len(),
+            enc[rounds / 2],
+            enc[0],
+            dec[rounds / 2],
+            dec[0]
+        );
+    }
+
+    /// Writes the fuzz seed corpus: `cargo test -p orgsync-protocol --lib -- --ignored write_fuzz_corpus`
+    #[test]
+    #[ignore]
+    fn write_fuzz_corpus() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/frame_decode");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut seeds: Vec<(String, Vec<u8>)> = vec![
+            ("hello".into(), encode_frame(&hello()).unwrap()),
+            ("ping".into(), encode_frame(&Message::Ping(7)).unwrap()),
+            (
+                "error".into(),
+                encode_frame(&Message::Error(ErrorMessage::new(
+                    ErrorCode::Malformed,
+                    "bad frame",
+                )))
+                .unwrap(),
+            ),
+            ("change_batch_3".into(), encode(&contact_batch(3)).unwrap()),
+            ("oversized_header".into(), vec![0xFF, 0xFF, 0xFF, 0xFF, 1]),
+        ];
+        for i in 0..8 {
+            let m =
+                proptest::strategy::ValueTree::current(&message().new_tree(&mut runner).unwrap());
+            seeds.push((format!("message_{i}"), encode_frame(&m).unwrap()));
+        }
+        let mut stream = Vec::new();
+        for m in [
+            hello(),
+            Message::Ack(Ack { up_to_seq: 3 }),
+            Message::Pong(7),
+        ] {
+            encode_frame_into(&m, &mut stream).unwrap();
+        }
+        seeds.push(("stream_3".into(), stream));
+        for (name, bytes) in seeds {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
     }
 }

@@ -214,7 +214,7 @@ pub const MAX_CIPHERTEXT_LEN: usize = MAX_FRAME_LEN;
 
 /// Preallocate at most this many changes from a batch's length prefix: the
 /// prefix is untrusted, so the vector grows only as changes actually decode.
-const CHANGES_PREALLOC: usize = 256;
+const CHANGES_PREALLOC: usize = 32;
 
 fn deserialize_changes<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -544,4 +544,652 @@ pub fn decode_blob_chunk(bytes: &[u8]) -> Result<BlobChunk, CodecError> {
         source,
     })?;
     Ok(chunk)
+}
+
+/// proptest strategies for every message and its parts, producing values
+/// that pass validation. Test-only (shared with the session's tests); to
+/// expose it to other crates or fuzzers, put it behind a `testing` feature.
+#[cfg(test)]
+pub mod testing {
+    use std::collections::BTreeMap;
+
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::envelope::{EnvelopeHeader, StreamKind};
+    use crate::model::{Change, Date, FieldState, Kind, Version};
+
+    /// Any organisation id.
+    pub fn org_id() -> impl Strategy<Value = OrgId> {
+        any::<[u8; 32]>().prop_map(OrgId)
+    }
+
+    /// Any instance id.
+    pub fn instance_id() -> impl Strategy<Value = InstanceId> {
+        any::<u64>().prop_map(InstanceId)
+    }
+
+    /// Any object id (not necessarily a valid UUIDv7: the wire does not care).
+    pub fn object_id() -> impl Strategy<Value = ObjectId> {
+        any::<[u8; 16]>().prop_map(ObjectId)
+    }
+
+    /// Any kind.
+    pub fn kind() -> impl Strategy<Value = Kind> {
+        proptest::sample::select(Kind::ALL.to_vec())
+    }
+
+    /// Any field version.
+    pub fn version() -> impl Strategy<Value = Version> {
+        (any::<u64>(), instance_id()).prop_map(|(t, instance)| Version {
+            hlc: Timestamp(t),
+            instance,
+        })
+    }
+
+    /// Any valid value: finite numbers, text within bounds (mostly short,
+    /// including non-ASCII).
+    pub fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            ".{0,24}".prop_map(Value::Text),
+            any::<f64>()
+                .prop_filter("finite", |n| n.is_finite())
+                .prop_map(Value::Number),
+            any::<i64>().prop_map(Value::Integer),
+            (1u16..=9999, 1u8..=12, 1u8..=28)
+                // Day 1..=28 exists in every month of every year.
+                .prop_map(|(y, m, d)| Value::Date(Date::new(y, m, d).expect("valid date"))),
+            any::<bool>().prop_map(Value::Bool),
+            "[a-z]{0,12}".prop_map(Value::Choice),
+            object_id().prop_map(Value::Ref),
+            any::<[u8; 32]>().prop_map(Value::Hash),
+        ]
+    }
+
+    /// Any field key with a name within bounds.
+    pub fn field_key() -> impl Strategy<Value = FieldKey> {
+        prop_oneof![
+            "[a-z_]{1,16}".prop_map(FieldKey::Std),
+            ".{1,16}".prop_map(FieldKey::Custom),
+            object_id().prop_map(FieldKey::Flag),
+        ]
+    }
+
+    /// Any change within bounds (up to 6 fields).
+    pub fn change() -> impl Strategy<Value = Change> {
+        (
+            object_id(),
+            kind(),
+            btree_map(
+                field_key(),
+                (version(), proptest::option::of(value()))
+                    .prop_map(|(version, value)| FieldState { version, value }),
+                0..6,
+            ),
+            proptest::option::of(version()),
+        )
+            .prop_map(|(id, kind, fields, deleted)| Change {
+                id,
+                kind,
+                fields,
+                deleted,
+            })
+    }
+
+    /// Any valid batch: up to 8 changes with strictly increasing sequences
+    /// from 1 and a log head at or after the last one.
+    pub fn change_batch() -> impl Strategy<Value = ChangeBatch> {
+        (vec((1u64..1000, change()), 0..8), 0u64..1000).prop_map(|(changes, head_gap)| {
+            let mut seq = 0;
+            let changes: Vec<SequencedChange> = changes
+                .into_iter()
+                .map(|(gap, change)| {
+                    seq += gap;
+                    SequencedChange { seq, change }
+                })
+                .collect();
+            ChangeBatch {
+                changes,
+                log_head: seq + head_gap,
+            }
+        })
+    }
+
+    /// Any valid blob chunk (short data).
+    pub fn blob_chunk() -> impl Strategy<Value = BlobChunk> {
+        (
+            any::<[u8; 32]>(),
+            any::<u32>(),
+            vec(any::<u8>(), 0..64),
+            any::<u32>(),
+        )
+            .prop_map(|(hash, offset, data, extra)| {
+                let offset = u64::from(offset);
+                BlobChunk {
+                    hash,
+                    offset,
+                    total_len: offset + data.len() as u64 + u64::from(extra),
+                    data,
+                }
+            })
+    }
+
+    /// Any sealed envelope (random bytes, not a real seal).
+    pub fn sealed_envelope() -> impl Strategy<Value = SealedEnvelope> {
+        (
+            (
+                any::<u8>(),
+                org_id(),
+                org_id(),
+                any::<u32>(),
+                any::<[u8; 8]>(),
+            ),
+            prop_oneof![Just(StreamKind::Changes), Just(StreamKind::Blob)],
+            any::<u64>(),
+            any::<[u8; 24]>(),
+            vec(any::<u8>(), 0..128),
+        )
+            .prop_map(
+                |(
+                    (version, sender, receiver, epoch, key_id),
+                    stream,
+                    sequence,
+                    nonce,
+                    ciphertext,
+                )| SealedEnvelope {
+                    header: EnvelopeHeader {
+                        version,
+                        sender,
+                        receiver,
+                        epoch,
+                        key_id,
+                        stream,
+                        sequence,
+                    },
+                    nonce,
+                    ciphertext,
+                },
+            )
+    }
+
+    /// Any error code.
+    pub fn error_code() -> impl Strategy<Value = ErrorCode> {
+        proptest::sample::select(vec![
+            ErrorCode::VersionMismatch,
+            ErrorCode::Malformed,
+            ErrorCode::BadEnvelope,
+            ErrorCode::BadEpoch,
+            ErrorCode::Unexpected,
+            ErrorCode::BlobUnavailable,
+            ErrorCode::NotPaired,
+            ErrorCode::Internal,
+        ])
+    }
+
+    /// Any valid hello.
+    pub fn hello() -> impl Strategy<Value = Hello> {
+        (
+            any::<(u16, u16)>(),
+            org_id(),
+            instance_id(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |((a, b), org, instance, epoch, features, applied_up_to)| Hello {
+                    min_version: a.min(b),
+                    max_version: a.max(b),
+                    org,
+                    instance,
+                    epoch,
+                    features,
+                    applied_up_to,
+                },
+            )
+    }
+
+    /// Any valid message, every variant equally likely.
+    pub fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            hello().prop_map(Message::Hello),
+            sealed_envelope().prop_map(Message::Changes),
+            any::<u64>().prop_map(|up_to_seq| Message::Ack(Ack { up_to_seq })),
+            (any::<[u8; 32]>(), any::<u64>(), object_id()).prop_map(|(hash, offset, object)| {
+                Message::BlobRequest(BlobRequest {
+                    hash,
+                    offset,
+                    object,
+                })
+            }),
+            sealed_envelope().prop_map(Message::BlobChunk),
+            (any::<[u8; 32]>(), any::<u64>())
+                .prop_map(|(hash, total_len)| Message::BlobDone(BlobDone { hash, total_len })),
+            (error_code(), ".{0,64}")
+                .prop_map(|(code, message)| Message::Error(ErrorMessage { code, message })),
+            any::<u64>().prop_map(Message::Ping),
+            any::<u64>().prop_map(Message::Pong),
+        ]
+    }
+
+    /// A realistic contact change (7 fields, about 260 bytes encoded), for
+    /// measurements and corpus seeds.
+    pub fn sample_contact_change(seq: u64) -> SequencedChange {
+        let version = |n: u64| Version {
+            hlc: Timestamp::new(1_730_000_000_000 + seq, n as u16),
+            instance: InstanceId(0x1234_5678_9abc_def0),
+        };
+        let text = |s: &str| Some(Value::Text(s.to_string()));
+        let mut fields = BTreeMap::new();
+        let mut put = |name: &str, value: Option<Value>| {
+            let n = fields.len() as u64;
+            fields.insert(
+                FieldKey::Std(name.into()),
+                FieldState {
+                    version: version(n),
+                    value,
+                },
+            );
+        };
+        put("first_name", text("Marguerite"));
+        put("last_name", text("Duchêne-Fontaine"));
+        put("email", text("marguerite.duchene@example.org"));
+        put("phone", text("+33 1 23 45 67 89"));
+        put("role", text("candidate"));
+        put("organization", Some(Value::Ref(ObjectId([7; 16]))));
+        put("notes", text("Met at the spring fair."));
+        let mut id = [0x01u8; 16];
+        id[8..].copy_from_slice(&seq.to_be_bytes());
+        SequencedChange {
+            seq,
+            change: Change {
+                id: ObjectId(id),
+                kind: Kind::Contact,
+                fields,
+                deleted: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+
+    use super::testing::*;
+    use super::*;
+    use crate::model::FieldState;
+
+    fn batch_of(changes: Vec<SequencedChange>) -> ChangeBatch {
+        let log_head = changes.last().map_or(0, |c| c.seq);
+        ChangeBatch { changes, log_head }
+    }
+
+    fn one_field(seq: u64, key: FieldKey, value: Value) -> SequencedChange {
+        let mut sc = sample_contact_change(seq);
+        let version = sc
+            .change
+            .fields
+            .values()
+            .next()
+            .expect("sample has fields")
+            .version;
+        sc.change.fields.clear();
+        sc.change.fields.insert(
+            key,
+            FieldState {
+                version,
+                value: Some(value),
+            },
+        );
+        sc
+    }
+
+    fn invalid(e: CodecError) -> WireError {
+        match e {
+            CodecError::Invalid { source, .. } => source,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn every_message_round_trips_through_codec(msg in message()) {
+            prop_assert_eq!(msg.validate(), Ok(()));
+            let bytes = codec::encode(&msg).unwrap();
+            prop_assert_eq!(codec::encoded_len(&msg).unwrap(), bytes.len());
+            prop_assert_eq!(codec::decode::<Message>(&bytes).unwrap(), msg);
+        }
+
+        #[test]
+        fn change_batches_round_trip(batch in change_batch()) {
+            let bytes = codec::encode(&batch).unwrap();
+            prop_assert_eq!(decode_change_batch(&bytes).unwrap(), batch);
+        }
+
+        #[test]
+        fn blob_chunks_round_trip(chunk in blob_chunk()) {
+            let bytes = codec::encode(&chunk).unwrap();
+            prop_assert_eq!(decode_blob_chunk(&bytes).unwrap(), chunk);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_plaintext_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_change_batch(&bytes);
+            let _ = decode_blob_chunk(&bytes);
+        }
+
+        #[test]
+        fn mutated_batches_never_panic(batch in change_batch(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut bytes = codec::encode(&batch).unwrap();
+            for (at, b) in flips {
+                let n = bytes.len();
+                bytes[at % n] = b;
+            }
+            if let Ok(decoded) = decode_change_batch(&bytes) {
+                prop_assert_eq!(decoded.validate(), Ok(()));
+            }
+        }
+    }
+
+    #[test]
+    fn hello_with_inverted_versions_is_refused() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut h = hello().new_tree(&mut runner).unwrap().current();
+        h.min_version = 3;
+        h.max_version = 2;
+        assert_eq!(
+            Message::Hello(h).validate(),
+            Err(WireError::VersionRange { min: 3, max: 2 })
+        );
+    }
+
+    #[test]
+    fn oversized_ciphertext_is_refused() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut env = sealed_envelope().new_tree(&mut runner).unwrap().current();
+        env.ciphertext = vec![0; MAX_CIPHERTEXT_LEN + 1];
+        assert_eq!(
+            Message::BlobChunk(env.clone()).validate(),
+            Err(WireError::CiphertextTooLarge {
+                message: "blob-chunk",
+                len: MAX_CIPHERTEXT_LEN + 1,
+                max: MAX_CIPHERTEXT_LEN
+            })
+        );
+        assert!(matches!(
+            Message::Changes(env).validate(),
+            Err(WireError::CiphertextTooLarge {
+                message: "changes",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn long_error_message_is_refused_and_new_truncates() {
+        let text = "é".repeat(MAX_ERROR_MESSAGE_LEN); // 2 bytes each
+        let msg = Message::Error(ErrorMessage {
+            code: ErrorCode::Internal,
+            message: text.clone(),
+        });
+        assert_eq!(
+            msg.validate(),
+            Err(WireError::ErrorMessageTooLong {
+                len: 2 * MAX_ERROR_MESSAGE_LEN,
+                max: MAX_ERROR_MESSAGE_LEN
+            })
+        );
+        let cut = ErrorMessage::new(ErrorCode::Internal, text);
+        assert_eq!(cut.message.len(), MAX_ERROR_MESSAGE_LEN);
+        assert_eq!(Message::Error(cut).validate(), Ok(()));
+    }
+
+    #[test]
+    fn too_many_changes_is_refused() {
+        let changes = (1..=MAX_CHANGES_PER_BATCH as u64 + 1)
+            .map(sample_contact_change)
+            .collect();
+        let bytes = codec::encode(&batch_of(changes)).unwrap();
+        assert_eq!(
+            invalid(decode_change_batch(&bytes).unwrap_err()),
+            WireError::TooManyChanges {
+                count: MAX_CHANGES_PER_BATCH + 1,
+                max: MAX_CHANGES_PER_BATCH
+            }
+        );
+        let ok = (1..=MAX_CHANGES_PER_BATCH as u64)
+            .map(sample_contact_change)
+            .collect();
+        assert!(decode_change_batch(&codec::encode(&batch_of(ok)).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn sequences_must_start_at_one_and_increase() {
+        let zero = batch_of(vec![sample_contact_change(0)]);
+        assert_eq!(
+            zero.validate(),
+            Err(WireError::SequenceNotIncreasing {
+                index: 0,
+                seq: 0,
+                previous: 0
+            })
+        );
+        let dup = batch_of(vec![sample_contact_change(5), sample_contact_change(5)]);
+        assert_eq!(
+            dup.validate(),
+            Err(WireError::SequenceNotIncreasing {
+                index: 1,
+                seq: 5,
+                previous: 5
+            })
+        );
+        let down = batch_of(vec![sample_contact_change(5), sample_contact_change(4)]);
+        assert!(matches!(
+            down.validate(),
+            Err(WireError::SequenceNotIncreasing {
+                index: 1,
+                seq: 4,
+                previous: 5
+            })
+        ));
+    }
+
+    #[test]
+    fn log_head_behind_is_refused() {
+        let mut b = batch_of(vec![sample_contact_change(1), sample_contact_change(9)]);
+        b.log_head = 8;
+        assert_eq!(
+            b.validate(),
+            Err(WireError::LogHeadBehind {
+                log_head: 8,
+                last_seq: 9
+            })
+        );
+        b.log_head = 9;
+        assert_eq!(b.validate(), Ok(()));
+    }
+
+    #[test]
+    fn too_many_fields_is_refused() {
+        let mut sc = sample_contact_change(1);
+        let state = sc.change.fields.values().next().unwrap().clone();
+        for i in 0..=MAX_FIELDS_PER_CHANGE {
+            sc.change
+                .fields
+                .insert(FieldKey::Custom(format!("f{i}")), state.clone());
+        }
+        let count = sc.change.fields.len();
+        let object = sc.change.id;
+        assert_eq!(
+            batch_of(vec![sc]).validate(),
+            Err(WireError::TooManyFields {
+                seq: 1,
+                object,
+                count,
+                max: MAX_FIELDS_PER_CHANGE
+            })
+        );
+    }
+
+    #[test]
+    fn long_field_name_is_refused() {
+        let name = "n".repeat(MAX_FIELD_NAME_LEN + 1);
+        let sc = one_field(1, FieldKey::Custom(name), Value::Bool(true));
+        let object = sc.change.id;
+        assert_eq!(
+            batch_of(vec![sc]).validate(),
+            Err(WireError::FieldNameTooLong {
+                seq: 1,
+                object,
+                len: MAX_FIELD_NAME_LEN + 1,
+                max: MAX_FIELD_NAME_LEN
+            })
+        );
+        let at_limit = one_field(
+            1,
+            FieldKey::Std("n".repeat(MAX_FIELD_NAME_LEN)),
+            Value::Bool(true),
+        );
+        assert_eq!(batch_of(vec![at_limit]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn long_text_and_choice_are_refused() {
+        for value in [
+            Value::Text("x".repeat(MAX_TEXT_LEN + 1)),
+            Value::Choice("x".repeat(MAX_TEXT_LEN + 1)),
+        ] {
+            let sc = one_field(3, FieldKey::Std("notes".into()), value);
+            let object = sc.change.id;
+            let bytes = codec::encode(&batch_of(vec![sc])).unwrap();
+            assert_eq!(
+                invalid(decode_change_batch(&bytes).unwrap_err()),
+                WireError::TextTooLong {
+                    seq: 3,
+                    object,
+                    field: "notes".into(),
+                    len: MAX_TEXT_LEN + 1,
+                    max: MAX_TEXT_LEN
+                }
+            );
+        }
+        let ok = one_field(
+            3,
+            FieldKey::Std("notes".into()),
+            Value::Text("x".repeat(MAX_TEXT_LEN)),
+        );
+        assert_eq!(batch_of(vec![ok]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused() {
+        for n in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let sc = one_field(2, FieldKey::Std("amount".into()), Value::Number(n));
+            let object = sc.change.id;
+            let bytes = codec::encode(&batch_of(vec![sc])).unwrap();
+            let err = decode_change_batch(&bytes).unwrap_err();
+            assert!(err.to_string().contains("change-batch"), "{err}");
+            assert_eq!(
+                invalid(err),
+                WireError::NonFiniteNumber {
+                    seq: 2,
+                    object,
+                    field: "amount".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn blob_chunk_bounds() {
+        let big = BlobChunk {
+            hash: [0; 32],
+            offset: 0,
+            total_len: u64::MAX,
+            data: vec![0; codec::MAX_BLOB_CHUNK + 1],
+        };
+        let bytes = codec::encode(&big).unwrap();
+        assert_eq!(
+            invalid(decode_blob_chunk(&bytes).unwrap_err()),
+            WireError::BlobChunkTooLarge {
+                len: codec::MAX_BLOB_CHUNK + 1,
+                max: codec::MAX_BLOB_CHUNK
+            }
+        );
+        let past_end = BlobChunk {
+            hash: [0; 32],
+            offset: 10,
+            total_len: 12,
+            data: vec![1, 2, 3],
+        };
+        assert_eq!(
+            past_end.validate(),
+            Err(WireError::BlobChunkOutOfRange {
+                offset: 10,
+                len: 3,
+                total_len: 12
+            })
+        );
+        let overflow = BlobChunk {
+            offset: u64::MAX,
+            total_len: u64::MAX,
+            ..past_end.clone()
+        };
+        assert!(matches!(
+            overflow.validate(),
+            Err(WireError::BlobChunkOutOfRange { .. })
+        ));
+        let exact = BlobChunk {
+            total_len: 13,
+            ..past_end
+        };
+        assert_eq!(exact.validate(), Ok(()));
+    }
+
+    /// `codec::bytes` must not change the encoding of a `Vec<u8>` field.
+    #[test]
+    fn bytes_helper_is_wire_compatible() {
+        #[derive(Serialize)]
+        struct Plain {
+            hash: [u8; 32],
+            offset: u64,
+            total_len: u64,
+            data: Vec<u8>,
+        }
+        for len in [0usize, 1, 250, 251, 300, 70_000] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let chunk = BlobChunk {
+                hash: [9; 32],
+                offset: 5,
+                total_len: 5 + len as u64,
+                data: data.clone(),
+            };
+            let plain = Plain {
+                hash: [9; 32],
+                offset: 5,
+                total_len: 5 + len as u64,
+                data,
+            };
+            let bytes = codec::encode(&chunk).unwrap();
+            assert_eq!(bytes, codec::encode(&plain).unwrap());
+            assert_eq!(decode_blob_chunk(&bytes).unwrap(), chunk);
+        }
+    }
+
+    #[test]
+    fn hostile_change_count_fails_fast() {
+        // ChangeBatch { changes: <len 2^60>, ... } then nothing.
+        let mut bytes = vec![0xFD];
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let start = std::time::Instant::now();
+        let err = decode_change_batch(&bytes).unwrap_err();
+        assert!(matches!(err, CodecError::Truncated { .. }), "{err:?}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    }
 }

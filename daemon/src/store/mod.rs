@@ -283,6 +283,9 @@ pub struct BlobEntry {
     pub size: u64,
     /// Whether the content is here.
     pub state: BlobState,
+    /// The résumé object that references it (the sender's policy check
+    /// for a blob request is about this object).
+    pub object: Option<ObjectId>,
 }
 
 struct Trees {
@@ -916,6 +919,27 @@ impl Store {
             Some(v) => Ok(Some(decode_at("blobs", hash, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// Blobs referenced by received objects whose content is not here yet.
+    pub fn missing_blobs(&self) -> Result<Vec<(BlobHash, BlobEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.trees.blobs.iter() {
+            let (k, v) = kv.map_err(db_err("read blobs"))?;
+            let entry: BlobEntry = decode_at("blobs", &k, &v)?;
+            if entry.state == BlobState::Missing {
+                let hash: BlobHash = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    tree: "blobs",
+                    key: data_encoding::HEXLOWER.encode(&k),
+                    source: CodecError::Malformed {
+                        type_name: "blob hash",
+                        reason: format!("{} bytes instead of 32", k.len()),
+                    },
+                })?;
+                out.push((hash, entry));
+            }
+        }
+        Ok(out)
     }
 
     /// Records a blob's index entry (durable when this returns).

@@ -1,0 +1,122 @@
+//! Serving blob contents to a partner.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use orgsync_protocol::model::{FieldKey, ObjectId, Value};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::connection::Event;
+use super::Shared;
+use crate::store::{BlobFiles, BlobHash};
+use crate::transport::TrustedPeer;
+
+/// Bytes per blob chunk: 64 KiB sealed chunks run near the AEAD's speed.
+pub(super) const CHUNK: usize = 64 * 1024;
+/// Chunks of one transfer read ahead of the network.
+const READ_AHEAD: usize = 8;
+
+/// A blob is sent only when the résumé object that references it is one
+/// the policy shares with this partner, and the content is here.
+pub(super) fn may_send(
+    shared: &Shared,
+    peer: &TrustedPeer,
+    hash: &BlobHash,
+    object: ObjectId,
+) -> bool {
+    let Ok(Some(obj)) = shared.store.get(object) else {
+        return false;
+    };
+    let references =
+        matches!(obj.get(&FieldKey::Std("hash".into())), Some(Value::Hash(h)) if h == hash);
+    references
+        && !obj.is_deleted()
+        && shared.policy.shares(&peer.org, &obj)
+        && matches!(shared.store.blob_files().size(hash), Ok(Some(_)))
+}
+
+/// Reads the blob from `offset` in chunks, never more than `READ_AHEAD`
+/// chunks ahead of the stream writer (each chunk holds a permit until it
+/// is written).
+pub(super) fn serve(
+    files: BlobFiles,
+    hash: BlobHash,
+    offset: u64,
+    events: mpsc::Sender<Event>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(READ_AHEAD));
+        let opened = tokio::task::spawn_blocking(move || files.open_read(&hash, offset)).await;
+        let (mut file, total_len) = match opened {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                let _ = events
+                    .send(Event::BlobReadFailed {
+                        hash,
+                        error: e.to_string(),
+                    })
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let _ = events
+                    .send(Event::BlobReadFailed {
+                        hash,
+                        error: e.to_string(),
+                    })
+                    .await;
+                return;
+            }
+        };
+        let mut pos = offset.min(total_len);
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let want = usize::try_from((total_len - pos).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; want];
+                file.read_exact(&mut buf).map(|()| (file, buf))
+            })
+            .await;
+            let (f, data) = match read {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
+                    let _ = events
+                        .send(Event::BlobReadFailed {
+                            hash,
+                            error: e.to_string(),
+                        })
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = events
+                        .send(Event::BlobReadFailed {
+                            hash,
+                            error: e.to_string(),
+                        })
+                        .await;
+                    return;
+                }
+            };
+            file = f;
+            let len = data.len() as u64;
+            let ev = Event::BlobChunk {
+                hash,
+                offset: pos,
+                total_len,
+                data,
+                permit,
+            };
+            if events.send(ev).await.is_err() {
+                return;
+            }
+            pos += len;
+            if pos >= total_len {
+                return;
+            }
+        }
+    })
+}

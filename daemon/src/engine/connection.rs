@@ -1,0 +1,767 @@
+//! One connection to one partner: the session driver and its helper tasks.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use orgsync_protocol::codec::encode_frame;
+use orgsync_protocol::model::{FieldKey, Kind, SequencedChange, Value};
+use orgsync_protocol::session::{Cursors, Effect, Session, Transmit};
+use orgsync_protocol::wire::{Channel, ErrorCode, ErrorMessage, Message};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
+
+use super::{blob, PartnerInput, PartnerStatus, Shared};
+use crate::store::{BlobEntry, BlobHash, BlobState, PartialBlob, StoreError};
+use crate::transport::{
+    preferred, FrameReader, PeerConnection, TrustedPeer, CLOSE_DUPLICATE, CLOSE_NORMAL,
+    CLOSE_PROTOCOL, CLOSE_SHUTDOWN,
+};
+
+/// How a connection ended.
+pub(super) enum Outcome {
+    /// A preferred duplicate connection replaces this one.
+    Replaced(PeerConnection),
+    /// The engine is stopping.
+    Stopped,
+    /// The connection ended on its own.
+    Ended {
+        /// A session was established on it.
+        established: bool,
+        /// Why, when it failed.
+        error: Option<String>,
+    },
+}
+
+/// What the helper tasks report to the driver.
+pub(super) enum Event {
+    /// A frame from any stream.
+    Message(Message),
+    /// A stream could not be read (malformed frame, reset).
+    ReadFailed(String),
+    /// A stream could not be written.
+    WriteFailed(String),
+    /// The applier finished a batch.
+    Applied(Result<Applied, StoreError>),
+    /// A blob chunk read for a transfer we serve.
+    BlobChunk {
+        hash: BlobHash,
+        offset: u64,
+        total_len: u64,
+        data: Vec<u8>,
+        permit: OwnedSemaphorePermit,
+    },
+    /// A blob we serve could not be read.
+    BlobReadFailed { hash: BlobHash, error: String },
+}
+
+/// A batch made durable by the applier.
+pub(super) struct Applied {
+    up_to_seq: u64,
+    /// Blobs referenced by applied résumés that are not here yet.
+    needed: Vec<(BlobHash, BlobEntry)>,
+}
+
+struct ApplyJob {
+    changes: Vec<SequencedChange>,
+    up_to_seq: u64,
+}
+
+/// An item for a stream writer task.
+struct Outgoing {
+    frame: Vec<u8>,
+    finish: bool,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+type WriterTx = mpsc::UnboundedSender<Outgoing>;
+
+/// Spawns a writer for a stream that `open` produces.
+fn spawn_writer<F>(open: F, events: mpsc::Sender<Event>) -> (WriterTx, JoinHandle<()>)
+where
+    F: std::future::Future<Output = Result<quinn::SendStream, quinn::ConnectionError>>
+        + Send
+        + 'static,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let handle = tokio::spawn(async move {
+        let mut send = match open.await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = events.send(Event::WriteFailed(e.to_string())).await;
+                return;
+            }
+        };
+        while let Some(item) = rx.recv().await {
+            if let Err(e) = send.write_all(&item.frame).await {
+                // The driver may be gone already; nothing else to tell.
+                let _ = events.send(Event::WriteFailed(e.to_string())).await;
+                return;
+            }
+            if item.finish {
+                break;
+            }
+        }
+        // Finishing a reset stream has nothing left to do.
+        let _ = send.finish();
+    });
+    (tx, handle)
+}
+
+fn spawn_reader(recv: quinn::RecvStream, events: mpsc::Sender<Event>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reader = FrameReader::new(recv);
+        loop {
+            match reader.next().await {
+                Ok(Some(msg)) => {
+                    if events.send(Event::Message(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = events.send(Event::ReadFailed(e.to_string())).await;
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// The résumé blob a change references, if any: (hash, size).
+fn resume_blob(change: &orgsync_protocol::model::Change) -> Option<(BlobHash, u64)> {
+    if change.kind != Kind::Resume {
+        return None;
+    }
+    let hash = match change
+        .fields
+        .get(&FieldKey::Std("hash".into()))
+        .and_then(|s| s.value.as_ref())
+    {
+        Some(Value::Hash(h)) => *h,
+        _ => return None,
+    };
+    let size = match change
+        .fields
+        .get(&FieldKey::Std("size".into()))
+        .and_then(|s| s.value.as_ref())
+    {
+        Some(Value::Integer(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
+    };
+    Some((hash, size))
+}
+
+fn spawn_applier(
+    shared: Arc<Shared>,
+    peer: TrustedPeer,
+    events: mpsc::Sender<Event>,
+) -> (mpsc::UnboundedSender<ApplyJob>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ApplyJob>();
+    let handle = tokio::spawn(async move {
+        // Jobs are applied one after the other, in the order the session
+        // gave them: cursors only move forward in that order.
+        while let Some(job) = rx.recv().await {
+            let policy = shared.policy.clone();
+            let org = peer.org;
+            let decide = move |c: &orgsync_protocol::model::Change| policy.incoming(&org, c);
+            let result = shared
+                .store
+                .apply_from_partner_with(peer.org, &job.changes, job.up_to_seq, &decide)
+                .await;
+            let result = match result {
+                Ok(_) => needed_blobs(&shared, &job.changes)
+                    .await
+                    .map(|needed| Applied {
+                        up_to_seq: job.up_to_seq,
+                        needed,
+                    }),
+                Err(e) => Err(e),
+            };
+            let failed = result.is_err();
+            if events.send(Event::Applied(result)).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// Records blobs referenced by received résumés that are not stored yet.
+async fn needed_blobs(
+    shared: &Shared,
+    changes: &[SequencedChange],
+) -> Result<Vec<(BlobHash, BlobEntry)>, StoreError> {
+    let mut needed = Vec::new();
+    for c in changes {
+        let Some((hash, size)) = resume_blob(&c.change) else {
+            continue;
+        };
+        if shared.store.blob_files().size(&hash)?.is_some() {
+            continue;
+        }
+        let entry = BlobEntry {
+            size,
+            state: BlobState::Missing,
+            object: Some(c.change.id),
+        };
+        shared.store.set_blob(&hash, entry).await?;
+        needed.push((hash, entry));
+    }
+    Ok(needed)
+}
+
+struct Driver<'a> {
+    shared: &'a Arc<Shared>,
+    peer: &'a TrustedPeer,
+    conn: quinn::Connection,
+    session: Session,
+    events_tx: mpsc::Sender<Event>,
+    control: WriterTx,
+    control_task: JoinHandle<()>,
+    changes: Option<WriterTx>,
+    blob_writers: HashMap<BlobHash, WriterTx>,
+    blob_permits: HashMap<BlobHash, VecDeque<OwnedSemaphorePermit>>,
+    serving: HashMap<BlobHash, JoinHandle<()>>,
+    receiving: HashMap<BlobHash, PartialBlob>,
+    applier: Option<mpsc::UnboundedSender<ApplyJob>>,
+    status: &'a watch::Sender<PartnerStatus>,
+    established: bool,
+    error: Option<String>,
+}
+
+impl Driver<'_> {
+    fn fail(&mut self, code: ErrorCode, message: String) {
+        if self.error.is_none() {
+            self.error = Some(message.clone());
+        }
+        self.session
+            .close(Some(ErrorMessage::new(code, truncate(&message))));
+    }
+
+    fn route(&mut self, t: Transmit) {
+        let frame = match encode_frame(&t.message) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(
+                    ErrorCode::Internal,
+                    format!("cannot encode {}: {e}", t.message.name()),
+                );
+                return;
+            }
+        };
+        match t.channel {
+            Channel::Control => {
+                let _ = self.control.send(Outgoing {
+                    frame,
+                    finish: false,
+                    _permit: None,
+                });
+            }
+            Channel::Changes => {
+                let tx = self.changes.get_or_insert_with(|| {
+                    let conn = self.conn.clone();
+                    spawn_writer(async move { conn.open_uni().await }, self.events_tx.clone()).0
+                });
+                let _ = tx.send(Outgoing {
+                    frame,
+                    finish: false,
+                    _permit: None,
+                });
+            }
+            Channel::Blob(hash) => {
+                let done = matches!(t.message, Message::BlobDone(_));
+                let permit = match t.message {
+                    Message::BlobChunk(_) => {
+                        self.blob_permits.get_mut(&hash).and_then(|q| q.pop_front())
+                    }
+                    _ => None,
+                };
+                let tx = self.blob_writers.entry(hash).or_insert_with(|| {
+                    let conn = self.conn.clone();
+                    spawn_writer(async move { conn.open_uni().await }, self.events_tx.clone()).0
+                });
+                let _ = tx.send(Outgoing {
+                    frame,
+                    finish: done,
+                    _permit: permit,
+                });
+                if done {
+                    self.blob_writers.remove(&hash);
+                    self.blob_permits.remove(&hash);
+                    self.serving.remove(&hash);
+                }
+            }
+        }
+    }
+
+    /// Sends what the session has to send and performs its effects, until
+    /// it has nothing left.
+    async fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.session.poll_transmit() {
+                self.route(t);
+                progressed = true;
+            }
+            if let Some(effect) = self.session.poll_effect() {
+                self.effect(effect).await;
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let stats = self.session.stats();
+        self.status.send_modify(|s| s.session = Some(stats));
+    }
+
+    async fn effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::Established { peer_instance, .. } => {
+                self.established = true;
+                let remote = self.conn.remote_address();
+                tracing::info!(partner = %self.peer.name, %remote, %peer_instance, "session established");
+                self.status.send_modify(|s| {
+                    s.connected = true;
+                    s.remote = Some(remote);
+                    s.last_connected = Some(SystemTime::now());
+                    s.last_error = None;
+                    s.connections += 1;
+                });
+                match self.shared.store.missing_blobs() {
+                    Ok(missing) => self.request_blobs(missing),
+                    Err(e) => tracing::warn!(error = %e, "cannot list missing blobs"),
+                }
+            }
+            Effect::LoadChanges { after, limit } => {
+                if let Err(e) = self.load(after, limit) {
+                    self.fail(ErrorCode::Internal, format!("cannot read the log: {e}"));
+                }
+            }
+            Effect::Apply { changes, up_to_seq } => {
+                if let Some(a) = &self.applier {
+                    let _ = a.send(ApplyJob { changes, up_to_seq });
+                }
+            }
+            Effect::PeerAcked { up_to_seq } => {
+                if let Err(e) = self.shared.store.set_acked(&self.peer.org, up_to_seq) {
+                    tracing::warn!(error = %e, "cannot record the partner's ack");
+                }
+                self.status
+                    .send_modify(|s| s.last_sync = Some(SystemTime::now()));
+            }
+            Effect::ReadBlob {
+                hash,
+                offset,
+                object,
+            } => {
+                if blob::may_send(self.shared, self.peer, &hash, object) {
+                    let task = blob::serve(
+                        self.shared.store.blob_files().clone(),
+                        hash,
+                        offset,
+                        self.events_tx.clone(),
+                    );
+                    self.serving.insert(hash, task);
+                } else if let Err(e) = self.session.blob_unavailable(hash) {
+                    tracing::warn!(error = %e, "blob refusal not accepted by the session");
+                }
+            }
+            Effect::WriteBlobChunk {
+                hash,
+                offset,
+                total_len,
+                data,
+            } => self.write_blob_chunk(hash, offset, total_len, &data),
+            Effect::BlobComplete { hash, total_len } => self.complete_blob(hash, total_len).await,
+            Effect::BlobUnavailable { hash } => {
+                self.receiving.remove(&hash);
+                tracing::info!(partner = %self.peer.name, blob = %crate::store::hash_hex(&hash),
+                    "partner will not send this blob");
+            }
+            Effect::Closed { error } => {
+                if let Some(e) = error {
+                    if self.error.is_none() {
+                        self.error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn load(&mut self, after: u64, limit: usize) -> Result<(), StoreError> {
+        let store = &self.shared.store;
+        let head = store.log_head();
+        let mut entries = store.load_log(after, limit)?;
+        entries.retain(|c| c.seq <= head);
+        let up_to = if entries.len() >= limit {
+            entries.last().map(|c| c.seq).unwrap_or(head)
+        } else {
+            head
+        };
+        let policy = &self.shared.policy;
+        if !policy.shares_everything(&self.peer.org) {
+            let mut kept = Vec::with_capacity(entries.len());
+            for c in entries {
+                // Decide on the object as it is now; a deleted object's
+                // tombstone goes to whoever may see the object.
+                let shares = match store.get(c.change.id)? {
+                    Some(obj) => policy.shares(&self.peer.org, &obj),
+                    None => false,
+                };
+                if shares {
+                    kept.push(c);
+                }
+            }
+            entries = kept;
+        }
+        if let Err(e) = self
+            .session
+            .load_result(entries, up_to.max(after), head.max(up_to))
+        {
+            tracing::error!(error = %e, "session refused a log load");
+            self.fail(ErrorCode::Internal, e.to_string());
+        }
+        Ok(())
+    }
+
+    fn request_blobs(&mut self, wanted: Vec<(BlobHash, BlobEntry)>) {
+        for (hash, entry) in wanted {
+            let Some(object) = entry.object else { continue };
+            if self.receiving.contains_key(&hash) {
+                continue;
+            }
+            let partial = match self.shared.store.blob_files().partial(&hash, entry.size) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a partial blob");
+                    continue;
+                }
+            };
+            match self.session.request_blob(hash, partial.offset(), object) {
+                Ok(()) => {
+                    self.receiving.insert(hash, partial);
+                }
+                // Too many transfers at once: the rest is asked on the next connection.
+                Err(e) => tracing::debug!(error = %e, "blob request deferred"),
+            }
+        }
+    }
+
+    fn write_blob_chunk(&mut self, hash: BlobHash, offset: u64, total_len: u64, data: &[u8]) {
+        let files = self.shared.store.blob_files().clone();
+        let entry = match self.receiving.remove(&hash) {
+            Some(p) if p.total_len() == total_len => Ok(p),
+            _ => files.partial(&hash, total_len),
+        };
+        let result = entry.and_then(|mut p| {
+            p.append(offset, data)?;
+            Ok(p)
+        });
+        match result {
+            Ok(p) => {
+                self.receiving.insert(hash, p);
+            }
+            Err(e) => {
+                self.fail(ErrorCode::Internal, format!("cannot store blob chunk: {e}"));
+            }
+        }
+    }
+
+    async fn complete_blob(&mut self, hash: BlobHash, total_len: u64) {
+        let Some(partial) = self.receiving.remove(&hash) else {
+            return;
+        };
+        match partial.finish() {
+            Ok(_) => {
+                let object = self
+                    .shared
+                    .store
+                    .blob(&hash)
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.object);
+                let entry = BlobEntry {
+                    size: total_len,
+                    state: BlobState::Complete,
+                    object,
+                };
+                if let Err(e) = self.shared.store.set_blob(&hash, entry).await {
+                    tracing::warn!(error = %e, "cannot record a received blob");
+                }
+                tracing::info!(partner = %self.peer.name, blob = %crate::store::hash_hex(&hash), size = total_len, "blob received");
+            }
+            Err(e) => {
+                tracing::warn!(partner = %self.peer.name, error = %e, "received blob refused")
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Message(msg) => {
+                // The session reports violations itself (Closed effect).
+                let _ = self.session.handle_message(msg, Instant::now());
+            }
+            Event::ReadFailed(e) => {
+                tracing::warn!(partner = %self.peer.name, error = %e, "bad stream from partner");
+                self.fail(ErrorCode::Malformed, e);
+            }
+            Event::WriteFailed(e) => {
+                if self.error.is_none() {
+                    self.error = Some(format!("write failed: {e}"));
+                }
+                self.session.close(None);
+            }
+            Event::Applied(Ok(a)) => {
+                if let Err(e) = self.session.applied(a.up_to_seq) {
+                    tracing::error!(error = %e, "session refused an applied cursor");
+                }
+                self.status
+                    .send_modify(|s| s.last_sync = Some(SystemTime::now()));
+                if !a.needed.is_empty() && self.session.is_established() {
+                    self.request_blobs(a.needed);
+                }
+            }
+            Event::Applied(Err(e)) => {
+                tracing::error!(partner = %self.peer.name, error = %e, "cannot apply partner changes");
+                self.applier = None;
+                self.fail(ErrorCode::Internal, format!("cannot apply changes: {e}"));
+            }
+            Event::BlobChunk {
+                hash,
+                offset,
+                total_len,
+                data,
+                permit,
+            } => {
+                self.blob_permits.entry(hash).or_default().push_back(permit);
+                if let Err(e) = self.session.blob_chunk_ready(hash, offset, total_len, data) {
+                    tracing::debug!(error = %e, "blob chunk dropped (transfer over)");
+                    self.blob_permits.remove(&hash);
+                }
+            }
+            Event::BlobReadFailed { hash, error } => {
+                tracing::warn!(error = %error, "cannot read a blob being sent");
+                self.serving.remove(&hash);
+                let _ = self.session.blob_unavailable(hash);
+            }
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    let max = orgsync_protocol::wire::MAX_ERROR_MESSAGE_LEN;
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Runs a session over `pc` until it ends, a preferred duplicate replaces
+/// it, or the engine stops.
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    peer: &TrustedPeer,
+    pc: PeerConnection,
+    input: &mut mpsc::UnboundedReceiver<PartnerInput>,
+    status: &watch::Sender<PartnerStatus>,
+    stop: &mut watch::Receiver<bool>,
+    dialing: &mut bool,
+) -> Outcome {
+    let conn = pc.connection.clone();
+    let ended = |error: String| Outcome::Ended {
+        established: false,
+        error: Some(error),
+    };
+    let keys = match shared.keys.pair_keys(peer) {
+        Ok(k) => k,
+        Err(e) => {
+            conn.close(CLOSE_PROTOCOL, b"no pair keys");
+            return ended(format!("no pair keys for the partner: {e}"));
+        }
+    };
+    let store = &shared.store;
+    let cursor = match store.cursor(&peer.org) {
+        Ok(c) => c,
+        Err(e) => {
+            conn.close(CLOSE_SHUTDOWN, b"store error");
+            return ended(format!("cannot read cursors: {e}"));
+        }
+    };
+    let mut head_rx = store.subscribe_head();
+    let session = Session::new(
+        shared.options.session_config(),
+        keys,
+        store.instance(),
+        Cursors {
+            applied_from_peer: cursor.applied_from_peer,
+            acked_by_peer: cursor.acked_by_peer,
+            local_log_head: *head_rx.borrow_and_update(),
+        },
+        Instant::now(),
+    );
+
+    // The dialer opens the control stream and speaks first (a QUIC stream
+    // is only visible to the peer once data is sent on it).
+    let streams = if pc.dialed_by_us {
+        conn.open_bi().await
+    } else {
+        match tokio::time::timeout(shared.options.idle_timeout, conn.accept_bi()).await {
+            Ok(r) => r,
+            Err(_) => {
+                conn.close(CLOSE_PROTOCOL, b"no control stream");
+                return ended("the partner opened no control stream".into());
+            }
+        }
+    };
+    let (ctrl_send, ctrl_recv) = match streams {
+        Ok(s) => s,
+        Err(e) => return ended(format!("control stream: {e}")),
+    };
+
+    let (events_tx, mut events) = mpsc::channel::<Event>(1024);
+    let mut readers = vec![spawn_reader(ctrl_recv, events_tx.clone())];
+    let uni_acceptor = {
+        let conn = conn.clone();
+        let events_tx = events_tx.clone();
+        tokio::spawn(async move {
+            let mut streams = Vec::new();
+            while let Ok(recv) = conn.accept_uni().await {
+                streams.push(spawn_reader(recv, events_tx.clone()));
+            }
+            for s in streams {
+                s.abort();
+            }
+        })
+    };
+    let (control, control_task) = spawn_writer(async move { Ok(ctrl_send) }, events_tx.clone());
+    let (applier, applier_task) = spawn_applier(shared.clone(), peer.clone(), events_tx.clone());
+
+    let mut d = Driver {
+        shared,
+        peer,
+        conn: conn.clone(),
+        session,
+        events_tx,
+        control,
+        control_task,
+        changes: None,
+        blob_writers: HashMap::new(),
+        blob_permits: HashMap::new(),
+        serving: HashMap::new(),
+        receiving: HashMap::new(),
+        applier: Some(applier),
+        status,
+        established: false,
+        error: None,
+    };
+
+    let mut replaced = None;
+    let mut stopped = false;
+    let mut close_code = CLOSE_NORMAL;
+    loop {
+        d.pump().await;
+        if d.session.is_closed() {
+            break;
+        }
+        let deadline = d
+            .session
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + shared.options.idle_timeout);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {
+                stopped = true;
+                close_code = CLOSE_SHUTDOWN;
+                d.session.close(None);
+            }
+            ev = events.recv() => {
+                // `d` holds a sender, so the channel never closes while we run.
+                if let Some(ev) = ev {
+                    d.on_event(ev);
+                }
+            }
+            changed = head_rx.changed() => {
+                if changed.is_ok() {
+                    let head = *head_rx.borrow_and_update();
+                    d.session.local_log_advanced(head);
+                }
+            }
+            msg = input.recv() => match msg {
+                Some(PartnerInput::Connection(candidate)) => {
+                    if candidate.dialed_by_us {
+                        *dialing = false;
+                    }
+                    let local = shared.transport.local_org();
+                    if preferred(&local, &pc, &candidate) {
+                        tracing::debug!(partner = %peer.name, "duplicate connection: switching");
+                        close_code = CLOSE_DUPLICATE;
+                        d.session.close(None);
+                        replaced = Some(candidate);
+                    } else {
+                        tracing::debug!(partner = %peer.name, "duplicate connection: keeping the current one");
+                        candidate.connection.close(CLOSE_DUPLICATE, b"duplicate connection");
+                    }
+                }
+                Some(PartnerInput::DialFailed(_)) => *dialing = false,
+                None => {
+                    stopped = true;
+                    d.session.close(None);
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => d.session.handle_timeout(Instant::now()),
+            reason = conn.closed() => {
+                let error = match &reason {
+                    quinn::ConnectionError::ApplicationClosed(c) if c.error_code == CLOSE_DUPLICATE => None,
+                    quinn::ConnectionError::ApplicationClosed(c) if c.error_code == CLOSE_NORMAL || c.error_code == CLOSE_SHUTDOWN => None,
+                    other => Some(other.to_string()),
+                };
+                if d.error.is_none() {
+                    d.error = error;
+                }
+                d.session.close(None);
+            }
+        }
+    }
+    // Let the session's last words (an Error message) out, then stop the
+    // helpers. In-progress applies finish before the next session reads
+    // the cursors (the session's contract).
+    while let Some(t) = d.session.poll_transmit() {
+        d.route(t);
+    }
+    d.applier = None;
+    let _ = applier_task.await;
+    let Driver {
+        control,
+        control_task,
+        changes,
+        blob_writers,
+        serving,
+        established,
+        error,
+        ..
+    } = d;
+    drop((control, changes, blob_writers));
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), control_task).await;
+    for (_, t) in serving {
+        t.abort();
+    }
+    conn.close(close_code, b"session over");
+    uni_acceptor.abort();
+    for r in readers.drain(..) {
+        r.abort();
+    }
+    if let Some(c) = replaced {
+        return Outcome::Replaced(c);
+    }
+    if stopped {
+        return Outcome::Stopped;
+    }
+    Outcome::Ended { established, error }
+}

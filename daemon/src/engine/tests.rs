@@ -1,0 +1,329 @@
+//! Engines on real stores (sled in temp dirs) and real QUIC on loopback.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use orgsync_protocol::codec;
+use orgsync_protocol::identity::{Fingerprint, OrgKeyPair, OrgPublicKey};
+use orgsync_protocol::model::{FieldKey, Kind, Object, ObjectId, Value};
+
+use super::*;
+use crate::policy::AllowAll;
+use crate::store::{BlobEntry, BlobState, Edit, Origin};
+use crate::transport::{LocalIdentity, TransportOptions, Trust};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct TestKeys {
+    me: OrgId,
+    pair: OrgKeyPair,
+    peers: HashMap<OrgId, OrgPublicKey>,
+}
+
+impl KeySource for TestKeys {
+    fn pair_keys(&self, partner: &TrustedPeer) -> Result<PairKeys, String> {
+        let public = self.peers.get(&partner.org).ok_or("unknown partner")?;
+        self.pair
+            .pair_keys(self.me, partner.org, public, 1)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The long-lived identity of a test instance.
+struct Instance {
+    dir: tempfile::TempDir,
+    pair_secret: [u8; 32],
+    public: OrgPublicKey,
+    org: OrgId,
+    tls: LocalIdentity,
+}
+
+impl Instance {
+    fn new() -> Instance {
+        let pair = OrgKeyPair::generate();
+        let public = pair.public();
+        let ck = rcgen::generate_simple_self_signed(vec!["orgsync".into()]).unwrap();
+        Instance {
+            dir: tempfile::tempdir().unwrap(),
+            pair_secret: *pair.secret_bytes(),
+            org: public.org_id(),
+            public,
+            tls: LocalIdentity {
+                cert_der: ck.cert.der().to_vec(),
+                key_der: Arc::new(ck.key_pair.serialize_der()),
+            },
+        }
+    }
+
+    fn as_partner(&self, addr: Option<SocketAddr>) -> TrustedPeer {
+        TrustedPeer {
+            org: self.org,
+            name: format!("org-{}", self.org.short()),
+            fingerprint: Fingerprint::of_certificate(&self.tls.cert_der),
+            addresses: addr.map(|a| a.to_string()).into_iter().collect(),
+            revoked: false,
+        }
+    }
+
+    fn options() -> EngineOptions {
+        EngineOptions {
+            // Keeps batches below the sizes the codec bug refuses (see
+            // `offline_partner_catches_up_with_default_batches`).
+            max_batch_changes: 30,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_millis(500),
+            ..EngineOptions::default()
+        }
+    }
+
+    /// Binds the transport (port 0) without starting the engine.
+    fn bind(&self) -> Transport {
+        let opts =
+            TransportOptions::new("127.0.0.1:0".parse().unwrap(), self.tls.clone(), self.org);
+        Transport::bind(opts, Trust::new(vec![])).unwrap()
+    }
+
+    fn start(
+        &self,
+        store: &Store,
+        transport: Transport,
+        partners: &[(&Instance, Option<SocketAddr>)],
+    ) -> Engine {
+        self.start_with(store, transport, partners, Instance::options())
+    }
+
+    fn start_with(
+        &self,
+        store: &Store,
+        transport: Transport,
+        partners: &[(&Instance, Option<SocketAddr>)],
+        options: EngineOptions,
+    ) -> Engine {
+        transport
+            .trust()
+            .replace(partners.iter().map(|(p, a)| p.as_partner(*a)).collect());
+        let keys = TestKeys {
+            me: self.org,
+            pair: OrgKeyPair::from_secret_bytes(&self.pair_secret),
+            peers: partners.iter().map(|(p, _)| (p.org, p.public)).collect(),
+        };
+        Engine::start(
+            store.clone(),
+            transport,
+            Arc::new(AllowAll),
+            Arc::new(keys),
+            options,
+        )
+    }
+
+    fn store(&self) -> Store {
+        Store::open(self.dir.path(), 8 << 20).unwrap()
+    }
+}
+
+fn contact(name: &str) -> Edit {
+    Edit::new(ObjectId::new_v7(1_700_000_000_000), Kind::Contact)
+        .set_std("first_name", Value::Text(name.into()))
+}
+
+/// Waits until `partner` has acknowledged our log up to `seq`.
+async fn wait_acked(engine: &Engine, partner: &OrgId, seq: u64) {
+    let mut status = engine.subscribe_status(partner).unwrap();
+    tokio::time::timeout(
+        DEADLINE,
+        status.wait_for(|s| s.session.as_ref().is_some_and(|st| st.acked_by_peer >= seq)),
+    )
+    .await
+    .expect("partner acknowledged in time")
+    .unwrap();
+}
+
+/// Every object, encoded: equal digests mean byte-identical stores.
+fn digest(store: &Store) -> Vec<(ObjectId, Vec<u8>)> {
+    let mut all: Vec<Object> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(None, after, 500).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|o| o.id);
+        all.extend(page);
+    }
+    all.iter()
+        .map(|o| (o.id, codec::encode(o).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_converge_both_ways() {
+    let (a, b) = (Instance::new(), Instance::new());
+    let (sa, sb) = (a.store(), b.store());
+    let (ta, tb) = (a.bind(), b.bind());
+    let (addr_a, addr_b) = (ta.local_addr().unwrap(), tb.local_addr().unwrap());
+    // Both dial: duplicates must resolve to one working connection.
+    let ea = a.start(&sa, ta, &[(&b, Some(addr_b))]);
+    let eb = b.start(&sb, tb, &[(&a, Some(addr_a))]);
+
+    let shared_edit = contact("shared");
+    let shared_id = shared_edit.id;
+    sa.write(vec![shared_edit]).await.unwrap();
+    for chunk in 0..4 {
+        let edits = (0..50).map(|i| contact(&format!("a{chunk}-{i}"))).collect();
+        sa.write(edits).await.unwrap();
+    }
+    let edits = (0..30).map(|i| contact(&format!("b{i}"))).collect();
+    sb.write(edits).await.unwrap();
+    // Concurrent edits of one object on both sides.
+    wait_acked(&ea, &b.org, sa.log_head()).await;
+    let edit = |name: &str| {
+        Edit::new(shared_id, Kind::Contact)
+            .set(FieldKey::Std("email".into()), Value::Text(name.into()))
+    };
+    sa.write(vec![edit("a@example.org")]).await.unwrap();
+    sb.write(vec![edit("b@example.org")]).await.unwrap();
+
+    wait_acked(&ea, &b.org, sa.log_head()).await;
+    wait_acked(&eb, &a.org, sb.log_head()).await;
+    let (da, db) = (digest(&sa), digest(&sb));
+    assert_eq!(da.len(), 1 + 200 + 30);
+    assert!(da == db, "stores differ after sync");
+    assert_eq!(sb.cursor(&a.org).unwrap().applied_from_peer, sa.log_head());
+    assert_eq!(sa.cursor(&b.org).unwrap().applied_from_peer, sb.log_head());
+    assert_eq!(sa.cursor(&b.org).unwrap().acked_by_peer, sa.log_head());
+
+    let status = ea.status();
+    assert_eq!(status.len(), 1);
+    assert!(status[0].1.connected);
+    ea.shutdown().await;
+    eb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_partner_catches_up_without_duplicates() {
+    // Small batches: many batches, each advancing the cursor on its own.
+    offline_catch_up(30).await;
+}
+
+/// The same with production-sized batches. Ignored until the protocol's
+/// codec is fixed: `codec::decode_prefix` picks the smallest decode-limit
+/// tier >= the input length, but bincode counts decoded in-memory sizes
+/// against the limit (~1.4x the input for change batches), so batches
+/// whose encoding lies just below a tier (e.g. 800 or 1000 small contacts,
+/// 46-58 KB; or 50-60 contacts, 2.8-3.4 KB) fail to decode at the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "blocked on the codec decode-limit bug in orgsync-protocol"]
+async fn offline_partner_catches_up_with_default_batches() {
+    offline_catch_up(crate::config::DEFAULT_MAX_BATCH_CHANGES).await;
+}
+
+async fn offline_catch_up(max_batch_changes: usize) {
+    let (a, b) = (Instance::new(), Instance::new());
+    let sa = a.store();
+    let ta = a.bind();
+    let addr_a = ta.local_addr().unwrap();
+    // Only b dials (a has no address for b).
+    let options = EngineOptions {
+        max_batch_changes,
+        ..Instance::options()
+    };
+    let ea = a.start_with(&sa, ta, &[(&b, None)], options.clone());
+    for chunk in 0..10 {
+        let edits = (0..200)
+            .map(|i| contact(&format!("c{chunk}-{i}")))
+            .collect();
+        sa.write(edits).await.unwrap();
+    }
+    assert_eq!(sa.log_head(), 2000);
+
+    let count_applied = |store: &Store| {
+        let mut rx = store.subscribe_events();
+        let org = a.org;
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Ok(ev) = rx.recv().await {
+                if ev.origin == Origin::Partner(org) {
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+
+    // First run of b: the whole backlog arrives once.
+    {
+        let sb = b.store();
+        let counter = count_applied(&sb);
+        let eb = b.start_with(&sb, b.bind(), &[(&a, Some(addr_a))], options.clone());
+        wait_acked(&ea, &b.org, 2000).await;
+        eb.shutdown().await;
+        drop(eb);
+        drop(sb);
+        assert_eq!(counter.await.unwrap(), 2000);
+    }
+    // a writes while b is down; b restarts from its durable cursor.
+    let edits = (0..10).map(|i| contact(&format!("late{i}"))).collect();
+    sa.write(edits).await.unwrap();
+    let sb = b.store();
+    assert_eq!(sb.cursor(&a.org).unwrap().applied_from_peer, 2000);
+    let counter = count_applied(&sb);
+    let eb = b.start_with(&sb, b.bind(), &[(&a, Some(addr_a))], options.clone());
+    wait_acked(&ea, &b.org, 2010).await;
+    assert!(digest(&sa) == digest(&sb));
+    eb.shutdown().await;
+    drop(eb);
+    drop(sb);
+    assert_eq!(counter.await.unwrap(), 10, "nothing applied twice");
+    ea.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_blob_follows_its_object() {
+    let (a, b) = (Instance::new(), Instance::new());
+    let (sa, sb) = (a.store(), b.store());
+    let (ta, tb) = (a.bind(), b.bind());
+    let addr_a = ta.local_addr().unwrap();
+    let ea = a.start(&sa, ta, &[(&b, None)]);
+    let eb = b.start(&sb, tb, &[(&a, Some(addr_a))]);
+
+    let content: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let src = a.dir.path().join("cv.pdf");
+    std::fs::write(&src, &content).unwrap();
+    let (hash, size) = sa.blob_files().put_file(&src).unwrap();
+    let resume = Edit::new(ObjectId::new_v7(1_700_000_000_000), Kind::Resume)
+        .set_std("file_name", Value::Text("cv.pdf".into()))
+        .set_std("size", Value::Integer(size as i64))
+        .set_std("hash", Value::Hash(hash));
+    let id = resume.id;
+    sa.set_blob(
+        &hash,
+        BlobEntry {
+            size,
+            state: BlobState::Complete,
+            object: Some(id),
+        },
+    )
+    .await
+    .unwrap();
+    sa.write(vec![resume]).await.unwrap();
+
+    wait_acked(&ea, &b.org, sa.log_head()).await;
+    assert!(sb.get(id).unwrap().is_some());
+    // The blob travels on its own stream after the record: poll with a deadline.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while sb.blob(&hash).unwrap().map(|e| e.state) != Some(BlobState::Complete) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "blob not received in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        std::fs::read(sb.blob_files().path_of(&hash)).unwrap(),
+        content
+    );
+    assert!(sb.missing_blobs().unwrap().is_empty());
+    ea.shutdown().await;
+    eb.shutdown().await;
+}
