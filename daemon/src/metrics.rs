@@ -186,6 +186,8 @@ mod tests {
             last_sync_ms: None,
             not_acked: 7,
             lag_ms: 1500,
+            incoming_lag: 0,
+            last_error: None,
         };
         let text = m.render(&[p]);
         assert!(text.contains("orgsync_changes_written_total 3\n"));

@@ -269,12 +269,14 @@ pub async fn attach_resume_file(
         .await
         .map_err(|e| StoreError::Thread(io::Error::other(e.to_string())))?
         .map_err(StoreError::Blob)?;
+    let id = ObjectId::new_v7(now_ms());
     store
         .set_blob(
             &hash,
             BlobEntry {
                 size,
                 state: BlobState::Complete,
+                object: Some(id),
             },
         )
         .await?;
@@ -283,7 +285,7 @@ pub async fn attach_resume_file(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let media_type = media_type.unwrap_or_else(|| media_type_for(path));
-    Ok(Edit::new(ObjectId::new_v7(now_ms()), Kind::Resume)
+    Ok(Edit::new(id, Kind::Resume)
         .set_std("contact", Value::Ref(contact))
         .set_std("file_name", Value::Text(file_name))
         .set_std("media_type", Value::Text(media_type.to_string()))
@@ -388,6 +390,8 @@ fn partner_json(p: &PartnerStatus) -> Json {
         "last_sync_ms": p.last_sync_ms,
         "not_acked": p.not_acked,
         "lag_ms": p.lag_ms,
+        "incoming_lag": p.incoming_lag,
+        "last_error": p.last_error,
     })
 }
 

@@ -22,6 +22,7 @@
 
 mod events;
 mod handlers;
+mod partners;
 mod state;
 
 use std::future::Future;
@@ -46,6 +47,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 pub use events::event_json;
 pub use handlers::{attach_resume_file, media_type_for, ResumeError};
+pub use partners::EnginePartners;
 pub use state::{ApiState, Identity, PartnerSource, PartnerStatus};
 
 use crate::json::InputError;

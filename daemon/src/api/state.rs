@@ -41,6 +41,10 @@ pub struct PartnerStatus {
     /// Age of the oldest change the partner has not acknowledged, in
     /// milliseconds (0 when everything is acknowledged).
     pub lag_ms: u64,
+    /// The partner's changes received but not yet durably applied here.
+    pub incoming_lag: u64,
+    /// Why the last connection attempt or session failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// Where the API gets the partner list and each partner's sync state (the
