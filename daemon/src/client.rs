@@ -16,7 +16,7 @@ use serde_json::{json, Value as Json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
-use crate::api::SOCKET_NAME;
+use crate::api::{MAX_BODY, SOCKET_NAME};
 
 pub use hyper::Method;
 
@@ -58,6 +58,14 @@ pub enum ClientError {
     /// The daemon sent something this client does not understand.
     #[error("unexpected answer from orgsyncd: {0}")]
     Protocol(String),
+    /// The request is larger than the daemon accepts; it was not sent.
+    #[error("request of {size} bytes is larger than the API limit of {max} bytes")]
+    TooLarge {
+        /// Size of the request body.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A local file could not be written.
     #[error("cannot write {path}: {source}", path = .path.display())]
     File {
@@ -76,7 +84,11 @@ impl ClientError {
 
     /// The daemon refused the request as invalid.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, ClientError::Api { status, .. } if (400..500).contains(status) && *status != 404)
+        match self {
+            ClientError::Api { status, .. } => (400..500).contains(status) && *status != 404,
+            ClientError::TooLarge { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -144,6 +156,14 @@ impl Client {
             Some(b) => Bytes::from(b.to_string()),
             None => Bytes::new(),
         };
+        // The daemon would refuse it anyway, possibly before reading it all,
+        // which surfaces as a broken pipe instead of its message.
+        if bytes.len() > MAX_BODY {
+            return Err(ClientError::TooLarge {
+                size: bytes.len(),
+                max: MAX_BODY,
+            });
+        }
         let mut req = Request::builder()
             .method(method)
             .uri(path)

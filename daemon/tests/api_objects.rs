@@ -21,6 +21,34 @@ fn api_err(e: ClientError) -> (u16, String, Option<String>) {
     }
 }
 
+/// POSTs `body` over a raw connection, writing and reading concurrently (the
+/// server may answer before it has read the whole body), and returns the
+/// status and the response body.
+async fn raw_post(socket: &std::path::Path, path: &str, body: String) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let writer = tokio::spawn(async move {
+        // The server may close before reading everything: a broken pipe is expected.
+        let _ = wr.write_all(request.as_bytes()).await;
+    });
+    let mut response = Vec::new();
+    let _ = rd.read_to_end(&mut response).await;
+    writer.await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
 fn id_of(obj: &Json) -> String {
     obj["id"].as_str().expect("object has an id").to_string()
 }
@@ -189,11 +217,22 @@ async fn invalid_requests_are_400_with_the_field_and_write_nothing() {
     );
     assert_eq!(status, 400);
     assert!(msg.contains("invalid JSON body"), "{msg}");
-    // Oversized body.
+    // Oversized body: the client refuses it before sending...
     let big = json!({"kind": "contact", "fields": {"notes": "x".repeat(2 * 1024 * 1024)}});
-    let (status, msg, _) = api_err(c.create(&big).await.unwrap_err());
-    assert_eq!(status, 413);
-    assert!(msg.contains("larger than the limit"), "{msg}");
+    let err = c.create(&big).await.unwrap_err();
+    assert!(err.is_bad_input(), "{err:?}");
+    // ...and the server answers 413 with a JSON error to a client that sends it anyway.
+    let (status, body) =
+        raw_post(&srv.path().join("api.sock"), "/v1/objects", big.to_string()).await;
+    assert_eq!(status, 413, "{body}");
+    let body: Json = serde_json::from_str(&body).expect("JSON error body");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the limit"),
+        "{body}"
+    );
     // Bad query parameters.
     let (status, _, field) = api_err(c.list_page(Some("widget"), None, 10).await.unwrap_err());
     assert_eq!((status, field.as_deref()), (400, Some("kind")));
