@@ -4,6 +4,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod import;
 pub mod json;
 pub mod metrics;
 pub mod policy;
