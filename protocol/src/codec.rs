@@ -326,8 +326,10 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Co
     }
 }
 
-/// Decodes a value encoded by [`encode`], refusing trailing bytes and
-/// allocating at most `bytes.len()`-bounded memory (see [`decode_prefix`]).
+/// Decodes a value encoded by [`encode`], refusing trailing bytes, with
+/// allocations bounded by the input length as described in the module
+/// documentation (strings and [`bytes`] fields: 16× the input; other
+/// sequences: serde's 1 MiB preallocation cap).
 ///
 /// Guarantees: never panics; inputs longer than [`MAX_ENCODED_LEN`] are
 /// refused before decoding. The value is *not* validated: use
@@ -1133,7 +1135,8 @@ mod tests {
         );
     }
 
-    /// Writes the fuzz seed corpus: `cargo test -p orgsync-protocol --lib -- --ignored write_fuzz_corpus`
+    /// Writes the fuzz seed corpus (one seed byte, then the bytes):
+    /// `cargo test -p orgsync-protocol --lib -- --ignored write_fuzz_corpus`
     #[test]
     #[ignore]
     fn write_fuzz_corpus() {
@@ -1170,7 +1173,10 @@ mod tests {
         }
         seeds.push(("stream_3".into(), stream));
         for (name, bytes) in seeds {
-            std::fs::write(dir.join(name), bytes).unwrap();
+            // The target reads its first byte as the chunk-size seed.
+            let mut input = vec![0x2A];
+            input.extend_from_slice(&bytes);
+            std::fs::write(dir.join(name), input).unwrap();
         }
     }
 }

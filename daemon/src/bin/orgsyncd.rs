@@ -1,19 +1,76 @@
-//! `orgsyncd`: the orgsync daemon (not built yet).
+//! `orgsyncd`: the orgsync daemon. Runs in the foreground until SIGINT or
+//! SIGTERM, then closes its connections and flushes its store. SIGHUP
+//! re-reads partners.toml.
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Parser;
+use orgsync_daemon::config::Config;
+use orgsync_daemon::daemon::Daemon;
+use tokio::signal::unix::{signal, SignalKind};
 
 /// The orgsync daemon: keeps this instance's records in sync with its partners.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Instance directory.
+    /// Instance directory (created by `orgsync-keytool init`).
     #[arg(long, env = "ORGSYNC_DIR")]
-    dir: std::path::PathBuf,
+    dir: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+fn init_logs(config: Option<&Config>) {
+    // RUST_LOG, when set, wins over the configured level.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = config.map(|c| c.log.level.as_str()).unwrap_or("info");
+        tracing_subscriber::EnvFilter::new(level)
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole cause chain on one line, without a backtrace.
+            eprintln!("orgsyncd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::bail!(
-        "orgsyncd is not implemented yet (instance directory {})",
-        args.dir.display()
-    )
+    // Read the config once before the runtime to set up logging; the
+    // daemon reads it again and reports errors with file, line and key.
+    let config = Config::load(&args.dir);
+    init_logs(config.as_ref().ok());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(args.dir))
+}
+
+async fn run(dir: PathBuf) -> anyhow::Result<()> {
+    let daemon = Daemon::start(&dir)
+        .await
+        .with_context(|| format!("cannot start orgsyncd in {}", dir.display()))?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => match daemon.reload_partners() {
+                Ok(()) => tracing::info!("partners reloaded"),
+                Err(e) => tracing::error!(error = %e, "cannot reload partners; keeping the previous set"),
+            },
+        }
+    }
+    daemon.shutdown().await;
+    Ok(())
 }

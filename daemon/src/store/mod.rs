@@ -1,11 +1,11 @@
 //! The embedded store: objects, the local change log, partner cursors,
 //! the inbox and the blob index, in one sled database under `DIR/store/`;
-//! blob contents are files under `DIR/blobs/` (see [`blobs`]).
+//! blob contents are files under `DIR/blobs/` (see [`BlobFiles`]).
 //!
 //! Guarantees:
 //! - [`Store::write`] and [`Store::apply_from_partner`] return only once
 //!   what they wrote is durable (group commit: concurrent callers share one
-//!   flush, see [`commit`]).
+//!   flush; see the `commit` module).
 //! - A local write merges into `objects` and appends to `log` in one sled
 //!   transaction; applying a partner's batch merges into `objects` and
 //!   advances that partner's cursor in one transaction. A crash never keeps

@@ -1,0 +1,288 @@
+//! A whole running instance: configuration, identity, store, transport and
+//! sync engine, started from an instance directory and stopped cleanly.
+//! `orgsyncd` is a thin wrapper around [`Daemon`]; tests and the quickstart
+//! run daemons in-process with it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use orgsync_keytool::{Identity, InstanceDir, KeytoolError, Partner, PartnerState};
+use orgsync_protocol::identity::PairKeys;
+
+use crate::config::{Config, ConfigError};
+use crate::engine::{Engine, EngineOptions, KeySource};
+use crate::policy::{AllowAll, SharePolicy};
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::transport::{
+    LocalIdentity, Transport, TransportError, TransportOptions, Trust, TrustedPeer,
+};
+
+/// Why the daemon could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// `orgsync.toml` is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The identity or partners could not be loaded (or secrets are exposed).
+    #[error("instance directory {dir}: {source}")]
+    Identity {
+        /// The instance directory.
+        dir: PathBuf,
+        /// keytool's error (boxed: it is large and rare).
+        source: Box<KeytoolError>,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The QUIC endpoint could not be set up.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Pair keys from the keytool identity and the partners on file.
+struct KeytoolKeys {
+    identity: Arc<Identity>,
+    partners: Arc<RwLock<Vec<Partner>>>,
+}
+
+impl KeySource for KeytoolKeys {
+    fn pair_keys(&self, peer: &TrustedPeer) -> Result<PairKeys, String> {
+        let partners = self.partners.read().unwrap_or_else(PoisonError::into_inner);
+        let partner = partners
+            .iter()
+            .find(|p| p.org_id == peer.org)
+            .ok_or_else(|| format!("partner {} is not in partners.toml", peer.name))?;
+        let epoch = self.identity.pair_epoch(partner);
+        self.identity
+            .pair_keys(partner, epoch)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn trusted(partners: &[Partner]) -> Vec<TrustedPeer> {
+    partners
+        .iter()
+        .map(|p| TrustedPeer {
+            org: p.org_id,
+            name: p.name.clone(),
+            fingerprint: p.cert_fingerprint,
+            addresses: p.addresses.clone(),
+            revoked: p.state == PartnerState::Revoked,
+        })
+        .collect()
+}
+
+/// A running instance.
+pub struct Daemon {
+    dir: InstanceDir,
+    config: Config,
+    identity: Arc<Identity>,
+    partners: Arc<RwLock<Vec<Partner>>>,
+    store: Store,
+    transport: Transport,
+    engine: Engine,
+}
+
+impl Daemon {
+    /// Loads `DIR/orgsync.toml`, the identity and partners (refusing
+    /// exposed secrets), opens the store, binds the endpoint and starts
+    /// syncing with every paired partner. Must be called inside a tokio
+    /// runtime.
+    pub async fn start(dir: &Path) -> Result<Daemon, DaemonError> {
+        Daemon::start_with_policy(dir, Arc::new(AllowAll)).await
+    }
+
+    /// [`Daemon::start`] with a sharing policy other than allow-all.
+    pub async fn start_with_policy(
+        dir: &Path,
+        policy: Arc<dyn SharePolicy>,
+    ) -> Result<Daemon, DaemonError> {
+        let config = Config::load(dir)?;
+        let instance = InstanceDir::new(dir);
+        let id_err = |source| DaemonError::Identity {
+            dir: dir.to_path_buf(),
+            source: Box::new(source),
+        };
+        let identity = Arc::new(instance.load_identity().map_err(id_err)?);
+        let partners = instance.load_partners().map_err(id_err)?;
+        let store = Store::open_with(
+            dir,
+            StoreOptions {
+                cache_capacity_bytes: config.store.cache_capacity_bytes,
+                flush_window: Duration::from_millis(config.store.flush_every_ms),
+                instance: Some(identity.instance_id),
+                ..StoreOptions::default()
+            },
+        )?;
+        let trust = Trust::new(trusted(&partners));
+        let tls = LocalIdentity {
+            cert_der: identity.cert_der.clone(),
+            key_der: Arc::new(identity.key_der.to_vec()),
+        };
+        let transport = Transport::bind(
+            TransportOptions::new(config.listen, tls, identity.org_id),
+            trust,
+        )?;
+        let partners = Arc::new(RwLock::new(partners));
+        let keys = Arc::new(KeytoolKeys {
+            identity: identity.clone(),
+            partners: partners.clone(),
+        });
+        let engine = Engine::start(
+            store.clone(),
+            transport.clone(),
+            policy,
+            keys,
+            EngineOptions::from_config(&config.sync),
+        );
+        tracing::info!(
+            org = %identity.org_name,
+            account = %identity.org_id,
+            instance = %identity.instance_id,
+            fingerprint = %identity.fingerprint,
+            listen = %transport.local_addr()?,
+            partners = partners.read().unwrap_or_else(PoisonError::into_inner).len(),
+            "orgsyncd started"
+        );
+        Ok(Daemon {
+            dir: instance,
+            config,
+            identity,
+            partners,
+            store,
+            transport,
+            engine,
+        })
+    }
+
+    /// Re-reads `partners.toml`: new partners start syncing, revoked ones
+    /// are refused at the next handshake and their tasks stop.
+    pub fn reload_partners(&self) -> Result<(), DaemonError> {
+        let partners = self
+            .dir
+            .load_partners()
+            .map_err(|source| DaemonError::Identity {
+                dir: self.dir.path().to_path_buf(),
+                source: Box::new(source),
+            })?;
+        self.transport.trust().replace(trusted(&partners));
+        *self
+            .partners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = partners;
+        self.engine.reload_partners();
+        Ok(())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This instance's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The store (for the local API and the drop folder).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The sync engine (status, partners).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The transport (bound address, pending peers).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Closes every connection, stops the partner tasks (letting applies in
+    /// progress become durable) and flushes the store.
+    pub async fn shutdown(self) {
+        self.engine.shutdown().await;
+        tracing::info!("orgsyncd stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Edit;
+    use orgsync_keytool::partners::{apply_import, plan_import};
+    use orgsync_protocol::model::{Kind, ObjectId, Value};
+
+    fn free_port() -> u16 {
+        // Racy in theory (the port could be taken before the daemon binds),
+        // fine on a test machine; keytool refuses port 0.
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn pair(a: &Path, b: &Path) {
+        let (da, db) = (InstanceDir::new(a), InstanceDir::new(b));
+        let (ia, ib) = (da.load_identity().unwrap(), db.load_identity().unwrap());
+        for (dir, me, other, other_dir) in [(&da, &ia, &ib, &db), (&db, &ib, &ia, &da)] {
+            let listen = other_dir.listen_address().unwrap().unwrap();
+            let bundle = other.bundle(vec![listen]);
+            let mut partners = dir.load_partners().unwrap();
+            let plan = plan_import(&partners, &me.org_id, &bundle).unwrap();
+            apply_import(&mut partners, &plan, &bundle, "2026-01-01T00:00:00Z");
+            dir.save_partners(&partners).unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_daemons_from_instance_dirs_sync() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        InstanceDir::create(&a, "Acme", &format!("127.0.0.1:{}", free_port())).unwrap();
+        InstanceDir::create(&b, "Globex", &format!("127.0.0.1:{}", free_port())).unwrap();
+        pair(&a, &b);
+
+        let da = Daemon::start(&a).await.unwrap();
+        let db = Daemon::start(&b).await.unwrap();
+        assert_eq!(da.store().instance(), da.identity().instance_id);
+        let edit = Edit::new(ObjectId::new_v7(1_700_000_000_000), Kind::Contact)
+            .set_std("first_name", Value::Text("Ada".into()));
+        let id = edit.id;
+        let mut events = db.store().subscribe_events();
+        da.store().write(vec![edit]).await.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("change arrives")
+            .unwrap();
+        assert_eq!(ev.id, id);
+        assert_eq!(
+            db.store().get(id).unwrap().unwrap().get_std("first_name"),
+            Some(&Value::Text("Ada".into()))
+        );
+        da.shutdown().await;
+        db.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn start_refuses_a_directory_without_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("orgsync.toml"),
+            "listen = \"127.0.0.1:7700\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Daemon::start(dir.path()).await,
+            Err(DaemonError::Identity { .. })
+        ));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Daemon::start(empty.path()).await,
+            Err(DaemonError::Config(ConfigError::Read { .. }))
+        ));
+    }
+}
