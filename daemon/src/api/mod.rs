@@ -23,6 +23,7 @@
 mod events;
 mod handlers;
 mod partners;
+mod services;
 mod state;
 
 use std::future::Future;
@@ -48,6 +49,7 @@ use tokio::net::{UnixListener, UnixStream};
 pub use events::event_json;
 pub use handlers::{attach_resume_file, media_type_for, ResumeError};
 pub use partners::EnginePartners;
+pub use services::LocalServices;
 pub use state::{ApiState, Identity, PartnerSource, PartnerStatus};
 
 use crate::json::InputError;
