@@ -11,11 +11,11 @@ use orgsync_protocol::wire::{Channel, ErrorCode, ErrorMessage, Message};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 
-use super::{blob, PartnerInput, PartnerStatus, Shared};
+use super::{blob, PartnerInput, PartnerStatus, Shared, Stop};
 use crate::store::{BlobEntry, BlobHash, BlobState, PartialBlob, StoreError};
 use crate::transport::{
     preferred, FrameReader, PeerConnection, TrustedPeer, CLOSE_DUPLICATE, CLOSE_NORMAL,
-    CLOSE_PROTOCOL, CLOSE_SHUTDOWN,
+    CLOSE_PROTOCOL, CLOSE_REVOKED, CLOSE_SHUTDOWN,
 };
 
 /// How a connection ended.
@@ -374,7 +374,7 @@ impl Driver<'_> {
                 total_len,
                 data,
             } => self.write_blob_chunk(hash, offset, total_len, &data),
-            Effect::BlobComplete { hash, total_len } => self.complete_blob(hash, total_len).await,
+            Effect::BlobComplete { hash, total_len } => self.complete_blob(hash, total_len),
             Effect::BlobUnavailable { hash } => {
                 self.receiving.remove(&hash);
                 tracing::info!(partner = %self.peer.name, blob = %crate::store::hash_hex(&hash),
@@ -469,33 +469,34 @@ impl Driver<'_> {
         }
     }
 
-    async fn complete_blob(&mut self, hash: BlobHash, total_len: u64) {
+    /// Verifies and publishes a received blob off the driver: hashing a
+    /// large file must not hold up record changes.
+    fn complete_blob(&mut self, hash: BlobHash, total_len: u64) {
         let Some(partial) = self.receiving.remove(&hash) else {
             return;
         };
-        match partial.finish() {
-            Ok(_) => {
-                let object = self
-                    .shared
-                    .store
-                    .blob(&hash)
-                    .ok()
-                    .flatten()
-                    .and_then(|e| e.object);
-                let entry = BlobEntry {
-                    size: total_len,
-                    state: BlobState::Complete,
-                    object,
-                };
-                if let Err(e) = self.shared.store.set_blob(&hash, entry).await {
-                    tracing::warn!(error = %e, "cannot record a received blob");
+        let store = self.shared.store.clone();
+        let partner = self.peer.name.clone();
+        tokio::spawn(async move {
+            let hex = crate::store::hash_hex(&hash);
+            match tokio::task::spawn_blocking(move || partial.finish()).await {
+                Ok(Ok(_)) => {
+                    let object = store.blob(&hash).ok().flatten().and_then(|e| e.object);
+                    let entry = BlobEntry {
+                        size: total_len,
+                        state: BlobState::Complete,
+                        object,
+                    };
+                    if let Err(e) = store.set_blob(&hash, entry).await {
+                        tracing::warn!(error = %e, "cannot record a received blob");
+                    }
+                    tracing::info!(%partner, blob = %hex, size = total_len, "blob received");
                 }
-                tracing::info!(partner = %self.peer.name, blob = %crate::store::hash_hex(&hash), size = total_len, "blob received");
+                // Still indexed as missing: asked again on the next connection.
+                Ok(Err(e)) => tracing::warn!(%partner, error = %e, "received blob refused"),
+                Err(e) => tracing::error!(%partner, error = %e, "blob verification task failed"),
             }
-            Err(e) => {
-                tracing::warn!(partner = %self.peer.name, error = %e, "received blob refused")
-            }
-        }
+        });
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -571,7 +572,7 @@ pub(super) async fn run(
     pc: PeerConnection,
     input: &mut mpsc::UnboundedReceiver<PartnerInput>,
     status: &watch::Sender<PartnerStatus>,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<Stop>,
     dialing: &mut bool,
 ) -> Outcome {
     let conn = pc.connection.clone();
@@ -665,6 +666,7 @@ pub(super) async fn run(
     let mut replaced = None;
     let mut stopped = false;
     let mut close_code = CLOSE_NORMAL;
+    let mut peer_closed = false;
     loop {
         d.pump().await;
         if d.session.is_closed() {
@@ -676,9 +678,12 @@ pub(super) async fn run(
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + shared.options.idle_timeout);
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => {
+            reason = stop.wait_for(|s| *s != Stop::Running) => {
                 stopped = true;
-                close_code = CLOSE_SHUTDOWN;
+                close_code = match reason.map(|r| *r) {
+                    Ok(Stop::Revoked) => CLOSE_REVOKED,
+                    _ => CLOSE_SHUTDOWN,
+                };
                 d.session.close(None);
             }
             ev = events.recv() => {
@@ -725,6 +730,7 @@ pub(super) async fn run(
                 if d.error.is_none() {
                     d.error = error;
                 }
+                peer_closed = true;
                 d.session.close(None);
             }
         }
@@ -751,6 +757,9 @@ pub(super) async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), control_task).await;
     for (_, t) in serving {
         t.abort();
+    }
+    if close_code == CLOSE_NORMAL && error.is_some() && !peer_closed {
+        close_code = CLOSE_PROTOCOL;
     }
     conn.close(close_code, b"session over");
     uni_acceptor.abort();

@@ -129,7 +129,15 @@ struct PartnerTask {
     input: mpsc::UnboundedSender<PartnerInput>,
     status: watch::Receiver<PartnerStatus>,
     handle: JoinHandle<()>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
+}
+
+/// Whether a partner task should stop, and why (the close code differs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Running,
+    Shutdown,
+    Revoked,
 }
 
 enum PartnerInput {
@@ -192,7 +200,7 @@ impl Engine {
         tasks.retain(|org, task| {
             let keep = peers.iter().any(|p| p.org == *org && !p.revoked);
             if !keep {
-                task.stop.send_replace(true);
+                task.stop.send_replace(Stop::Revoked);
             }
             keep
         });
@@ -206,7 +214,7 @@ impl Engine {
     fn spawn_partner(&self, peer: TrustedPeer) -> PartnerTask {
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(PartnerStatus::default());
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let handle = tokio::spawn(partner_loop(
             self.shared.clone(),
             peer,
@@ -270,7 +278,7 @@ impl Engine {
             .map(|(_, t)| t)
             .collect();
         for t in &tasks {
-            t.stop.send_replace(true);
+            t.stop.send_replace(Stop::Shutdown);
         }
         for t in tasks {
             // A partner task that panicked has nothing left to clean up.
@@ -346,7 +354,7 @@ async fn partner_loop(
     input_tx: mpsc::UnboundedSender<PartnerInput>,
     mut input: mpsc::UnboundedReceiver<PartnerInput>,
     status: watch::Sender<PartnerStatus>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) {
     let opts = &shared.options;
     let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
@@ -358,7 +366,7 @@ async fn partner_loop(
         let pc = match next.take() {
             Some(pc) => pc,
             None => tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stop.wait_for(|s| *s != Stop::Running) => break,
                 msg = input.recv() => match msg {
                     Some(PartnerInput::Connection(pc)) => {
                         if pc.dialed_by_us {

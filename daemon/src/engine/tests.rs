@@ -327,3 +327,100 @@ async fn resume_blob_follows_its_object() {
     ea.shutdown().await;
     eb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_partner_cuts_it_off() {
+    let (a, b) = (Instance::new(), Instance::new());
+    let (sa, sb) = (a.store(), b.store());
+    let (ta, tb) = (a.bind(), b.bind());
+    let addr_b = tb.local_addr().unwrap();
+    let ea = a.start(&sa, ta, &[(&b, Some(addr_b))]);
+    let eb = b.start(&sb, tb.clone(), &[(&a, None)]);
+    sa.write(vec![contact("before")]).await.unwrap();
+    wait_acked(&ea, &b.org, 1).await;
+
+    // b revokes a: the live connection closes and redials are refused.
+    let mut refusals = tb.trust().subscribe_refusals();
+    let mut revoked = a.as_partner(None);
+    revoked.revoked = true;
+    tb.trust().replace(vec![revoked]);
+    eb.reload_partners();
+    assert!(eb.status().is_empty(), "no task for a revoked partner");
+    let mut status_a = ea.subscribe_status(&b.org).unwrap();
+    tokio::time::timeout(DEADLINE, status_a.wait_for(|s| !s.connected))
+        .await
+        .expect("a sees the connection close")
+        .unwrap();
+    tokio::time::timeout(DEADLINE, refusals.wait_for(|n| *n >= 1))
+        .await
+        .expect("a's redial is refused")
+        .unwrap();
+    assert!(tb.trust().pending().iter().any(|p| p.revoked));
+
+    sa.write(vec![contact("after")]).await.unwrap();
+    // Let a try again after the write: still refused, still nothing new.
+    let seen = *refusals.borrow_and_update();
+    tokio::time::timeout(DEADLINE, refusals.wait_for(|n| *n > seen))
+        .await
+        .expect("a redials and is refused again")
+        .unwrap();
+    assert_eq!(sb.cursor(&a.org).unwrap().applied_from_peer, 1);
+    assert_eq!(
+        sb.list(None, None, 10).unwrap().len(),
+        1,
+        "nothing new reached b"
+    );
+    ea.shutdown().await;
+    eb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_blob_download_resumes_from_its_offset() {
+    let (a, b) = (Instance::new(), Instance::new());
+    let (sa, sb) = (a.store(), b.store());
+    let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+    let (hash, size) = sa.blob_files().put_bytes(&content).unwrap();
+    // b already holds the first part from an earlier, interrupted transfer.
+    let half = 600_000usize;
+    let mut partial = sb.blob_files().partial(&hash, size).unwrap();
+    partial.append(0, &content[..half]).unwrap();
+    partial.sync().unwrap();
+    drop(partial);
+
+    let resume = Edit::new(ObjectId::new_v7(1_700_000_000_000), Kind::Resume)
+        .set_std("size", Value::Integer(size as i64))
+        .set_std("hash", Value::Hash(hash));
+    let id = resume.id;
+    sa.set_blob(
+        &hash,
+        BlobEntry {
+            size,
+            state: BlobState::Complete,
+            object: Some(id),
+        },
+    )
+    .await
+    .unwrap();
+    sa.write(vec![resume]).await.unwrap();
+
+    let (ta, tb) = (a.bind(), b.bind());
+    let addr_a = ta.local_addr().unwrap();
+    let ea = a.start(&sa, ta, &[(&b, None)]);
+    let eb = b.start(&sb, tb, &[(&a, Some(addr_a))]);
+    // A sender starting at 0 would be refused by b's session (chunks must
+    // start at the requested offset), so completion proves the resume.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while sb.blob(&hash).unwrap().map(|e| e.state) != Some(BlobState::Complete) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "blob not completed in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        std::fs::read(sb.blob_files().path_of(&hash)).unwrap(),
+        content
+    );
+    ea.shutdown().await;
+    eb.shutdown().await;
+}

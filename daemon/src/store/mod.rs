@@ -677,11 +677,15 @@ impl Store {
                     .check(newest, wall)
                     .map_err(|source| StoreError::ClockDrift { partner, source })?;
             }
+            // Encoded up front (outside the retryable transaction), aligned
+            // with `changes`.
             let held_values = changes
                 .iter()
                 .zip(&decisions)
-                .filter(|(_, d)| **d == Incoming::Hold)
-                .map(|(c, _)| Ok((c.seq, encode_as("held change", &c.change)?)))
+                .map(|(c, d)| match d {
+                    Incoming::Hold => encode_as("held change", &c.change).map(Some),
+                    _ => Ok(None),
+                })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             let result = (&t.objects, &t.cursors, &t.inbox)
                 .transaction(|(objects, cursors, inbox)| {
@@ -692,7 +696,7 @@ impl Store {
                     };
                     let mut outcome = ApplyOutcome::default();
                     let mut events = Vec::new();
-                    for (c, d) in changes.iter().zip(&decisions) {
+                    for ((c, d), held) in changes.iter().zip(&decisions).zip(&held_values) {
                         if c.seq <= cursor {
                             outcome.skipped += 1;
                             continue;
@@ -710,10 +714,8 @@ impl Store {
                                 });
                             }
                             Incoming::Hold => {
-                                // Present: built from the same changes and decisions.
-                                if let Some((_, bytes)) =
-                                    held_values.iter().find(|(s, _)| *s == c.seq)
-                                {
+                                // Always `Some` for a held change (built above).
+                                if let Some(bytes) = held {
                                     inbox.insert(
                                         keys::inbox(&partner, c.seq).as_slice(),
                                         bytes.as_slice(),
