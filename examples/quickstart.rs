@@ -289,7 +289,7 @@ async fn main() -> Result<()> {
     ] {
         all.extend(sb.list(Some(kind), None, 1000)?);
     }
-    println!("  {:<13} {:<38} {}", "kind", "id", "record");
+    println!("  {:<13} {:<38} record", "kind", "id");
     for obj in &all {
         println!(
             "  {:<13} {:<38} {}",
