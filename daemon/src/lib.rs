@@ -49,9 +49,14 @@
 //! - [`policy`]: what each partner gets and what happens to what it sends.
 //! - [`daemon`]: everything above started from an instance directory.
 
+pub mod api;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod import;
+pub mod json;
+pub mod metrics;
 pub mod policy;
 pub mod store;
 pub mod transport;

@@ -1,19 +1,659 @@
-//! `orgsync`: the admin CLI of the orgsync daemon (not built yet).
-use clap::Parser;
+//! `orgsync`: the admin CLI of the orgsync daemon, a client of its local API.
+//!
+//! Exit codes: 0 ok, 1 other failure, 2 bad input (including usage
+//! errors), 3 not found, 4 daemon not running.
 
-/// Admin CLI of the orgsync daemon.
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use orgsync_daemon::client::{Client, ClientError};
+use serde_json::{json, Map, Value as Json};
+
+/// Admin CLI of the orgsync daemon: read and write records, attach résumés,
+/// and watch partners sync. Talks to the `orgsyncd` of the instance
+/// directory over its local API socket (DIR/api.sock).
 #[derive(Parser)]
-#[command(version)]
+#[command(
+    version,
+    after_help = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 not found, 4 daemon not running.\n\nExample:\n  orgsync --dir /srv/orgsync status"
+)]
 struct Args {
     /// Instance directory.
-    #[arg(long, env = "ORGSYNC_DIR")]
-    dir: std::path::PathBuf,
+    #[arg(long, env = "ORGSYNC_DIR", global = true)]
+    dir: Option<PathBuf>,
+    /// Print JSON instead of tables (read commands).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum Command {
+    /// Create an object and print its id.
+    #[command(
+        after_help = "Examples:\n  orgsync put contact --set first_name=Ada --set last_name=Lovelace --custom level=senior\n  orgsync put transaction --set type=hire --set date=2024-05-01 --set amount=1200.50 --set contact=0190...\n  orgsync put contact --set first_name=Ada --custom age:=36 --flag 0190...   (NAME:=JSON gives a typed value)"
+    )]
+    Put {
+        /// Kind: contact, organization, transaction, resume or flag.
+        kind: String,
+        /// A standard field, `name=value` (or `name:=JSON`).
+        #[arg(long = "set", value_name = "FIELD=VALUE")]
+        set: Vec<String>,
+        /// A custom field, `name=value` (or `name:=JSON`).
+        #[arg(long = "custom", value_name = "NAME=VALUE")]
+        custom: Vec<String>,
+        /// Attach a flag (contacts).
+        #[arg(long = "flag", value_name = "FLAG_ID")]
+        flags: Vec<String>,
+    },
+    /// Update fields of an object.
+    #[command(
+        after_help = "Examples:\n  orgsync set 0190... --set email=ada@example.org --unset phone\n  orgsync set 0190... --custom level=junior --unset custom.vip --add-flag 0190..."
+    )]
+    Set {
+        /// The object's id.
+        id: String,
+        /// A standard field to set, `name=value` (or `name:=JSON`).
+        #[arg(long = "set", value_name = "FIELD=VALUE")]
+        set: Vec<String>,
+        /// A custom field to set, `name=value` (or `name:=JSON`).
+        #[arg(long = "custom", value_name = "NAME=VALUE")]
+        custom: Vec<String>,
+        /// A field to clear: `name`, or `custom.name` for a custom field.
+        #[arg(long = "unset", value_name = "FIELD")]
+        unset: Vec<String>,
+        /// Attach a flag.
+        #[arg(long = "add-flag", value_name = "FLAG_ID")]
+        add_flags: Vec<String>,
+        /// Detach a flag.
+        #[arg(long = "remove-flag", value_name = "FLAG_ID")]
+        remove_flags: Vec<String>,
+    },
+    /// Show one object.
+    #[command(after_help = "Example:\n  orgsync get 0190a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b --json")]
+    Get {
+        /// The object's id.
+        id: String,
+    },
+    /// List objects, of one kind if given.
+    #[command(after_help = "Examples:\n  orgsync list\n  orgsync list contact --json")]
+    List {
+        /// Kind to list.
+        kind: Option<String>,
+    },
+    /// Delete an object (partners receive the deletion).
+    #[command(after_help = "Example:\n  orgsync delete 0190a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b")]
+    Delete {
+        /// The object's id.
+        id: String,
+    },
+    /// Attach a résumé file to a contact and print the résumé's id.
+    #[command(
+        after_help = "Example:\n  orgsync attach-resume 0190a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b ./ada-cv.pdf"
+    )]
+    AttachResume {
+        /// The contact's id.
+        contact: String,
+        /// The file (the daemon reads it, so it must be readable by the daemon's user).
+        file: PathBuf,
+    },
+    /// Write a résumé's content to a file.
+    #[command(
+        after_help = "Example:\n  orgsync get-resume 0190a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b -o ada-cv.pdf"
+    )]
+    GetResume {
+        /// The résumé's id.
+        id: String,
+        /// Where to write it.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// List partners.
+    #[command(after_help = "Example:\n  orgsync partners --json")]
+    Partners,
+    /// Show this instance and each partner's sync state.
+    #[command(after_help = "Example:\n  orgsync status")]
+    Status,
+    /// Follow changes as they are committed, one line each (Ctrl-C to stop).
+    #[command(
+        after_help = "Examples:\n  orgsync watch\n  orgsync watch --after 0 --json   (replay the local log first)"
+    )]
+    Watch {
+        /// Replay local log entries after this sequence number first.
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// Wait until every partner has acknowledged every local change.
+    #[command(after_help = "Example:\n  orgsync wait-synced --timeout 2m")]
+    WaitSynced {
+        /// Give up after this long (e.g. 500ms, 60s, 2m, 1h).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Print the daemon's Prometheus metrics.
+    #[command(after_help = "Example:\n  orgsync metrics")]
+    Metrics,
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn bad_input(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match &e {
+            ClientError::NotRunning { .. } => 4,
+            e if e.is_not_found() => 3,
+            e if e.is_bad_input() => 2,
+            _ => 1,
+        };
+        let message = match &e {
+            ClientError::Api {
+                field: Some(field),
+                message,
+                ..
+            } if !message.contains(field.as_str()) => format!("{message} (field {field})"),
+            _ => e.to_string(),
+        };
+        Failure { code, message }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure {
+            code: 1,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 60s, 2m, 1h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
+}
+
+/// Parses `name=value` (a string) or `name:=JSON` (a typed value).
+fn parse_assignment(arg: &str, what: &str) -> Result<(String, Json), Failure> {
+    if let Some((name, raw)) = arg.split_once(":=") {
+        if !name.contains('=') {
+            let value = serde_json::from_str(raw).map_err(|e| {
+                Failure::bad_input(format!(
+                    "--{what} {arg}: the value after := is not JSON ({e})"
+                ))
+            })?;
+            return Ok((name.to_string(), value));
+        }
+    }
+    match arg.split_once('=') {
+        Some((name, value)) if !name.is_empty() => {
+            Ok((name.to_string(), Json::String(value.to_string())))
+        }
+        _ => Err(Failure::bad_input(format!(
+            "--{what} {arg:?}: expected NAME=VALUE (or NAME:=JSON)"
+        ))),
+    }
+}
+
+fn assignments(args: &[String], what: &str) -> Result<Map<String, Json>, Failure> {
+    let mut map = Map::new();
+    for a in args {
+        let (k, v) = parse_assignment(a, what)?;
+        map.insert(k, v);
+    }
+    Ok(map)
+}
+
+fn client_for(dir: &Path) -> Client {
+    // The socket may be moved by [api] socket in orgsync.toml; without a
+    // readable configuration the default place is the only candidate.
+    match orgsync_daemon::config::Config::load(dir) {
+        Ok(cfg) => Client::with_socket(dir, cfg.api.socket),
+        Err(_) => Client::new(dir),
+    }
+}
+
+fn print_json(v: &Json) {
+    // Serialising a serde_json::Value cannot fail.
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+fn text_of(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A short description of an object for lists.
+fn summary(obj: &Json) -> String {
+    let f = &obj["fields"];
+    let get = |k: &str| f.get(k).map(text_of);
+    let parts: Vec<String> = match obj["kind"].as_str() {
+        Some("contact") => [get("first_name"), get("last_name"), get("email")]
+            .into_iter()
+            .flatten()
+            .collect(),
+        Some("transaction") => [get("type"), get("date"), get("amount"), get("currency")]
+            .into_iter()
+            .flatten()
+            .collect(),
+        Some("resume") => [get("file_name"), get("size").map(|s| format!("{s} bytes"))]
+            .into_iter()
+            .flatten()
+            .collect(),
+        _ => [get("name"), get("city"), get("category")]
+            .into_iter()
+            .flatten()
+            .collect(),
+    };
+    parts.join(" ")
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = *w));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_object(obj: &Json) {
+    let mut rows = vec![
+        vec!["id".to_string(), text_of(&obj["id"])],
+        vec!["kind".to_string(), text_of(&obj["kind"])],
+    ];
+    for (section, prefix) in [("fields", ""), ("custom", "custom.")] {
+        if let Some(map) = obj[section].as_object() {
+            for (k, v) in map {
+                rows.push(vec![format!("{prefix}{k}"), text_of(v)]);
+            }
+        }
+    }
+    if let Some(flags) = obj["flags"].as_array() {
+        for f in flags {
+            rows.push(vec!["flag".into(), text_of(f)]);
+        }
+    }
+    let w = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+    for r in rows {
+        println!("{:<w$}  {}", r[0], r[1]);
+    }
+}
+
+fn partner_rows(partners: &[Json]) -> Vec<Vec<String>> {
+    partners
+        .iter()
+        .map(|p| {
+            let account = text_of(&p["account"]);
+            let short = account.split('-').next().unwrap_or("").to_string();
+            vec![
+                text_of(&p["name"]),
+                short,
+                text_of(&p["state"]),
+                if p["connected"].as_bool() == Some(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                text_of(&p["last_sync"]),
+                text_of(&p["not_acked"]),
+                format!("{:.1}s", p["lag_ms"].as_u64().unwrap_or(0) as f64 / 1000.0),
+            ]
+        })
+        .collect()
+}
+
+const PARTNER_HEADERS: [&str; 7] = [
+    "PARTNER",
+    "ACCOUNT",
+    "STATE",
+    "CONNECTED",
+    "LAST SYNC",
+    "NOT ACKED",
+    "LAG",
+];
+
+fn array(v: &Json, key: &str) -> Vec<Json> {
+    v.get(key)
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failure> {
+    let client = client_for(&dir);
+    match command {
+        Command::Put {
+            kind,
+            set,
+            custom,
+            flags,
+        } => {
+            let body = json!({
+                "kind": kind,
+                "fields": assignments(&set, "set")?,
+                "custom": assignments(&custom, "custom")?,
+                "flags": flags,
+            });
+            let obj = client.create(&body).await?;
+            if json_out {
+                print_json(&obj);
+            } else {
+                println!("{}", text_of(&obj["id"]));
+            }
+        }
+        Command::Set {
+            id,
+            set,
+            custom,
+            unset,
+            add_flags,
+            remove_flags,
+        } => {
+            let mut fields = assignments(&set, "set")?;
+            let mut custom = assignments(&custom, "custom")?;
+            for name in unset {
+                match name.strip_prefix("custom.") {
+                    Some(c) => custom.insert(c.to_string(), Json::Null),
+                    None => fields.insert(name, Json::Null),
+                };
+            }
+            let body = json!({
+                "fields": fields,
+                "custom": custom,
+                "add_flags": add_flags,
+                "remove_flags": remove_flags,
+            });
+            let obj = client.update(&id, &body).await?;
+            if json_out {
+                print_json(&obj);
+            } else {
+                println!("{}", text_of(&obj["id"]));
+            }
+        }
+        Command::Get { id } => {
+            let obj = client.get(&id).await?;
+            if json_out {
+                print_json(&obj);
+            } else {
+                print_object(&obj);
+            }
+        }
+        Command::List { kind } => {
+            let objs = client.list_all(kind.as_deref()).await?;
+            if json_out {
+                print_json(&Json::Array(objs));
+            } else {
+                let rows: Vec<Vec<String>> = objs
+                    .iter()
+                    .map(|o| vec![text_of(&o["id"]), text_of(&o["kind"]), summary(o)])
+                    .collect();
+                print_table(&["ID", "KIND", "SUMMARY"], &rows);
+            }
+        }
+        Command::Delete { id } => {
+            let r = client.delete(&id).await?;
+            if json_out {
+                print_json(&r);
+            } else {
+                println!("deleted {}", text_of(&r["id"]));
+            }
+        }
+        Command::AttachResume { contact, file } => {
+            // The daemon opens the file itself, so it needs an absolute path.
+            let path = std::fs::canonicalize(&file)
+                .map_err(|e| Failure::bad_input(format!("cannot read {}: {e}", file.display())))?;
+            let obj = client.attach_resume(&contact, &path).await?;
+            if json_out {
+                print_json(&obj);
+            } else {
+                println!("{}", text_of(&obj["id"]));
+            }
+        }
+        Command::GetResume { id, output } => {
+            let n = client.download_resume(&id, &output).await?;
+            if json_out {
+                print_json(&json!({"id": id, "output": output, "size": n}));
+            } else {
+                eprintln!("wrote {n} bytes to {}", output.display());
+            }
+        }
+        Command::Partners => {
+            let r = client.partners().await?;
+            if json_out {
+                print_json(&r);
+            } else {
+                let partners = array(&r, "partners");
+                if partners.is_empty() {
+                    println!("no partners (pair one with orgsync-keytool)");
+                } else {
+                    print_table(&PARTNER_HEADERS, &partner_rows(&partners));
+                }
+            }
+        }
+        Command::Status => {
+            let s = client.status().await?;
+            if json_out {
+                print_json(&s);
+            } else {
+                println!("organisation  {}", text_of(&s["org"]));
+                println!("account       {}", text_of(&s["account"]));
+                println!("instance      {}", text_of(&s["instance"]));
+                println!("log head      {}", text_of(&s["log_head"]));
+                let partners = array(&s, "partners");
+                println!();
+                if partners.is_empty() {
+                    println!("no partners");
+                } else {
+                    print_table(&PARTNER_HEADERS, &partner_rows(&partners));
+                    for p in &partners {
+                        if let Some(err) = p["last_error"].as_str() {
+                            println!("{}: last error: {err}", text_of(&p["name"]));
+                        }
+                    }
+                }
+            }
+        }
+        Command::Watch { after } => {
+            let mut events = client.events(after).await?;
+            let stdout = std::io::stdout();
+            while let Some(ev) = events.next().await? {
+                let line = if json_out {
+                    ev.to_string()
+                } else if let Some(n) = ev.get("lagged") {
+                    format!("! fell behind: {n} events missed")
+                } else {
+                    let origin = match ev["origin"].as_str() {
+                        Some("local") | None => "local".to_string(),
+                        Some(acct) => format!("from {}", acct.split('-').next().unwrap_or(acct)),
+                    };
+                    let seq = ev["seq"].as_u64().map_or("-".into(), |s| s.to_string());
+                    let what = if ev["deleted"].as_bool() == Some(true) {
+                        " deleted"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{seq} {origin} {} {}{what}",
+                        text_of(&ev["kind"]),
+                        text_of(&ev["id"])
+                    )
+                };
+                let mut out = stdout.lock();
+                // A closed stdout (e.g. `| head`) ends the watch quietly.
+                if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Command::WaitSynced { timeout } => wait_synced(&client, timeout, json_out).await?,
+        Command::Metrics => print!("{}", client.get_text("/metrics").await?),
+    }
+    Ok(())
+}
+
+/// Polls status until no paired partner has unacknowledged changes.
+async fn wait_synced(client: &Client, timeout: Duration, json_out: bool) -> Result<(), Failure> {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal() && !json_out;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut total = 0u64;
+    let mut last_line = String::new();
+    loop {
+        let status = client.status().await?;
+        let pending: BTreeMap<String, u64> = array(&status, "partners")
+            .iter()
+            .filter(|p| p["state"].as_str() != Some("revoked"))
+            .map(|p| (text_of(&p["name"]), p["not_acked"].as_u64().unwrap_or(0)))
+            .collect();
+        let left: u64 = pending.values().sum();
+        if left == 0 {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let msg = if pending.is_empty() {
+                "no partners to wait for".to_string()
+            } else {
+                format!(
+                    "synced: {} partner(s) acknowledged everything (log head {}) in {:.1}s",
+                    pending.len(),
+                    text_of(&status["log_head"]),
+                    started.elapsed().as_secs_f64()
+                )
+            };
+            if json_out {
+                print_json(
+                    &json!({"synced": true, "partners": pending.len(), "log_head": status["log_head"]}),
+                );
+            } else {
+                println!("{msg}");
+            }
+            return Ok(());
+        }
+        total = total.max(left);
+        let detail: Vec<String> = pending
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(name, n)| format!("{name}: {n}"))
+            .collect();
+        if tty {
+            let b = bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::new(total);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{spinner} [{bar:40}] {pos}/{len} acknowledged {msg}",
+                ) {
+                    b.set_style(style.progress_chars("=> "));
+                }
+                b
+            });
+            b.set_length(total);
+            b.set_position(total - left);
+            b.set_message(detail.join(", "));
+            b.tick();
+        } else {
+            let line = format!(
+                "waiting: {left} change(s) not yet acknowledged ({})",
+                detail.join(", ")
+            );
+            if line != last_line {
+                eprintln!("{line}");
+                last_line = line;
+            }
+        }
+        if started.elapsed() >= timeout {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(Failure {
+                code: 1,
+                message: format!(
+                    "timed out after {:.1}s: {left} change(s) not yet acknowledged ({})",
+                    timeout.as_secs_f64(),
+                    detail.join(", ")
+                ),
+            });
+        }
+        tokio::time::sleep(
+            Duration::from_millis(200).min(timeout.saturating_sub(started.elapsed())),
+        )
+        .await;
+    }
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
-    anyhow::bail!(
-        "orgsync is not implemented yet (instance directory {})",
-        args.dir.display()
-    )
+    let Some(dir) = args.dir else {
+        eprintln!("error: no instance directory: pass --dir DIR or set ORGSYNC_DIR");
+        return ExitCode::from(2);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime");
+    let result = match runtime {
+        Ok(rt) => rt.block_on(run(dir, args.json, args.command)),
+        Err(e) => Err(Failure::from(e)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
 }

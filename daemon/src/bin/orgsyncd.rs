@@ -1,6 +1,7 @@
 //! `orgsyncd`: the orgsync daemon. Runs in the foreground until SIGINT or
 //! SIGTERM, then closes its connections and flushes its store. SIGHUP
-//! re-reads partners.toml.
+//! re-reads partners.toml. Serves the local API on DIR/api.sock and ingests
+//! files dropped in DIR/import/.
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -58,6 +59,13 @@ async fn run(dir: PathBuf) -> anyhow::Result<()> {
     let daemon = Daemon::start(&dir)
         .await
         .with_context(|| format!("cannot start orgsyncd in {}", dir.display()))?;
+    let local = match orgsync_daemon::api::LocalServices::start(&daemon, &dir).await {
+        Ok(l) => l,
+        Err(e) => {
+            daemon.shutdown().await;
+            return Err(e).context("cannot start the local API");
+        }
+    };
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -71,6 +79,7 @@ async fn run(dir: PathBuf) -> anyhow::Result<()> {
             },
         }
     }
+    local.shutdown().await;
     daemon.shutdown().await;
     Ok(())
 }
