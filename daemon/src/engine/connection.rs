@@ -715,6 +715,8 @@ pub(super) async fn run(
                     }
                 }
                 Some(PartnerInput::DialFailed(_)) => *dialing = false,
+                // Trust checks read the reloaded set directly.
+                Some(PartnerInput::Reloaded) => {}
                 None => {
                     stopped = true;
                     d.session.close(None);
