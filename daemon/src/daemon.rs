@@ -73,15 +73,89 @@ fn trusted(partners: &[Partner]) -> Vec<TrustedPeer> {
         .collect()
 }
 
+/// Re-reads partners.toml into the trust set, the key source and the engine.
+#[derive(Clone)]
+struct PartnerReloader {
+    dir: InstanceDir,
+    partners: Arc<RwLock<Vec<Partner>>>,
+    transport: Transport,
+    engine: Engine,
+}
+
+impl PartnerReloader {
+    fn reload(&self) -> Result<(), DaemonError> {
+        let partners = self
+            .dir
+            .load_partners()
+            .map_err(|source| DaemonError::Identity {
+                dir: self.dir.path().to_path_buf(),
+                source: Box::new(source),
+            })?;
+        self.transport.trust().replace(trusted(&partners));
+        *self
+            .partners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = partners;
+        self.engine.reload_partners();
+        Ok(())
+    }
+}
+
+/// Watches the instance directory and reloads partners.toml when it
+/// changes (keytool writes it atomically: a rename onto the name).
+struct PartnersWatcher {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PartnersWatcher {
+    fn start(reloader: PartnerReloader) -> Result<PartnersWatcher, notify::Error> {
+        use notify::Watcher;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let touches = res.is_ok_and(|ev| {
+                    ev.paths
+                        .iter()
+                        .any(|p| p.file_name().is_some_and(|n| n == PARTNERS_FILE))
+                });
+                if touches {
+                    // The daemon is stopping when nobody listens.
+                    let _ = tx.send(());
+                }
+            })?;
+        watcher.watch(reloader.dir.path(), notify::RecursiveMode::NonRecursive)?;
+        let task = tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // One write makes several events: let them settle, then
+                // reload once.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while rx.try_recv().is_ok() {}
+                match reloader.reload() {
+                    Ok(()) => tracing::info!("partners.toml changed: partners reloaded"),
+                    Err(e) => tracing::error!(error = %e,
+                        "partners.toml changed but cannot be read; keeping the previous partners"),
+                }
+            }
+        });
+        Ok(PartnersWatcher {
+            _watcher: watcher,
+            task,
+        })
+    }
+}
+
+const PARTNERS_FILE: &str = "partners.toml";
+
 /// A running instance.
 pub struct Daemon {
-    dir: InstanceDir,
     config: Config,
     identity: Arc<Identity>,
-    partners: Arc<RwLock<Vec<Partner>>>,
     store: Store,
     transport: Transport,
     engine: Engine,
+    reloader: PartnerReloader,
+    watcher: Option<PartnersWatcher>,
 }
 
 impl Daemon {
@@ -145,34 +219,35 @@ impl Daemon {
             partners = partners.read().unwrap_or_else(PoisonError::into_inner).len(),
             "orgsyncd started"
         );
-        Ok(Daemon {
+        let reloader = PartnerReloader {
             dir: instance,
+            partners,
+            transport: transport.clone(),
+            engine: engine.clone(),
+        };
+        let watcher = match PartnersWatcher::start(reloader.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch partners.toml; reload with SIGHUP");
+                None
+            }
+        };
+        Ok(Daemon {
             config,
             identity,
-            partners,
             store,
             transport,
             engine,
+            reloader,
+            watcher,
         })
     }
 
     /// Re-reads `partners.toml`: new partners start syncing, revoked ones
-    /// are refused at the next handshake and their tasks stop.
+    /// are disconnected and refused at the next handshake. Done
+    /// automatically when the file changes; also on SIGHUP.
     pub fn reload_partners(&self) -> Result<(), DaemonError> {
-        let partners = self
-            .dir
-            .load_partners()
-            .map_err(|source| DaemonError::Identity {
-                dir: self.dir.path().to_path_buf(),
-                source: Box::new(source),
-            })?;
-        self.transport.trust().replace(trusted(&partners));
-        *self
-            .partners
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = partners;
-        self.engine.reload_partners();
-        Ok(())
+        self.reloader.reload()
     }
 
     /// The configuration in force.
@@ -203,6 +278,9 @@ impl Daemon {
     /// Closes every connection, stops the partner tasks (letting applies in
     /// progress become durable) and flushes the store.
     pub async fn shutdown(self) {
+        if let Some(w) = &self.watcher {
+            w.task.abort();
+        }
         self.engine.shutdown().await;
         tracing::info!("orgsyncd stopped");
     }
@@ -263,6 +341,48 @@ mod tests {
             db.store().get(id).unwrap().unwrap().get_std("first_name"),
             Some(&Value::Text("Ada".into()))
         );
+        da.shutdown().await;
+        db.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn editing_partners_toml_revokes_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        InstanceDir::create(&a, "Acme", &format!("127.0.0.1:{}", free_port())).unwrap();
+        InstanceDir::create(&b, "Globex", &format!("127.0.0.1:{}", free_port())).unwrap();
+        pair(&a, &b);
+        let da = Daemon::start(&a).await.unwrap();
+        let db = Daemon::start(&b).await.unwrap();
+        let org_a = da.identity().org_id;
+        let org_b = db.identity().org_id;
+        let mut status = da.engine().subscribe_status(&org_b).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| s.connected))
+            .await
+            .expect("connected")
+            .unwrap();
+
+        // b's admin revokes a by editing partners.toml (as keytool does).
+        let mut refusals = db.transport().trust().subscribe_refusals();
+        let dir_b = InstanceDir::new(&b);
+        let mut partners = dir_b.load_partners().unwrap();
+        let idx = partners.iter().position(|p| p.org_id == org_a).unwrap();
+        assert!(orgsync_keytool::partners::revoke(
+            &mut partners,
+            idx,
+            "2026-01-02T00:00:00Z"
+        ));
+        dir_b.save_partners(&partners).unwrap();
+
+        tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| !s.connected))
+            .await
+            .expect("a is disconnected without a restart")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), refusals.wait_for(|n| *n >= 1))
+            .await
+            .expect("a's redial is refused")
+            .unwrap();
+        assert!(db.transport().trust().pending().iter().any(|p| p.revoked));
         da.shutdown().await;
         db.shutdown().await;
     }

@@ -170,7 +170,7 @@ fn spawn_applier(
                 .apply_from_partner_with(peer.org, &job.changes, job.up_to_seq, &decide)
                 .await;
             let result = match result {
-                Ok(_) => needed_blobs(&shared, &job.changes)
+                Ok(_) => needed_blobs(&shared, &peer, &job.changes)
                     .await
                     .map(|needed| Applied {
                         up_to_seq: job.up_to_seq,
@@ -187,9 +187,11 @@ fn spawn_applier(
     (tx, handle)
 }
 
-/// Records blobs referenced by received résumés that are not stored yet.
+/// Records blobs referenced by applied résumés that are not stored yet
+/// (held or rejected résumés fetch nothing until approved).
 async fn needed_blobs(
     shared: &Shared,
+    peer: &TrustedPeer,
     changes: &[SequencedChange],
 ) -> Result<Vec<(BlobHash, BlobEntry)>, StoreError> {
     let mut needed = Vec::new();
@@ -197,6 +199,9 @@ async fn needed_blobs(
         let Some((hash, size)) = resume_blob(&c.change) else {
             continue;
         };
+        if shared.policy.incoming(&peer.org, &c.change) != crate::policy::Incoming::Apply {
+            continue;
+        }
         if shared.store.blob_files().size(&hash)?.is_some() {
             continue;
         }
@@ -715,6 +720,8 @@ pub(super) async fn run(
                     }
                 }
                 Some(PartnerInput::DialFailed(_)) => *dialing = false,
+                // Trust checks read the reloaded set directly.
+                Some(PartnerInput::Reloaded) => {}
                 None => {
                     stopped = true;
                     d.session.close(None);

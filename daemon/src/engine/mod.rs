@@ -143,6 +143,8 @@ pub(crate) enum Stop {
 enum PartnerInput {
     Connection(PeerConnection),
     DialFailed(String),
+    /// The partner set was reloaded: re-read addresses.
+    Reloaded,
 }
 
 pub(crate) struct Shared {
@@ -204,6 +206,10 @@ impl Engine {
             }
             keep
         });
+        for task in tasks.values() {
+            // A task that is gone has nothing to re-read.
+            let _ = task.input.send(PartnerInput::Reloaded);
+        }
         for peer in peers.iter().filter(|p| !p.revoked) {
             tasks
                 .entry(peer.org)
@@ -337,6 +343,8 @@ async fn resolve(addresses: &[String]) -> Vec<SocketAddr> {
 }
 
 async fn dial(transport: Transport, peer: TrustedPeer) -> Result<PeerConnection, String> {
+    // Addresses as they are now: partners.toml may have been reloaded.
+    let peer = transport.trust().peer(&peer.org).unwrap_or(peer);
     let addrs = resolve(&peer.addresses).await;
     let mut last = String::from("no address resolves");
     for addr in addrs {
@@ -358,7 +366,10 @@ async fn partner_loop(
 ) {
     let opts = &shared.options;
     let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
-    let can_dial = !peer.addresses.is_empty();
+    let can_dial = || {
+        let current = shared.transport.trust().peer(&peer.org);
+        current.map_or(!peer.addresses.is_empty(), |p| !p.addresses.is_empty())
+    };
     let mut next_dial = tokio::time::Instant::now();
     let mut dialing = false;
     let mut next: Option<PeerConnection> = None;
@@ -381,9 +392,10 @@ async fn partner_loop(
                         next_dial = tokio::time::Instant::now() + backoff.next_delay();
                         continue;
                     }
+                    Some(PartnerInput::Reloaded) => continue,
                     None => break,
                 },
-                _ = tokio::time::sleep_until(next_dial), if can_dial && !dialing => {
+                _ = tokio::time::sleep_until(next_dial), if !dialing && can_dial() => {
                     dialing = true;
                     let tx = input_tx.clone();
                     let transport = shared.transport.clone();

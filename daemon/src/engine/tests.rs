@@ -424,3 +424,57 @@ async fn interrupted_blob_download_resumes_from_its_offset() {
     ea.shutdown().await;
     eb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converges_through_loss_reordering_and_a_partition() {
+    use orgsync_testkit::{FaultConfig, FaultProxy};
+    let (a, b) = (Instance::new(), Instance::new());
+    let (sa, sb) = (a.store(), b.store());
+    let short = |inst: &Instance| {
+        let mut opts =
+            TransportOptions::new("127.0.0.1:0".parse().unwrap(), inst.tls.clone(), inst.org);
+        opts.idle_timeout = Duration::from_secs(3);
+        opts.keep_alive = Duration::from_millis(500);
+        Transport::bind(opts, Trust::new(vec![])).unwrap()
+    };
+    let (ta, tb) = (short(&a), short(&b));
+    let proxy = FaultProxy::start(ta.local_addr().unwrap(), FaultConfig::lossy(0.05, 0.1), 7)
+        .await
+        .unwrap();
+    let options = EngineOptions {
+        idle_timeout: Duration::from_millis(1500),
+        ..Instance::options()
+    };
+    // b reaches a only through the proxy.
+    let ea = a.start_with(&sa, ta, &[(&b, None)], options.clone());
+    let eb = b.start_with(&sb, tb, &[(&a, Some(proxy.local_addr()))], options);
+
+    for round in 0..5 {
+        let edits = (0..100)
+            .map(|i| contact(&format!("r{round}-{i}")))
+            .collect();
+        sa.write(edits).await.unwrap();
+    }
+    wait_acked(&ea, &b.org, 500).await;
+
+    // Cut the link long enough for the sessions to time out, write, heal.
+    proxy.partition();
+    let mut status_b = eb.subscribe_status(&a.org).unwrap();
+    tokio::time::timeout(DEADLINE, status_b.wait_for(|s| !s.connected))
+        .await
+        .expect("b notices the partition")
+        .unwrap();
+    let edits = (0..100).map(|i| contact(&format!("during{i}"))).collect();
+    sa.write(edits).await.unwrap();
+    proxy.heal();
+    wait_acked(&ea, &b.org, 600).await;
+    assert!(digest(&sa) == digest(&sb));
+    assert!(proxy.stats().dropped > 0, "the proxy did drop datagrams");
+    assert!(
+        eb.status()[0].1.connections >= 2,
+        "b reconnected after the partition"
+    );
+    ea.shutdown().await;
+    eb.shutdown().await;
+    proxy.stop().await;
+}

@@ -207,6 +207,7 @@ impl BlobFiles {
             file,
             path,
             offset,
+            unsynced: 0,
         })
     }
 }
@@ -221,7 +222,14 @@ pub struct PartialBlob {
     file: File,
     path: PathBuf,
     offset: u64,
+    /// Bytes appended since the last fsync.
+    unsynced: u64,
 }
+
+/// A partial download is fsynced every this many bytes, so that after a
+/// crash the transfer resumes near where it stopped instead of from bytes
+/// the disk never got (which would fail verification and start over).
+const SYNC_EVERY: u64 = 8 << 20;
 
 impl PartialBlob {
     /// Bytes stored so far: the offset to request from the sender.
@@ -255,12 +263,18 @@ impl PartialBlob {
             .write_all(data)
             .map_err(io_err("write", &self.path))?;
         self.offset = end;
+        self.unsynced += data.len() as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.sync()?;
+        }
         Ok(())
     }
 
     /// Makes the bytes appended so far durable, so a restart resumes after them.
     pub fn sync(&mut self) -> Result<(), BlobError> {
-        self.file.sync_data().map_err(io_err("fsync", &self.path))
+        self.file.sync_data().map_err(io_err("fsync", &self.path))?;
+        self.unsynced = 0;
+        Ok(())
     }
 
     /// Verifies the complete content against the hash and publishes it under
