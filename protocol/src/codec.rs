@@ -193,13 +193,20 @@ mod config {
 
 /// Decode byte limits, smallest first. bincode allocates a string or byte
 /// vector as soon as it has read its length (after checking it against the
-/// limit), so the limit, not the input, bounds that allocation; picking the
-/// smallest tier that covers the input keeps it within 16× the input length.
-/// Four tiers keep the monomorphised decoders per type to four.
+/// limit), so the limit, not the input, bounds that allocation. bincode also
+/// charges the *in-memory* size of every decoded value against the limit
+/// (8 bytes for a `u64` that took 1 byte on the wire, map and string
+/// headers...), which for change batches comes to about 1.4x the input: so
+/// the tier is the smallest one of at least 16x the input, never merely the
+/// smallest one that covers it. Five tiers keep the monomorphised decoders
+/// per type to five.
 const TIER_0: usize = 4 << 10;
 const TIER_1: usize = 64 << 10;
 const TIER_2: usize = 1 << 20;
-const TIER_3: usize = MAX_ENCODED_LEN;
+const TIER_3: usize = 8 << 20;
+const TIER_4: usize = 16 * MAX_ENCODED_LEN;
+/// How much larger than the input the decode limit is.
+const TIER_FACTOR: usize = 16;
 
 /// A bincode writer appending to a `Vec` that stops once the output would
 /// pass `max_len`, so an oversized value never grows the buffer past it.
@@ -319,10 +326,11 @@ fn decode_tier<T: DeserializeOwned, const N: usize>(
 /// `max(4 KiB, 16 × bytes.len())`, capped at [`MAX_ENCODED_LEN`].
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
     match bytes.len() {
-        n if n <= TIER_0 => decode_tier::<T, TIER_0>(bytes),
-        n if n <= TIER_1 => decode_tier::<T, TIER_1>(bytes),
-        n if n <= TIER_2 => decode_tier::<T, TIER_2>(bytes),
-        _ => decode_tier::<T, TIER_3>(bytes),
+        n if n * TIER_FACTOR <= TIER_0 => decode_tier::<T, TIER_0>(bytes),
+        n if n * TIER_FACTOR <= TIER_1 => decode_tier::<T, TIER_1>(bytes),
+        n if n * TIER_FACTOR <= TIER_2 => decode_tier::<T, TIER_2>(bytes),
+        n if n * TIER_FACTOR <= TIER_3 => decode_tier::<T, TIER_3>(bytes),
+        _ => decode_tier::<T, TIER_4>(bytes),
     }
 }
 
@@ -622,6 +630,25 @@ mod tests {
     use super::*;
     use crate::wire::testing::{change_batch, message, sample_contact_change};
     use crate::wire::{decode_change_batch, Ack, ChangeBatch, ErrorCode, ErrorMessage, Hello};
+
+    /// Regression: bincode charges decoded in-memory sizes against the decode
+    /// limit, so batches whose encoding sat just under a tier failed to
+    /// decode at the receiver (seen with 50, 60, 800 and 1000 contacts).
+    #[test]
+    fn change_batches_of_every_size_up_to_the_bound_decode() {
+        let mut sizes: Vec<u64> = (1..=120).collect();
+        sizes.extend([500, 800, 1000, 1500, 2000, 3000, 4096]);
+        for n in sizes {
+            let batch = ChangeBatch {
+                changes: (1..=n).map(sample_contact_change).collect(),
+                log_head: n,
+            };
+            let bytes = encode(&batch).unwrap();
+            let back = crate::wire::decode_change_batch(&bytes)
+                .unwrap_or_else(|e| panic!("batch of {n} ({} bytes): {e}", bytes.len()));
+            assert_eq!(back, batch);
+        }
+    }
 
     /// Records the largest single allocation made by the current thread, so
     /// tests can check that hostile length prefixes do not cause large

@@ -213,7 +213,6 @@ async fn offline_partner_catches_up_without_duplicates() {
 /// whose encoding lies just below a tier (e.g. 800 or 1000 small contacts,
 /// 46-58 KB; or 50-60 contacts, 2.8-3.4 KB) fail to decode at the receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "blocked on the codec decode-limit bug in orgsync-protocol"]
 async fn offline_partner_catches_up_with_default_batches() {
     offline_catch_up(crate::config::DEFAULT_MAX_BATCH_CHANGES).await;
 }
