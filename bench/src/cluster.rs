@@ -152,9 +152,9 @@ pub fn contact(i: u64) -> Edit {
     Edit::new(ObjectId::new_v7(1_700_000_000_000 + i), Kind::Contact)
         .set_std("first_name", Value::Text(format!("First{i:08}")))
         .set_std("last_name", Value::Text(format!("Lastname{i:08}")))
-        .set_std("email", Value::Text(format!("person{i:010}@example.org")))
+        .set_std("email", Value::Text(format!("person{i:015}@example.org")))
         .set_std("phone", Value::Text(format!("+44 20 {i:010}")))
-        .set_std("role", Value::Text("Procurement".into()))
+        .set_std("role", Value::Text("Procurement lead".into()))
 }
 
 /// The encoded size of the first change in `node`'s log.

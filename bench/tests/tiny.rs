@@ -38,6 +38,7 @@ fn tiny_all_runs_every_scenario() {
     // Every scenario row carries a verdict.
     let verdicts = stdout
         .lines()
+        .map(str::trim_end)
         .filter(|l| l.ends_with("PASS") || l.ends_with("FAIL"))
         .count();
     assert!(verdicts >= 6, "expected a verdict per target:\n{stdout}");
