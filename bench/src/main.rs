@@ -3,8 +3,10 @@
 //! absolute times on shared machines drift; read the ratio column.
 
 mod baseline;
+mod cluster;
 mod machine;
 mod report;
+mod scenarios;
 
 use std::time::Duration;
 
@@ -35,6 +37,100 @@ enum Command {
     /// Only the raw baselines: sled group commit, quinn stream throughput and
     /// round trip, AEAD.
     Baselines,
+    /// 1. Sustained replication of 262-byte contacts A->B, durable on B,
+    ///    next to raw sled group commit.
+    Replication,
+    /// 2. One change at a time through A's local API until B's event stream
+    ///    reports it (p50/p99), next to the raw quinn round trip.
+    Latency,
+    /// 3. A 256 MiB résumé A->B next to raw quinn + AEAD.
+    ResumeFile,
+    /// 4. Initial sync of 1,000,000 objects to a freshly paired partner
+    ///    (with the peak RSS of scenario 5).
+    InitialSync,
+    /// 5. Scenario 4, then RSS after a minute idle (no idle with --tiny).
+    Memory,
+}
+
+/// Sizes of every scenario.
+struct Sizes {
+    replication: u64,
+    latency: usize,
+    resume: usize,
+    initial: u64,
+    idle: Duration,
+}
+
+impl Sizes {
+    fn new(tiny: bool) -> Sizes {
+        if tiny {
+            Sizes {
+                replication: 5_000,
+                latency: 50,
+                resume: 4 << 20,
+                initial: 10_000,
+                idle: Duration::ZERO,
+            }
+        } else {
+            Sizes {
+                replication: 200_000,
+                latency: 1_000,
+                resume: 256 << 20,
+                initial: 1_000_000,
+                idle: Duration::from_secs(60),
+            }
+        }
+    }
+}
+
+/// The raw figures, looked up by the scenarios that compare with them.
+fn figure(rows: &[Row], scenario: &str) -> Result<f64> {
+    rows.iter()
+        .find(|r| r.scenario == scenario)
+        .map(|r| r.value)
+        .ok_or_else(|| anyhow::anyhow!("baseline {scenario:?} was not measured"))
+}
+
+const SLED: &str = "baseline: raw sled apply_batch(1000)+flush";
+const QUINN_AEAD: &str = "baseline: raw quinn + AEAD 64 KiB chunks";
+const RTT50: &str = "baseline: raw quinn round trip p50";
+const RTT99: &str = "baseline: raw quinn round trip p99";
+
+async fn run(command: Command, tiny: bool) -> Result<Vec<Row>> {
+    let sizes = Sizes::new(tiny);
+    let mut rows = baselines(tiny).await?;
+    let all = matches!(command, Command::All);
+    if all || matches!(command, Command::Replication) {
+        eprintln!(
+            "scenario 1: replication ({} contacts)...",
+            sizes.replication
+        );
+        let sled = figure(&rows, SLED)?;
+        rows.extend(scenarios::replication(sizes.replication, sled).await?);
+    }
+    if all || matches!(command, Command::Latency) {
+        eprintln!("scenario 2: latency ({} changes)...", sizes.latency);
+        let (p50, p99) = (figure(&rows, RTT50)?, figure(&rows, RTT99)?);
+        rows.extend(scenarios::latency(sizes.latency, p50, p99).await?);
+    }
+    if all || matches!(command, Command::ResumeFile) {
+        eprintln!("scenario 3: résumé file ({} MiB)...", sizes.resume >> 20);
+        let aead = figure(&rows, QUINN_AEAD)?;
+        rows.extend(scenarios::resume_file(sizes.resume, aead).await?);
+    }
+    let idle = match command {
+        Command::All | Command::Memory => Some(sizes.idle),
+        Command::InitialSync => Some(Duration::ZERO),
+        _ => None,
+    };
+    if let Some(idle) = idle {
+        eprintln!(
+            "scenarios 4 and 5: initial sync ({} objects)...",
+            sizes.initial
+        );
+        rows.extend(scenarios::initial_sync(sizes.initial, idle).await?);
+    }
+    Ok(rows)
 }
 
 fn main() -> Result<()> {
@@ -43,11 +139,11 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut rows = Vec::new();
-    match cli.command {
-        Command::All | Command::Baselines => rows.extend(rt.block_on(baselines(cli.tiny))?),
-    }
+    let rows = rt.block_on(run(cli.command, cli.tiny))?;
     println!("machine: {}", machine::describe());
+    println!(
+        "daemons: whole orgsync instances in this process (separate dirs, stores, QUIC endpoints on loopback); RSS is the process's"
+    );
     print!("{}", report::render(&rows));
     Ok(())
 }

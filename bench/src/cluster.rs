@@ -1,0 +1,179 @@
+//! Real orgsync instances for the scenarios: instance directories created
+//! and paired through the keytool library, whole daemons (store, QUIC
+//! transport on loopback, engine, optionally the local API socket) started
+//! in this process with [`Daemon::start`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use orgsync_daemon::api::LocalServices;
+use orgsync_daemon::daemon::Daemon;
+use orgsync_daemon::store::Edit;
+use orgsync_keytool::partners::{apply_import, plan_import};
+use orgsync_keytool::InstanceDir;
+use orgsync_protocol::codec;
+use orgsync_protocol::model::{Kind, ObjectId, OrgId, Value};
+
+/// One instance directory and, while started, its daemon.
+pub struct Node {
+    /// The instance directory.
+    pub dir: PathBuf,
+    /// The account number.
+    pub org: OrgId,
+    daemon: Option<Daemon>,
+    api: Option<LocalServices>,
+}
+
+fn free_port() -> Result<u16> {
+    // keytool refuses port 0; the port could in theory be taken before the
+    // daemon binds it, which is fine on a bench machine.
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Node {
+    /// Creates an instance directory `root/name` listening on a free
+    /// loopback port, with `orgsync.toml` defaults.
+    pub fn create(root: &Path, name: &str) -> Result<Node> {
+        let dir = root.join(name);
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        InstanceDir::create(&dir, name, &listen)
+            .with_context(|| format!("creating instance {}", dir.display()))?;
+        let org = InstanceDir::new(&dir).load_identity()?.org_id;
+        Ok(Node {
+            dir,
+            org,
+            daemon: None,
+            api: None,
+        })
+    }
+
+    /// Starts the daemon (and the local API socket if `api`).
+    pub async fn start(&mut self, api: bool) -> Result<()> {
+        let daemon = Daemon::start(&self.dir)
+            .await
+            .with_context(|| format!("starting daemon in {}", self.dir.display()))?;
+        if api {
+            self.api = Some(LocalServices::start(&daemon, &self.dir).await?);
+        }
+        self.daemon = Some(daemon);
+        Ok(())
+    }
+
+    /// The running daemon.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("daemon started")
+    }
+
+    /// Stops the API and the daemon.
+    pub async fn stop(&mut self) {
+        if let Some(api) = self.api.take() {
+            api.shutdown().await;
+        }
+        if let Some(d) = self.daemon.take() {
+            d.shutdown().await;
+        }
+    }
+}
+
+/// Makes `a` and `b` partners of each other (what `orgsync-keytool
+/// import` does on both sides), then reloads running daemons.
+pub fn pair(a: &Node, b: &Node) -> Result<()> {
+    let (da, db) = (InstanceDir::new(&a.dir), InstanceDir::new(&b.dir));
+    let (ia, ib) = (da.load_identity()?, db.load_identity()?);
+    for (dir, me, other, other_dir) in [(&da, &ia, &ib, &db), (&db, &ib, &ia, &da)] {
+        let listen = other_dir
+            .listen_address()?
+            .context("instance has no listen address")?;
+        let bundle = other.bundle(vec![listen]);
+        let mut partners = dir.load_partners()?;
+        let plan = plan_import(&partners, &me.org_id, &bundle)?;
+        apply_import(&mut partners, &plan, &bundle, "2026-01-01T00:00:00Z");
+        dir.save_partners(&partners)?;
+    }
+    for n in [a, b] {
+        if let Some(d) = &n.daemon {
+            d.reload_partners()?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `node` has a live session with `partner`.
+pub async fn wait_connected(node: &Node, partner: &OrgId, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let up = node
+            .daemon()
+            .engine()
+            .status()
+            .iter()
+            .any(|(org, s)| org == partner && s.connected);
+        if up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no session with the partner after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `receiver` has durably applied `sender`'s log up to `seq`
+/// (its `applied_from_peer` cursor, written in the same batch as the
+/// changes). Polls every `every`.
+pub async fn wait_applied(
+    receiver: &Node,
+    sender: &OrgId,
+    seq: u64,
+    every: Duration,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let store = receiver.daemon().store();
+    loop {
+        if store.cursor(sender)?.applied_from_peer >= seq {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "receiver applied only {} of {seq} after {timeout:?}",
+                store.cursor(sender)?.applied_from_peer
+            );
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A contact whose logged change encodes to about 262 bytes.
+pub fn contact(i: u64) -> Edit {
+    Edit::new(ObjectId::new_v7(1_700_000_000_000 + i), Kind::Contact)
+        .set_std("first_name", Value::Text(format!("First{i:08}")))
+        .set_std("last_name", Value::Text(format!("Lastname{i:08}")))
+        .set_std("email", Value::Text(format!("person{i:015}@example.org")))
+        .set_std("phone", Value::Text(format!("+44 20 {i:010}")))
+        .set_std("role", Value::Text("Procurement lead".into()))
+}
+
+/// The encoded size of the first change in `node`'s log.
+pub fn logged_change_len(node: &Node) -> Result<usize> {
+    let log = node.daemon().store().load_log(0, 1)?;
+    let first = log.first().context("empty log")?;
+    Ok(codec::encode(&first.change)?.len())
+}
+
+/// Resident set size of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}

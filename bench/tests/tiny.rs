@@ -1,0 +1,45 @@
+//! CI keeps the bench from rotting: `orgsync-bench --tiny all` must run
+//! every scenario against real daemons and print every row. No timing is
+//! asserted; the PASS/FAIL column is for people reading a full-size run.
+
+use std::process::Command;
+
+#[test]
+fn tiny_all_runs_every_scenario() {
+    let out = Command::new(env!("CARGO_BIN_EXE_orgsync-bench"))
+        .args(["--tiny", "all"])
+        .output()
+        .expect("run orgsync-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "orgsync-bench --tiny all failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for row in [
+        "machine:",
+        "baseline: raw sled apply_batch(1000)+flush",
+        "baseline: raw quinn, one stream",
+        "baseline: raw quinn + AEAD 64 KiB chunks",
+        "baseline: raw quinn round trip p50",
+        "1 replication A->B, durable on B",
+        "2 latency API write A -> event on B, p50",
+        "2 latency API write A -> event on B, p99",
+        "3 resume file",
+        "4 initial sync of 10000 objects",
+        "5 memory: peak RSS during 4",
+    ] {
+        assert!(
+            stdout.contains(row),
+            "no row {row:?} in the output:\n{stdout}"
+        );
+    }
+    // Every scenario row carries a verdict.
+    let verdicts = stdout
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.ends_with("PASS") || l.ends_with("FAIL"))
+        .count();
+    assert!(verdicts >= 6, "expected a verdict per target:\n{stdout}");
+}
