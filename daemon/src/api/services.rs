@@ -18,6 +18,7 @@ pub struct LocalServices {
     stop: watch::Sender<bool>,
     api: JoinHandle<()>,
     import: JoinHandle<()>,
+    refusals: JoinHandle<()>,
     metrics: Arc<Metrics>,
 }
 
@@ -59,10 +60,29 @@ impl LocalServices {
                 tracing::error!(error = %e, "drop folder stopped");
             }
         });
+        // Refused handshakes are counted by the trust set; mirror the count.
+        let refusals = tokio::spawn({
+            let metrics = metrics.clone();
+            let mut refused = daemon.transport().trust().subscribe_refusals();
+            let mut stop_rx = stop.subscribe();
+            async move {
+                loop {
+                    let n = *refused.borrow_and_update();
+                    metrics
+                        .refused_handshakes
+                        .store(n, std::sync::atomic::Ordering::Relaxed);
+                    tokio::select! {
+                        changed = refused.changed() => if changed.is_err() { break },
+                        _ = stop_rx.wait_for(|s| *s) => break,
+                    }
+                }
+            }
+        });
         Ok(LocalServices {
             stop,
             api,
             import,
+            refusals,
             metrics,
         })
     }
@@ -78,5 +98,6 @@ impl LocalServices {
         self.stop.send_replace(true);
         let _ = self.api.await;
         let _ = self.import.await;
+        let _ = self.refusals.await;
     }
 }
