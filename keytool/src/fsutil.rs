@@ -25,7 +25,12 @@ pub const MAX_STATE_FILE: u64 = 16 * 1024 * 1024;
 /// the directory fsynced. Readers see the old or the new content, never a
 /// mix.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), KeytoolError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    // A bare file name has the empty path as parent: that is the current
+    // directory (opening "" for the directory fsync would fail).
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -434,3 +434,20 @@ fn every_subcommand_help_explains_itself_with_an_example() {
         assert!(text.len() > 300, "{sub} --help is too thin:\n{text}");
     }
 }
+
+/// Regression: `export -o FILE` with a bare relative name wrote the file and
+/// then failed fsyncing the (empty) parent path.
+#[test]
+fn export_to_a_bare_file_name_in_the_current_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = init(tmp.path(), "a", "Acme", "127.0.0.1:7700");
+    let o = cmd(&a)
+        .args(["export", "-o", "acme.bundle"])
+        .current_dir(tmp.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = std::fs::read_to_string(tmp.path().join("acme.bundle")).unwrap();
+    assert_eq!(written.trim(), export_line(&a));
+}
