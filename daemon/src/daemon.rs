@@ -154,6 +154,7 @@ pub struct Daemon {
     store: Store,
     transport: Transport,
     engine: Engine,
+    metrics: Arc<crate::metrics::Metrics>,
     reloader: PartnerReloader,
     watcher: Option<PartnersWatcher>,
 }
@@ -203,12 +204,14 @@ impl Daemon {
             identity: identity.clone(),
             partners: partners.clone(),
         });
+        let engine_options = EngineOptions::from_config(&config.sync);
+        let metrics = engine_options.metrics.clone();
         let engine = Engine::start(
             store.clone(),
             transport.clone(),
             policy,
             keys,
-            EngineOptions::from_config(&config.sync),
+            engine_options.clone(),
         );
         tracing::info!(
             org = %identity.org_name,
@@ -238,6 +241,7 @@ impl Daemon {
             store,
             transport,
             engine,
+            metrics,
             reloader,
             watcher,
         })
@@ -263,6 +267,11 @@ impl Daemon {
     /// The store (for the local API and the drop folder).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The daemon's counters, exported by the local API as `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The sync engine (status, partners).
@@ -341,6 +350,19 @@ mod tests {
             db.store().get(id).unwrap().unwrap().get_std("first_name"),
             Some(&Value::Text("Ada".into()))
         );
+        // The engine counts into the daemon's registry (what /metrics shows).
+        use std::sync::atomic::Ordering::Relaxed;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while db.metrics().changes_applied.load(Relaxed) < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "changes_applied never counted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(da.metrics().changes_sent.load(Relaxed) >= 1);
+        assert!(da.metrics().bytes_sent.load(Relaxed) > 0);
+        assert!(db.metrics().bytes_received.load(Relaxed) > 0);
         da.shutdown().await;
         db.shutdown().await;
     }

@@ -31,7 +31,8 @@ impl LocalServices {
     /// Binds the API socket (refusing to start if another daemon answers
     /// on it) and starts serving it and watching `dir/import/`.
     pub async fn start(daemon: &Daemon, dir: &Path) -> Result<LocalServices, ApiError> {
-        let metrics = Arc::new(Metrics::new());
+        // The engine counts changes and bytes into the daemon's registry.
+        let metrics = daemon.metrics().clone();
         let id = daemon.identity();
         let identity = Identity {
             org_name: Some(id.org_name.clone()),

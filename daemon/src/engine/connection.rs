@@ -170,12 +170,16 @@ fn spawn_applier(
                 .apply_from_partner_with(peer.org, &job.changes, job.up_to_seq, &decide)
                 .await;
             let result = match result {
-                Ok(_) => needed_blobs(&shared, &peer, &job.changes)
-                    .await
-                    .map(|needed| Applied {
-                        up_to_seq: job.up_to_seq,
-                        needed,
-                    }),
+                Ok(outcome) => {
+                    let m = &shared.options.metrics;
+                    crate::metrics::add(&m.changes_applied, outcome.applied as u64);
+                    needed_blobs(&shared, &peer, &job.changes)
+                        .await
+                        .map(|needed| Applied {
+                            up_to_seq: job.up_to_seq,
+                            needed,
+                        })
+                }
                 Err(e) => Err(e),
             };
             let failed = result.is_err();
@@ -255,6 +259,9 @@ impl Driver<'_> {
                 return;
             }
         };
+        if !matches!(t.channel, Channel::Control) {
+            crate::metrics::add(&self.shared.options.metrics.bytes_sent, frame.len() as u64);
+        }
         match t.channel {
             Channel::Control => {
                 let _ = self.control.send(Outgoing {
@@ -333,6 +340,9 @@ impl Driver<'_> {
                     s.last_connected = Some(SystemTime::now());
                     s.last_error = None;
                     s.connections += 1;
+                    if s.connections > 1 {
+                        crate::metrics::add(&self.shared.options.metrics.reconnects, 1);
+                    }
                 });
                 match self.shared.store.missing_blobs() {
                     Ok(missing) => self.request_blobs(missing),
@@ -421,6 +431,10 @@ impl Driver<'_> {
             }
             entries = kept;
         }
+        crate::metrics::add(
+            &self.shared.options.metrics.changes_sent,
+            entries.len() as u64,
+        );
         if let Err(e) = self
             .session
             .load_result(entries, up_to.max(after), head.max(up_to))
@@ -507,6 +521,10 @@ impl Driver<'_> {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Message(msg) => {
+                if let Message::Changes(env) | Message::BlobChunk(env) = &msg {
+                    let m = &self.shared.options.metrics;
+                    crate::metrics::add(&m.bytes_received, env.ciphertext.len() as u64);
+                }
                 // The session reports violations itself (Closed effect).
                 let _ = self.session.handle_message(msg, Instant::now());
             }

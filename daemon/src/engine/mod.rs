@@ -61,6 +61,9 @@ pub struct EngineOptions {
     pub reconnect_max: Duration,
     /// Session idle timeout (pings go out at a third of it).
     pub idle_timeout: Duration,
+    /// The daemon's counters (changes and bytes sent and applied,
+    /// reconnects), shared with the local API's `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for EngineOptions {
@@ -71,6 +74,7 @@ impl Default for EngineOptions {
             reconnect_min: Duration::from_millis(crate::config::DEFAULT_RECONNECT_MIN_MS),
             reconnect_max: Duration::from_millis(crate::config::DEFAULT_RECONNECT_MAX_MS),
             idle_timeout: Duration::from_secs(30),
+            metrics: Arc::default(),
         }
     }
 }
