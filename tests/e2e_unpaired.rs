@@ -68,6 +68,18 @@ fn unpaired_instance_is_refused_and_receives_nothing() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert_eq!(names, ["Globex"]);
+    // ... but lists it as refused at the handshake, by fingerprint, for an
+    // admin to check.
+    let pending: Vec<&str> = partners["pending"]
+        .as_array()
+        .expect("partners --json has a pending list")
+        .iter()
+        .filter_map(|p| p["fingerprint"].as_str())
+        .collect();
+    assert!(
+        pending.contains(&c_fp.as_str()),
+        "C pending on A: {pending:?} vs {c_fp}"
+    );
     let cs = c.status();
     let p = &cs["partners"][0];
     assert_eq!(p["name"], "Acme");

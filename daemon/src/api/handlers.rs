@@ -397,7 +397,25 @@ fn partner_json(p: &PartnerStatus) -> Json {
 
 pub(crate) async fn partners(State(st): State<ApiState>) -> Response {
     let list: Vec<Json> = st.partners.partners().iter().map(partner_json).collect();
-    axum::Json(json!({ "partners": list })).into_response()
+    let pending: Vec<Json> = st.partners.pending().iter().map(pending_json).collect();
+    axum::Json(json!({ "partners": list, "pending": pending })).into_response()
+}
+
+/// JSON form of a peer refused at the handshake.
+fn pending_json(p: &crate::transport::PendingPeer) -> Json {
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    json!({
+        "fingerprint": p.fingerprint.to_string(),
+        "address": p.address.map(|a| a.to_string()),
+        "first_seen_ms": ms(p.first_seen),
+        "last_seen_ms": ms(p.last_seen),
+        "attempts": p.attempts,
+        "revoked": p.revoked,
+    })
 }
 
 pub(crate) async fn status(State(st): State<ApiState>) -> Response {

@@ -30,6 +30,10 @@ impl EnginePartners {
 }
 
 impl PartnerSource for EnginePartners {
+    fn pending(&self) -> Vec<crate::transport::PendingPeer> {
+        self.trust.pending()
+    }
+
     fn partners(&self) -> Vec<PartnerStatus> {
         let store = self.engine.store();
         let head = store.log_head();

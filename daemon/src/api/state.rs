@@ -52,6 +52,12 @@ pub struct PartnerStatus {
 pub trait PartnerSource: Send + Sync + 'static {
     /// Every known partner.
     fn partners(&self) -> Vec<PartnerStatus>;
+
+    /// Peers refused at the handshake (unknown or revoked certificates),
+    /// oldest first, for an admin to check and pair or ignore.
+    fn pending(&self) -> Vec<crate::transport::PendingPeer> {
+        Vec::new()
+    }
 }
 
 impl<F> PartnerSource for F

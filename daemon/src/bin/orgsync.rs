@@ -484,6 +484,23 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
                 } else {
                     print_table(&PARTNER_HEADERS, &partner_rows(&partners));
                 }
+                let pending = array(&r, "pending");
+                if !pending.is_empty() {
+                    println!("\nrefused at the handshake (check the fingerprint with its admin, then pair with orgsync-keytool):");
+                    for p in &pending {
+                        println!(
+                            "  {}  from {}  attempts {}{}",
+                            text_of(&p["fingerprint"]),
+                            text_of(&p["address"]),
+                            text_of(&p["attempts"]),
+                            if p["revoked"].as_bool() == Some(true) {
+                                "  (revoked partner)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
             }
         }
         Command::Status => {
