@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use orgsync::daemon::daemon::Daemon;
 use orgsync::daemon::store::{BlobState, Edit, Store};
-use orgsync::keytool::partners::{apply_import, plan_import};
+use orgsync::keytool::pairing::store_partner;
 use orgsync::keytool::InstanceDir;
 use orgsync::protocol::model::{Date, FieldKey, Kind, Object, ObjectId, Value};
 
@@ -45,15 +45,7 @@ fn pair(a: &InstanceDir, b: &InstanceDir) -> Result<()> {
             .listen_address()?
             .context("partner has no listen address")?;
         let bundle = other.bundle(vec![address]);
-        let mut partners = me_dir.load_partners()?;
-        let plan = plan_import(&partners, &me.org_id, &bundle)?;
-        apply_import(
-            &mut partners,
-            &plan,
-            &bundle,
-            &orgsync::keytool::timefmt::now_rfc3339(),
-        );
-        me_dir.save_partners(&partners)?;
+        store_partner(me_dir, &me, &bundle)?;
         println!(
             "  {:<16} imported {}'s bundle (fingerprint {})",
             me.org_name,

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use orgsync_daemon::api::LocalServices;
 use orgsync_daemon::daemon::Daemon;
 use orgsync_daemon::store::Edit;
-use orgsync_keytool::partners::{apply_import, plan_import};
+use orgsync_keytool::pairing::store_partner;
 use orgsync_keytool::InstanceDir;
 use orgsync_protocol::codec;
 use orgsync_protocol::model::{Kind, ObjectId, OrgId, Value};
@@ -88,10 +88,7 @@ pub fn pair(a: &Node, b: &Node) -> Result<()> {
             .listen_address()?
             .context("instance has no listen address")?;
         let bundle = other.bundle(vec![listen]);
-        let mut partners = dir.load_partners()?;
-        let plan = plan_import(&partners, &me.org_id, &bundle)?;
-        apply_import(&mut partners, &plan, &bundle, "2026-01-01T00:00:00Z");
-        dir.save_partners(&partners)?;
+        store_partner(dir, me, &bundle)?;
     }
     for n in [a, b] {
         if let Some(d) = &n.daemon {

@@ -299,7 +299,7 @@ impl Daemon {
 mod tests {
     use super::*;
     use crate::store::Edit;
-    use orgsync_keytool::partners::{apply_import, plan_import};
+    use orgsync_keytool::pairing::store_partner;
     use orgsync_protocol::model::{Kind, ObjectId, Value};
 
     fn free_port() -> u16 {
@@ -318,10 +318,7 @@ mod tests {
         for (dir, me, other, other_dir) in [(&da, &ia, &ib, &db), (&db, &ib, &ia, &da)] {
             let listen = other_dir.listen_address().unwrap().unwrap();
             let bundle = other.bundle(vec![listen]);
-            let mut partners = dir.load_partners().unwrap();
-            let plan = plan_import(&partners, &me.org_id, &bundle).unwrap();
-            apply_import(&mut partners, &plan, &bundle, "2026-01-01T00:00:00Z");
-            dir.save_partners(&partners).unwrap();
+            store_partner(dir, me, &bundle).unwrap();
         }
     }
 
