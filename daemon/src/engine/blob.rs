@@ -50,24 +50,8 @@ pub(super) fn serve(
         let opened = tokio::task::spawn_blocking(move || files.open_read(&hash, offset)).await;
         let (mut file, total_len) = match opened {
             Ok(Ok(f)) => f,
-            Ok(Err(e)) => {
-                let _ = events
-                    .send(Event::BlobReadFailed {
-                        hash,
-                        error: e.to_string(),
-                    })
-                    .await;
-                return;
-            }
-            Err(e) => {
-                let _ = events
-                    .send(Event::BlobReadFailed {
-                        hash,
-                        error: e.to_string(),
-                    })
-                    .await;
-                return;
-            }
+            Ok(Err(e)) => return report_failure(&events, hash, e).await,
+            Err(e) => return report_failure(&events, hash, e).await,
         };
         let mut pos = offset.min(total_len);
         loop {
@@ -82,24 +66,8 @@ pub(super) fn serve(
             .await;
             let (f, data) = match read {
                 Ok(Ok(x)) => x,
-                Ok(Err(e)) => {
-                    let _ = events
-                        .send(Event::BlobReadFailed {
-                            hash,
-                            error: e.to_string(),
-                        })
-                        .await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = events
-                        .send(Event::BlobReadFailed {
-                            hash,
-                            error: e.to_string(),
-                        })
-                        .await;
-                    return;
-                }
+                Ok(Err(e)) => return report_failure(&events, hash, e).await,
+                Err(e) => return report_failure(&events, hash, e).await,
             };
             file = f;
             let len = data.len() as u64;
@@ -119,4 +87,16 @@ pub(super) fn serve(
             }
         }
     })
+}
+
+/// Tells the connection that serving `hash` stopped because of `error` (a
+/// read failure or a lost blocking task); the transfer ends there.
+async fn report_failure(events: &mpsc::Sender<Event>, hash: BlobHash, error: impl ToString) {
+    // The connection may already be gone; then nobody needs to know.
+    let _ = events
+        .send(Event::BlobReadFailed {
+            hash,
+            error: error.to_string(),
+        })
+        .await;
 }
