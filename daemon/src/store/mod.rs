@@ -45,8 +45,13 @@ use crate::policy::Incoming;
 use commit::GroupCommit;
 
 /// How many change events a slow event subscriber may fall behind before it
-/// sees [`broadcast::error::RecvError::Lagged`].
-pub const EVENT_CAPACITY: usize = 4096;
+/// sees [`broadcast::error::RecvError::Lagged`]. Partner changes are not in
+/// the local log, so a lagged subscriber cannot replay them: the buffer must
+/// cover a catch-up burst (a partner's backlog arrives in 1000-change batches
+/// faster than an NDJSON reader drains them; 4096 was seen to overflow on a
+/// 10,000-change catch-up). An event is a few dozen bytes: 64 Ki of them is a
+/// few MiB at most.
+pub const EVENT_CAPACITY: usize = 64 * 1024;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
