@@ -21,7 +21,27 @@
 //!
 //! [log]
 //! level = "info"                  # a tracing filter: "info", "orgsync_daemon=debug,warn", ...
+//! format = "text"                 # "text" (human) or "json" (one object per line)
+//!
+//! # Custom fields, one table each. Exactly one of kind/role/category says
+//! # where the field applies: every object of a kind, contacts with a role,
+//! # or organizations with a category.
+//! [[custom_field]]
+//! name = "linkedin"
+//! type = "text"                   # text number integer date bool choice ref hash
+//! kind = "contact"
+//!
+//! [[custom_field]]
+//! name = "seniority"
+//! type = "choice"
+//! choices = ["junior", "senior"]
+//! role = "engineer"
 //! ```
+//!
+//! What a change takes effect without a restart: the daemon watches the
+//! file; `log.level` and the custom fields apply at once, every other key is
+//! read at start only (a change is logged as needing a restart). A file that
+//! does not validate is reported and the previous configuration stays.
 //!
 //! `flush_every_ms` is how long the group-commit flusher waits after the
 //! first pending write before it flushes, to gather more writers into the
@@ -33,6 +53,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use orgsync_protocol::model::{
+    CustomField, FieldScope, FieldType, Kind, Schema, MAX_FIELD_NAME_LEN,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -69,6 +92,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// Log settings.
     pub log: LogConfig,
+    /// Custom-field definitions (`[[custom_field]]`), which type the custom
+    /// values written through the API and the drop folder.
+    pub schema: Schema,
 }
 
 /// `[store]`.
@@ -105,6 +131,18 @@ pub struct ApiConfig {
 pub struct LogConfig {
     /// A `tracing_subscriber::EnvFilter` directive string.
     pub level: String,
+    /// Human-readable lines or JSON objects.
+    pub format: LogFormat,
+}
+
+/// `[log] format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// Why the configuration could not be loaded.
@@ -158,6 +196,21 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    custom_field: Vec<RawCustomField>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustomField {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    ty: Spanned<String>,
+    kind: Option<Spanned<String>>,
+    role: Option<Spanned<String>>,
+    category: Option<Spanned<String>>,
+    #[serde(default)]
+    choices: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -186,6 +239,7 @@ struct RawApi {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -320,6 +374,21 @@ impl Config {
                 s.get_ref().clone()
             }
         };
+        let format = match &raw.log.format {
+            None => LogFormat::Text,
+            Some(s) => match s.get_ref().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(v.invalid(
+                        "log.format",
+                        Some(s.span()),
+                        format!("{other:?} is not a log format (use \"text\" or \"json\")"),
+                    ))
+                }
+            },
+        };
+        let schema = v.schema(&raw.custom_field)?;
 
         Ok(Config {
             listen,
@@ -335,7 +404,8 @@ impl Config {
                 reconnect_max_ms,
             },
             api: ApiConfig { socket },
-            log: LogConfig { level },
+            log: LogConfig { level, format },
+            schema,
         })
     }
 
@@ -359,8 +429,33 @@ impl Config {
             },
             log: LogConfig {
                 level: DEFAULT_LOG_LEVEL.into(),
+                format: LogFormat::Text,
             },
+            schema: Schema::default(),
         }
+    }
+
+    /// The keys whose value differs between `self` and `new` and that only
+    /// take effect at the next start (everything but `log.level` and the
+    /// custom fields).
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen != new.listen {
+            keys.push("listen");
+        }
+        if self.store != new.store {
+            keys.push("store");
+        }
+        if self.sync != new.sync {
+            keys.push("sync");
+        }
+        if self.api != new.api {
+            keys.push("api.socket");
+        }
+        if self.log.format != new.log.format {
+            keys.push("log.format");
+        }
+        keys
     }
 }
 
@@ -405,6 +500,100 @@ impl Validator<'_> {
         }
     }
 }
+
+impl Validator<'_> {
+    /// Builds the custom-field schema from the `[[custom_field]]` tables.
+    fn schema(&self, raw: &[RawCustomField]) -> Result<Schema, ConfigError> {
+        let mut fields: Vec<CustomField> = Vec::with_capacity(raw.len());
+        for (i, f) in raw.iter().enumerate() {
+            let key = |k: &str| format!("custom_field[{i}].{k}");
+            let name = f.name.get_ref().trim();
+            if name.is_empty()
+                || name.len() > MAX_FIELD_NAME_LEN
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(self.invalid(
+                    &key("name"),
+                    Some(f.name.span()),
+                    format!(
+                        "{:?} is not a field name (1-{MAX_FIELD_NAME_LEN} letters, digits, '_' or '-')",
+                        f.name.get_ref()
+                    ),
+                ));
+            }
+            let ty = FIELD_TYPES
+                .iter()
+                .copied()
+                .find(|t| t.as_str() == f.ty.get_ref())
+                .ok_or_else(|| {
+                    self.invalid(
+                        &key("type"),
+                        Some(f.ty.span()),
+                        format!(
+                            "{:?} is not a field type (one of: {})",
+                            f.ty.get_ref(),
+                            FIELD_TYPES.map(|t| t.as_str()).join(", ")
+                        ),
+                    )
+                })?;
+            let scope = match (&f.kind, &f.role, &f.category) {
+                (Some(k), None, None) => FieldScope::Kind(
+                    k.get_ref()
+                        .parse::<Kind>()
+                        .map_err(|e| self.invalid(&key("kind"), Some(k.span()), e.to_string()))?,
+                ),
+                (None, Some(r), None) => FieldScope::Role(r.get_ref().clone()),
+                (None, None, Some(c)) => FieldScope::Category(c.get_ref().clone()),
+                _ => {
+                    return Err(self.invalid(
+                        &key("name"),
+                        Some(f.name.span()),
+                        "needs exactly one of `kind`, `role` or `category`".into(),
+                    ))
+                }
+            };
+            if (ty == FieldType::Choice) == f.choices.is_empty() {
+                return Err(self.invalid(
+                    &key("choices"),
+                    Some(f.ty.span()),
+                    if ty == FieldType::Choice {
+                        "a choice field needs a non-empty `choices` list".into()
+                    } else {
+                        format!("`choices` only applies to type \"choice\", not {ty:?}")
+                    },
+                ));
+            }
+            if fields.iter().any(|d| d.name == name && d.scope == scope) {
+                return Err(self.invalid(
+                    &key("name"),
+                    Some(f.name.span()),
+                    format!("custom field {name:?} is defined twice for the same scope"),
+                ));
+            }
+            fields.push(CustomField {
+                name: name.to_string(),
+                ty,
+                choices: f.choices.clone(),
+                scope,
+            });
+        }
+        Ok(Schema { fields })
+    }
+}
+
+/// Every field type, in the order the error message lists them.
+const FIELD_TYPES: [FieldType; 8] = [
+    FieldType::Text,
+    FieldType::Number,
+    FieldType::Integer,
+    FieldType::Date,
+    FieldType::Bool,
+    FieldType::Choice,
+    FieldType::Ref,
+    FieldType::Hash,
+];
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -545,6 +734,105 @@ level = "orgsync_daemon=debug,warn"
             matches!(&err, ConfigError::Invalid { line: 3, key, .. } if key == "log.level"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn custom_fields_make_the_schema() {
+        let c = parse(
+            r#"listen = "127.0.0.1:1"
+[log]
+format = "json"
+[[custom_field]]
+name = "linkedin"
+type = "text"
+kind = "contact"
+[[custom_field]]
+name = "seniority"
+type = "choice"
+choices = ["junior", "senior"]
+role = "engineer"
+[[custom_field]]
+name = "employees"
+type = "integer"
+category = "client"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        let s = &c.schema;
+        assert_eq!(s.fields.len(), 3);
+        let f = s.custom_field(Kind::Contact, None, "linkedin").unwrap();
+        assert_eq!(f.ty, FieldType::Text);
+        let f = s
+            .custom_field(Kind::Contact, Some("engineer"), "seniority")
+            .unwrap();
+        assert_eq!(f.choices, ["junior", "senior"]);
+        assert!(s
+            .custom_field(Kind::Contact, Some("sales"), "seniority")
+            .is_none());
+        let f = s
+            .custom_field(Kind::Organization, Some("client"), "employees")
+            .unwrap();
+        assert_eq!(f.ty, FieldType::Integer);
+    }
+
+    #[test]
+    fn bad_custom_fields_name_the_table_and_key() {
+        let cases: [(&str, &str, usize); 6] = [
+            (
+                "name = \"x\"\ntype = \"colour\"\nkind = \"contact\"",
+                "custom_field[0].type",
+                4,
+            ),
+            (
+                "name = \"x\"\ntype = \"text\"\nkind = \"planet\"",
+                "custom_field[0].kind",
+                5,
+            ),
+            ("name = \"x\"\ntype = \"text\"", "custom_field[0].name", 3),
+            (
+                "name = \"x y\"\ntype = \"text\"\nkind = \"contact\"",
+                "custom_field[0].name",
+                3,
+            ),
+            (
+                "name = \"x\"\ntype = \"choice\"\nkind = \"contact\"",
+                "custom_field[0].choices",
+                4,
+            ),
+            (
+                "name = \"x\"\ntype = \"text\"\nrole = \"a\"\ncategory = \"b\"",
+                "custom_field[0].name",
+                3,
+            ),
+        ];
+        for (body, want_key, want_line) in cases {
+            let text = format!("listen = \"127.0.0.1:1\"\n[[custom_field]]\n{body}\n");
+            let err = parse(&text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key, line, .. } if key == want_key && *line == want_line),
+                "{body}: {err}"
+            );
+        }
+        let twice = "listen = \"127.0.0.1:1\"\n[[custom_field]]\nname = \"x\"\ntype = \"text\"\nkind = \"contact\"\n[[custom_field]]\nname = \"x\"\ntype = \"date\"\nkind = \"contact\"\n";
+        let err = parse(twice).unwrap_err();
+        assert!(err.to_string().contains("custom_field[1].name"), "{err}");
+        assert!(err.to_string().contains("defined twice"), "{err}");
+        let err = parse("listen = \"127.0.0.1:1\"\n[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, line: 3, .. } if key == "log.format"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn restart_needed_names_the_changed_keys() {
+        let a = parse("listen = \"127.0.0.1:1\"\n").unwrap();
+        let b = parse("listen = \"127.0.0.1:2\"\n[log]\nlevel = \"debug\"\n[[custom_field]]\nname = \"x\"\ntype = \"text\"\nkind = \"contact\"\n").unwrap();
+        assert_eq!(a.restart_needed(&b), ["listen"]);
+        let c = parse("listen = \"127.0.0.1:1\"\n[sync]\nmax_unacked = 5000\n").unwrap();
+        assert_eq!(a.restart_needed(&c), ["sync"]);
+        assert!(a.restart_needed(&a).is_empty());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use orgsync_keytool::{Identity, InstanceDir, KeytoolError, Partner, PartnerState};
 use orgsync_protocol::identity::PairKeys;
+use orgsync_protocol::model::Schema;
+use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineOptions, KeySource};
@@ -101,47 +103,121 @@ impl PartnerReloader {
     }
 }
 
-/// Watches the instance directory and reloads partners.toml when it
-/// changes (keytool writes it atomically: a rename onto the name).
-struct PartnersWatcher {
+/// What `orgsync.toml` sets that can change while the daemon runs.
+#[derive(Clone)]
+struct LiveConfig {
+    dir: PathBuf,
+    config: Arc<RwLock<Config>>,
+    schema: watch::Sender<Schema>,
+    log_level: watch::Sender<String>,
+}
+
+impl LiveConfig {
+    /// Re-reads `orgsync.toml`: applies the custom fields and the log level,
+    /// and names the keys that changed but need a restart. A file that does
+    /// not validate changes nothing.
+    fn reload(&self) -> Result<Vec<&'static str>, DaemonError> {
+        let new = Config::load(&self.dir)?;
+        let restart = self
+            .config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .restart_needed(&new);
+        self.schema.send_if_modified(|s| {
+            let changed = *s != new.schema;
+            *s = new.schema.clone();
+            changed
+        });
+        self.log_level.send_if_modified(|l| {
+            let changed = *l != new.log.level;
+            l.clone_from(&new.log.level);
+            changed
+        });
+        let mut current = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        // Keys that need a restart keep the value in force, so the next
+        // reload reports them again until the daemon is restarted.
+        current.schema = new.schema;
+        current.log.level = new.log.level;
+        Ok(restart)
+    }
+}
+
+/// Watches the instance directory and reloads partners.toml and
+/// orgsync.toml when they change (keytool and most editors write by
+/// renaming onto the name, which is seen here too).
+struct DirWatcher {
     _watcher: notify::RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl PartnersWatcher {
-    fn start(reloader: PartnerReloader) -> Result<PartnersWatcher, notify::Error> {
+/// Which watched file changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    Partners,
+    Config,
+}
+
+impl DirWatcher {
+    fn start(reloader: PartnerReloader, live: LiveConfig) -> Result<DirWatcher, notify::Error> {
         use notify::Watcher;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Watched>();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                let touches = res.is_ok_and(|ev| {
-                    ev.paths
-                        .iter()
-                        .any(|p| p.file_name().is_some_and(|n| n == PARTNERS_FILE))
-                });
-                if touches {
+                let Ok(ev) = res else { return };
+                for name in ev.paths.iter().filter_map(|p| p.file_name()) {
+                    let which = if name == PARTNERS_FILE {
+                        Watched::Partners
+                    } else if name == crate::config::CONFIG_FILE {
+                        Watched::Config
+                    } else {
+                        continue;
+                    };
                     // The daemon is stopping when nobody listens.
-                    let _ = tx.send(());
+                    let _ = tx.send(which);
                 }
             })?;
         watcher.watch(reloader.dir.path(), notify::RecursiveMode::NonRecursive)?;
         let task = tokio::spawn(async move {
-            while rx.recv().await.is_some() {
+            while let Some(first) = rx.recv().await {
                 // One write makes several events: let them settle, then
-                // reload once.
+                // reload each file once.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                while rx.try_recv().is_ok() {}
-                match reloader.reload() {
-                    Ok(()) => tracing::info!("partners.toml changed: partners reloaded"),
-                    Err(e) => tracing::error!(error = %e,
-                        "partners.toml changed but cannot be read; keeping the previous partners"),
+                let (mut partners, mut config) =
+                    (first == Watched::Partners, first == Watched::Config);
+                while let Ok(w) = rx.try_recv() {
+                    partners |= w == Watched::Partners;
+                    config |= w == Watched::Config;
+                }
+                if partners {
+                    match reloader.reload() {
+                        Ok(()) => tracing::info!("partners.toml changed: partners reloaded"),
+                        Err(e) => tracing::error!(error = %e,
+                            "partners.toml changed but cannot be read; keeping the previous partners"),
+                    }
+                }
+                if config {
+                    log_config_reload(&live.reload());
                 }
             }
         });
-        Ok(PartnersWatcher {
+        Ok(DirWatcher {
             _watcher: watcher,
             task,
         })
+    }
+}
+
+fn log_config_reload(result: &Result<Vec<&'static str>, DaemonError>) {
+    match result {
+        Ok(restart) if restart.is_empty() => {
+            tracing::info!("orgsync.toml changed: log level and custom fields reloaded")
+        }
+        Ok(restart) => tracing::warn!(
+            keys = %restart.join(", "),
+            "orgsync.toml changed: log level and custom fields reloaded; the other changed keys take effect at the next restart"
+        ),
+        Err(e) => tracing::error!(error = %e,
+            "orgsync.toml changed but is not valid; keeping the previous configuration"),
     }
 }
 
@@ -156,7 +232,8 @@ pub struct Daemon {
     engine: Engine,
     metrics: Arc<crate::metrics::Metrics>,
     reloader: PartnerReloader,
-    watcher: Option<PartnersWatcher>,
+    live: LiveConfig,
+    watcher: Option<DirWatcher>,
 }
 
 impl Daemon {
@@ -228,10 +305,17 @@ impl Daemon {
             transport: transport.clone(),
             engine: engine.clone(),
         };
-        let watcher = match PartnersWatcher::start(reloader.clone()) {
+        let live = LiveConfig {
+            dir: dir.to_path_buf(),
+            config: Arc::new(RwLock::new(config.clone())),
+            schema: watch::Sender::new(config.schema.clone()),
+            log_level: watch::Sender::new(config.log.level.clone()),
+        };
+        let watcher = match DirWatcher::start(reloader.clone(), live.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot watch partners.toml; reload with SIGHUP");
+                tracing::warn!(error = %e,
+                    "cannot watch partners.toml and orgsync.toml; reload them with SIGHUP");
                 None
             }
         };
@@ -243,6 +327,7 @@ impl Daemon {
             engine,
             metrics,
             reloader,
+            live,
             watcher,
         })
     }
@@ -254,9 +339,30 @@ impl Daemon {
         self.reloader.reload()
     }
 
-    /// The configuration in force.
+    /// The configuration read at start (see [`Daemon::schema`] and
+    /// [`Daemon::log_level`] for what changes while running).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Re-reads `orgsync.toml` (done automatically when it changes; also on
+    /// SIGHUP): the log level and custom fields apply at once. Returns the
+    /// keys that changed but take effect only at the next restart.
+    pub fn reload_config(&self) -> Result<Vec<&'static str>, DaemonError> {
+        let result = self.live.reload();
+        log_config_reload(&result);
+        result
+    }
+
+    /// The custom-field schema in force, updated when `orgsync.toml` changes.
+    pub fn schema(&self) -> watch::Receiver<Schema> {
+        self.live.schema.subscribe()
+    }
+
+    /// The `log.level` filter in force, updated when `orgsync.toml` changes
+    /// (`orgsyncd` applies it to its log subscriber).
+    pub fn log_level(&self) -> watch::Receiver<String> {
+        self.live.log_level.subscribe()
     }
 
     /// This instance's identity.

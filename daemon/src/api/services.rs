@@ -42,7 +42,8 @@ impl LocalServices {
         let partners =
             EnginePartners::new(daemon.engine().clone(), daemon.transport().trust().clone());
         let state = ApiState::new(daemon.store().clone(), identity, metrics.clone())
-            .with_partners(Arc::new(partners));
+            .with_partners(Arc::new(partners))
+            .with_schema(daemon.schema());
         let socket = daemon.config().api.socket.clone();
         let listener = bind_socket(&socket).await?;
         tracing::info!(socket = %socket.display(), "local API listening");
@@ -55,7 +56,8 @@ impl LocalServices {
             }
         });
         let importer = Importer::new(daemon.store().clone(), dir.join(IMPORT_DIR))
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_schema(daemon.schema());
         let import = tokio::spawn(async move {
             if let Err(e) = importer.run(stopped(stop_rx)).await {
                 tracing::error!(error = %e, "drop folder stopped");

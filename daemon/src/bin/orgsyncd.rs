@@ -1,12 +1,13 @@
 //! `orgsyncd`: the orgsync daemon. Runs in the foreground until SIGINT or
 //! SIGTERM, then closes its connections and flushes its store. SIGHUP
-//! re-reads partners.toml. Serves the local API on DIR/api.sock and ingests
-//! files dropped in DIR/import/.
+//! re-reads partners.toml and orgsync.toml (both are also watched and
+//! reloaded when they change). Serves the local API on DIR/api.sock and
+//! ingests files dropped in DIR/import/.
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use orgsync_daemon::config::Config;
+use orgsync_daemon::config::{Config, LogFormat};
 use orgsync_daemon::daemon::Daemon;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -19,18 +20,42 @@ struct Args {
     dir: PathBuf,
 }
 
-fn init_logs(config: Option<&Config>) {
-    // RUST_LOG, when set, wins over the configured level.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let level = config.map(|c| c.log.level.as_str()).unwrap_or("info");
-        tracing_subscriber::EnvFilter::new(level)
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// Changes the log filter of the running subscriber.
+type LogReload =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Sets up logging; returns the handle that changes the level later, or
+/// `None` when RUST_LOG is set (it wins over the configured level).
+fn init_logs(config: Option<&Config>) -> Option<LogReload> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::EnvFilter;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let pinned = from_env.is_some();
+    let filter = from_env
+        .unwrap_or_else(|| EnvFilter::new(config.map(|c| c.log.level.as_str()).unwrap_or("info")));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let json = config.is_some_and(|c| c.log.format == LogFormat::Json);
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colour codes only for a person at a terminal, not in log files.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init();
+    }
+    (!pinned).then_some(handle)
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,15 +74,31 @@ fn real_main() -> anyhow::Result<()> {
     // Read the config once before the runtime to set up logging; the
     // daemon reads it again and reports errors with file, line and key.
     let config = Config::load(&args.dir);
-    init_logs(config.as_ref().ok());
+    let log_reload = init_logs(config.as_ref().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(args.dir))
+    runtime.block_on(run(args.dir, log_reload))
 }
 
-async fn run(dir: PathBuf) -> anyhow::Result<()> {
+/// Applies `log.level` changes from orgsync.toml to the subscriber.
+fn follow_log_level(daemon: &Daemon, handle: LogReload) -> tokio::task::JoinHandle<()> {
+    let mut level = daemon.log_level();
+    tokio::spawn(async move {
+        while level.changed().await.is_ok() {
+            let directive = level.borrow_and_update().clone();
+            // orgsync.toml validated the directive, so it parses.
+            let filter = tracing_subscriber::EnvFilter::new(&directive);
+            match handle.reload(filter) {
+                Ok(()) => tracing::info!(level = %directive, "log level changed"),
+                Err(e) => tracing::warn!(error = %e, "cannot change the log level"),
+            }
+        }
+    })
+}
+
+async fn run(dir: PathBuf, log_reload: Option<LogReload>) -> anyhow::Result<()> {
     let daemon = Daemon::start(&dir)
         .await
         .with_context(|| format!("cannot start orgsyncd in {}", dir.display()))?;
@@ -68,6 +109,7 @@ async fn run(dir: PathBuf) -> anyhow::Result<()> {
             return Err(e).context("cannot start the local API");
         }
     };
+    let level_task = log_reload.map(|h| follow_log_level(&daemon, h));
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -75,11 +117,18 @@ async fn run(dir: PathBuf) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = hup.recv() => match daemon.reload_partners() {
-                Ok(()) => tracing::info!("partners reloaded"),
-                Err(e) => tracing::error!(error = %e, "cannot reload partners; keeping the previous set"),
-            },
+            _ = hup.recv() => {
+                match daemon.reload_partners() {
+                    Ok(()) => tracing::info!("SIGHUP: partners reloaded"),
+                    Err(e) => tracing::error!(error = %e, "cannot reload partners; keeping the previous set"),
+                }
+                // Logs what it applied, or why it kept the previous file.
+                let _ = daemon.reload_config();
+            }
         }
+    }
+    if let Some(t) = level_task {
+        t.abort();
     }
     local.shutdown().await;
     daemon.shutdown().await;
