@@ -606,13 +606,15 @@ async fn wait_synced(client: &Client, timeout: Duration, json_out: bool) -> Resu
         let detail: Vec<String> = pending
             .iter()
             .filter(|(_, n)| **n > 0)
-            .map(|(name, n)| format!("{name}: {n}"))
+            .map(|(name, n)| format!("{name}: {n} left"))
             .collect();
         if tty {
             let b = bar.get_or_insert_with(|| {
                 let b = indicatif::ProgressBar::new(total);
                 if let Ok(style) = indicatif::ProgressStyle::with_template(
-                    "{spinner} [{bar:40}] {pos}/{len} acknowledged {msg}",
+                    // wide_bar takes what the terminal has left, so the
+                    // line never wraps (a wrapped bar redraws badly).
+                    "{spinner} {human_pos}/{human_len} acked [{wide_bar}] {elapsed}, eta {eta} {msg}",
                 ) {
                     b.set_style(style.progress_chars("=> "));
                 }
