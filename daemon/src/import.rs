@@ -25,8 +25,11 @@
 //! exhausting memory. Files already present at start are processed.
 //!
 //! A crash after a file's batch is durable but before the file is moved
-//! re-imports it at the next start: records with an `id` are then
-//! idempotent, records without one are created again.
+//! re-imports it at the next start without creating anything twice: a
+//! record without an `id` gets an id derived from the file (content hash
+//! and modification time) and its line, so the second ingestion finds the
+//! objects of the first and skips them. The same file dropped again later
+//! (new modification time) is imported again, as before.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -517,6 +520,7 @@ impl Importer {
                 schema: &schema,
                 opts: &opts,
                 flags: HashSet::new(),
+                file_key: FileKey::default(),
             };
             parser.parse(&path, format)
         })
@@ -550,11 +554,88 @@ struct Parser<'a> {
     opts: &'a ImportOptions,
     /// Flags created earlier in the same file.
     flags: HashSet<ObjectId>,
+    /// What record ids without an `id` derive from (see [`record_id`]).
+    file_key: FileKey,
+}
+
+/// The identity of one version of a drop file: its content hash and
+/// modification time.
+#[derive(Clone, Copy, Debug, Default)]
+struct FileKey {
+    content: [u8; 32],
+    mtime_ms: u64,
+}
+
+impl FileKey {
+    fn of(file: &mut File) -> io::Result<FileKey> {
+        use std::io::Seek;
+        let mtime_ms = file
+            .metadata()?
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut hasher = blake3::Hasher::new();
+        io::copy(file, &mut hasher)?;
+        file.rewind()?;
+        Ok(FileKey {
+            content: *hasher.finalize().as_bytes(),
+            mtime_ms,
+        })
+    }
+}
+
+/// The id of the record on line `line` of the file `key` when the record
+/// names none: a UUIDv7 with the file's modification time and 74 bits
+/// derived from the file and the line, so that ingesting the same file
+/// twice (a crash between the durable batch and the move to done/) yields
+/// the same ids.
+fn record_id(key: &FileKey, line: u64) -> ObjectId {
+    let mut h = blake3::Hasher::new_derive_key("orgsync 2026 drop-folder record id");
+    h.update(&key.content);
+    h.update(&key.mtime_ms.to_le_bytes());
+    h.update(&line.to_le_bytes());
+    let r = h.finalize();
+    let r = r.as_bytes();
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&key.mtime_ms.to_be_bytes()[2..]);
+    b[6] = 0x70 | (r[0] & 0x0f);
+    b[7] = r[1];
+    b[8] = 0x80 | (r[2] & 0x3f);
+    b[9..].copy_from_slice(&r[3..10]);
+    ObjectId(b)
+}
+
+/// Decodes one NDJSON line of a drop file (line number `line`, for error
+/// positions): `Ok(None)` for a blank line, the record otherwise. Pure: no
+/// store, no schema; what the record means is checked when it is built.
+pub fn decode_ndjson_line(line: u64, bytes: &[u8]) -> Result<Option<CreateRequest>, FileError> {
+    let mut buf = bytes;
+    while let Some((b'\n' | b'\r', rest)) = buf.split_last() {
+        buf = rest;
+    }
+    if buf.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(buf).map_err(|e| {
+        FileError::at(
+            line,
+            Some(e.valid_up_to() as u64 + 1),
+            "invalid UTF-8 (files must be UTF-8)",
+        )
+    })?;
+    serde_json::from_str(text).map(Some).map_err(|e| {
+        FileError::at(
+            line,
+            Some(e.column() as u64),
+            format!("invalid record: {e}"),
+        )
+    })
 }
 
 impl Parser<'_> {
     fn parse(mut self, path: &Path, format: Format) -> Result<Vec<Edit>, FileError> {
-        let file = File::open(path)
+        let mut file = File::open(path)
             .map_err(|e| FileError::whole(format!("cannot read {}: {e}", path.display())))?;
         let len = file
             .metadata()
@@ -566,29 +647,35 @@ impl Parser<'_> {
                 self.opts.max_file
             )));
         }
+        self.file_key = FileKey::of(&mut file)
+            .map_err(|e| FileError::whole(format!("cannot read {}: {e}", path.display())))?;
         match format {
             Format::Ndjson => self.ndjson(file),
             Format::Csv(stem) => self.csv(file, &stem),
         }
     }
 
-    /// Builds the edit of one record, checking its flags and existing object.
-    fn record(&mut self, req: &CreateRequest) -> Result<Edit, InputError> {
+    /// Builds the edit of the record on `line`, checking its flags and
+    /// existing object; `None` when an earlier ingestion of this very file
+    /// already wrote it.
+    fn record(&mut self, req: &CreateRequest, line: u64) -> Result<Option<Edit>, InputError> {
+        let get = |id| {
+            self.store
+                .get(id)
+                .map_err(|e| InputError::general(e.to_string()))
+        };
+        let derived = record_id(&self.file_key, line);
         let existing = match &req.id {
-            Some(s) => self
-                .store
-                .get(j::parse_id("id", s)?)
-                .map_err(|e| InputError::general(e.to_string()))?,
+            Some(s) => get(j::parse_id("id", s)?)?,
+            None if get(derived)?.is_some() => return Ok(None),
             None => None,
         };
-        let edit = j::build_create(self.schema, req, existing.as_ref(), || {
-            ObjectId::new_v7(now_ms())
-        })?;
+        let edit = j::build_create(self.schema, req, existing.as_ref(), || derived)?;
         self.check_flags(&edit)?;
         if edit.kind == Kind::Flag {
             self.flags.insert(edit.id);
         }
-        Ok(edit.into_edit())
+        Ok(Some(edit.into_edit()))
     }
 
     fn check_flags(&self, edit: &LocalEdit) -> Result<(), InputError> {
@@ -621,30 +708,13 @@ impl Parser<'_> {
             {
                 break;
             }
-            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                buf.pop();
-            }
-            if buf.iter().all(u8::is_ascii_whitespace) {
+            let Some(req) = decode_ndjson_line(line, &buf)? else {
                 continue;
-            }
-            let text = std::str::from_utf8(&buf).map_err(|e| {
-                FileError::at(
-                    line,
-                    Some(e.valid_up_to() as u64 + 1),
-                    "invalid UTF-8 (files must be UTF-8)",
-                )
-            })?;
-            let req: CreateRequest = serde_json::from_str(text).map_err(|e| {
-                FileError::at(
-                    line,
-                    Some(e.column() as u64),
-                    format!("invalid record: {e}"),
-                )
-            })?;
+            };
             let edit = self
-                .record(&req)
+                .record(&req, line)
                 .map_err(|e| FileError::input(line, None, e))?;
-            edits.push(edit);
+            edits.extend(edit);
         }
         Ok(edits)
     }
@@ -770,14 +840,14 @@ impl Parser<'_> {
             }
             req.fields = fields;
             req.custom = custom;
-            let edit = self.record(&req).map_err(|e| {
+            let edit = self.record(&req, line).map_err(|e| {
                 let column = e
                     .field
                     .as_ref()
                     .and_then(|f| columns.iter().position(|c| c == f).map(|p| p as u64 + 1));
                 FileError::input(line, column, e)
             })?;
-            edits.push(edit);
+            edits.extend(edit);
         }
         Ok(edits)
     }
@@ -885,6 +955,54 @@ mod tests {
         assert!(read_line_bounded(&mut r, &mut buf, 4).unwrap());
         buf.clear();
         assert!(!read_line_bounded(&mut r, &mut buf, 4).unwrap());
+    }
+
+    /// A crash after the durable batch but before the move to done/ makes
+    /// the restarted daemon ingest the same file again: nothing is created
+    /// twice. The same content dropped later (another modification time)
+    /// is a new import.
+    #[tokio::test]
+    async fn a_file_ingested_again_after_a_crash_creates_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 4 << 20).unwrap();
+        let import = dir.path().join(IMPORT_DIR);
+        std::fs::create_dir_all(&import).unwrap();
+        let file = import.join("people.ndjson");
+        let body = "{\"kind\":\"contact\",\"fields\":{\"first_name\":\"Ada\"}}\n\n\
+                    {\"kind\":\"flag\",\"fields\":{\"name\":\"vip\"}}\n";
+        std::fs::write(&file, body).unwrap();
+        let importer = Importer::new(store.clone(), &import);
+        let count = || store.list(None, None, 100).unwrap().len();
+        assert_eq!(importer.ingest(&file).await.unwrap(), 2);
+        assert_eq!(count(), 2);
+        // The "restart": the file is still in import/.
+        assert_eq!(importer.ingest(&file).await.unwrap(), 0);
+        assert_eq!(count(), 2, "records created twice");
+        let later = std::time::SystemTime::now() + Duration::from_secs(5);
+        File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(importer.ingest(&file).await.unwrap(), 2);
+        assert_eq!(
+            count(),
+            4,
+            "a later drop of the same content is a new import"
+        );
+    }
+
+    #[test]
+    fn ndjson_lines_decode_or_fail_with_a_position() {
+        assert!(matches!(decode_ndjson_line(1, b"  \r\n"), Ok(None)));
+        let req = decode_ndjson_line(2, b"{\"kind\":\"contact\"}\n").unwrap();
+        assert_eq!(req.map(|r| r.kind), Some("contact".to_string()));
+        let e = decode_ndjson_line(3, b"{\"kind\":\xff}").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(3), Some(9)));
+        let e = decode_ndjson_line(4, b"{\"kind\": 5}").unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("invalid record"), "{}", e.message);
     }
 
     #[test]

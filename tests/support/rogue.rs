@@ -1,0 +1,371 @@
+//! A hostile peer for end-to-end tests: a real paired identity (an instance
+//! directory made by `orgsync-keytool init`, paired with the daemon under
+//! test), real QUIC with the pinned certificates of the daemon's own
+//! [`Transport`], the real session [`Hello`](orgsync_protocol::wire::Hello)
+//! from [`Session`], and then whatever crafted frames a test wants to send:
+//! envelopes sealed for another organisation, tampered, replayed or of an
+//! old key epoch, oversized or garbage frames, floods of streams.
+//!
+//! Everything is reused from the daemon and protocol crates (transport,
+//! frame reader/writer, session, envelope sealing); only the misbehaviour
+//! is written here. Tests are synchronous, so the rogue owns a small tokio
+//! runtime and its methods block.
+
+#![allow(dead_code)] // each hostile scenario uses a different part
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use orgsync_daemon::transport::{
+    FrameReader, FrameWriter, LocalIdentity, PeerConnection, Transport, TransportError,
+    TransportOptions, Trust, TrustedPeer,
+};
+use orgsync_keytool::{Identity, InstanceDir, Partner};
+use orgsync_protocol::clock::Timestamp;
+use orgsync_protocol::codec;
+use orgsync_protocol::envelope::{self, SealedEnvelope, StreamKind};
+use orgsync_protocol::identity::PairKeys;
+use orgsync_protocol::model::{
+    Change, FieldKey, FieldState, Kind, ObjectId, SequencedChange, Value, Version,
+};
+use orgsync_protocol::session::{Cursors, Session, SessionConfig};
+use orgsync_protocol::wire::{ChangeBatch, Channel, Message};
+
+/// How long the rogue waits for the daemon at each step.
+const STEP: Duration = Duration::from_secs(30);
+
+/// A paired identity that misbehaves. Built from an instance directory
+/// whose partners.toml holds the daemon under test.
+pub struct Rogue {
+    rt: tokio::runtime::Runtime,
+    transport: Transport,
+    identity: Identity,
+    target: Partner,
+    addr: SocketAddr,
+}
+
+/// How a connection ended, as the rogue saw it.
+#[derive(Debug)]
+pub struct Closed {
+    /// quinn's reason (for an application close: the code and reason).
+    pub reason: String,
+}
+
+/// An established session with the daemon under test, on which the test
+/// sends crafted input.
+pub struct RogueConn<'a> {
+    rogue: &'a Rogue,
+    pc: PeerConnection,
+    session: Session,
+    control: FrameWriter,
+    keys: PairKeys,
+}
+
+impl Rogue {
+    /// Loads the identity of `dir` and its partner entry for `target_name`
+    /// (which must listen at `target_addr`), and binds a QUIC endpoint on an
+    /// ephemeral loopback port (not the instance's configured one, so the
+    /// daemon's own dials to the rogue fail and never replace its
+    /// connection).
+    pub fn new(dir: &Path, target_name: &str, target_addr: SocketAddr) -> Rogue {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("rogue runtime");
+        let inst = InstanceDir::new(dir);
+        let identity = inst.load_identity().expect("rogue identity");
+        let target = inst
+            .load_partners()
+            .expect("rogue partners")
+            .into_iter()
+            .find(|p| p.name == target_name)
+            .unwrap_or_else(|| panic!("the rogue is not paired with {target_name}"));
+        let tls = LocalIdentity {
+            cert_der: identity.cert_der.clone(),
+            key_der: std::sync::Arc::new(identity.key_der.to_vec()),
+        };
+        let trust = Trust::new(vec![TrustedPeer {
+            org: target.org_id,
+            name: target.name.clone(),
+            fingerprint: target.cert_fingerprint,
+            addresses: vec![target_addr.to_string()],
+            revoked: false,
+        }]);
+        let opts =
+            TransportOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), tls, identity.org_id);
+        let transport = {
+            let _guard = rt.enter();
+            Transport::bind(opts, trust).expect("rogue endpoint")
+        };
+        Rogue {
+            rt,
+            transport,
+            identity,
+            target,
+            addr: target_addr,
+        }
+    }
+
+    /// Pair keys with the target for pair epoch `epoch` (the current one is
+    /// [`Rogue::current_epoch`]).
+    pub fn keys(&self, epoch: u32) -> PairKeys {
+        self.identity
+            .pair_keys(&self.target, epoch)
+            .expect("rogue pair keys")
+    }
+
+    /// The pair epoch an honest instance would use now.
+    pub fn current_epoch(&self) -> u32 {
+        self.identity.pair_epoch(&self.target)
+    }
+
+    /// Keys that seal for `other` instead of the target: what a partner of
+    /// both would use to send the target something meant for someone else.
+    pub fn keys_for(&self, other: &Partner) -> PairKeys {
+        let epoch = self.identity.pair_epoch(other);
+        self.identity
+            .pair_keys(other, epoch)
+            .expect("pair keys with the other partner")
+    }
+
+    /// The rogue's partner entry named `name`.
+    pub fn partner(&self, dir: &Path, name: &str) -> Partner {
+        InstanceDir::new(dir)
+            .load_partners()
+            .expect("rogue partners")
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("the rogue has no partner {name}"))
+    }
+
+    /// Dials the target with the pinned certificates (the TLS handshake only).
+    pub fn dial(&self) -> Result<PeerConnection, TransportError> {
+        self.rt
+            .block_on(self.transport.connect(self.target.org_id, self.addr))
+    }
+
+    /// Dials and expects to be refused: in TLS 1.3 the client may finish
+    /// its side of the handshake before the server checks the client's
+    /// certificate, so a refusal is either a failed dial or a connection
+    /// the server closes at once without opening a stream. Returns the
+    /// reason, or panics if the connection stays usable for `timeout`.
+    pub fn expect_refused(&self, timeout: Duration) -> String {
+        let pc = match self.dial() {
+            Err(e) => return e.to_string(),
+            Ok(pc) => pc,
+        };
+        let conn = pc.connection.clone();
+        let outcome = self.rt.block_on(async move {
+            tokio::select! {
+                reason = conn.closed() => Ok(reason.to_string()),
+                // Anything the server sends would come on a stream.
+                s = conn.accept_uni() => match s {
+                    Err(closed) => Ok(closed.to_string()),
+                    Ok(_) => Err("the server opened a stream".to_string()),
+                },
+                _ = tokio::time::sleep(timeout) => Err(format!("the connection stayed open for {timeout:?}")),
+            }
+        });
+        outcome.unwrap_or_else(|e| panic!("a refused peer was not refused: {e}"))
+    }
+
+    /// Dials and performs the real session handshake with the current
+    /// epoch: the rogue is an established partner when this returns.
+    pub fn connect(&self) -> RogueConn<'_> {
+        self.connect_with(self.current_epoch())
+    }
+
+    /// Dials and performs the session handshake with the pair keys of
+    /// `epoch` (which goes into the Hello).
+    pub fn connect_with(&self, epoch: u32) -> RogueConn<'_> {
+        // PairKeys is not Clone (secret): derive one copy for the session
+        // and one for sealing crafted envelopes.
+        let keys = self.keys(epoch);
+        let pc = self.dial().expect("the rogue's TLS handshake");
+        let session = Session::new(
+            SessionConfig::default(),
+            self.keys(epoch),
+            self.identity.instance_id,
+            // Claims nothing applied from the target (it resends its log,
+            // which the rogue ignores) and a long log of its own, so the
+            // target's cursor for the rogue is never "ahead".
+            Cursors {
+                local_log_head: 1 << 40,
+                ..Cursors::default()
+            },
+            Instant::now(),
+        );
+        let (send, recv) = self
+            .rt
+            .block_on(pc.connection.open_bi())
+            .expect("control stream");
+        let mut conn = RogueConn {
+            rogue: self,
+            pc,
+            session,
+            control: FrameWriter::new(send),
+            keys,
+        };
+        conn.flush_control();
+        // Read the target's Hello (and whatever follows) until established.
+        let mut reader = FrameReader::new(recv);
+        let deadline = Instant::now() + STEP;
+        let mut last_error = None;
+        while !conn.session.is_established() {
+            assert!(
+                !conn.session.is_closed(),
+                "the session closed in the handshake: {last_error:?}"
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self
+                .rt
+                .block_on(async { tokio::time::timeout(left, reader.next()).await })
+                .expect("the target's Hello within the deadline")
+                .expect("reading the control stream")
+                .expect("the control stream ended before the Hello");
+            // A Hello from the target: the session checks it like a daemon's.
+            if let Err(e) = conn.session.handle_message(msg, Instant::now()) {
+                last_error = Some(e);
+            }
+        }
+        // Keep draining the control stream (pings, acks, errors) so the
+        // target is never flow-controlled by the rogue.
+        self.rt
+            .spawn(async move { while let Ok(Some(_)) = reader.next().await {} });
+        conn
+    }
+}
+
+impl RogueConn<'_> {
+    /// Writes what the session queued for the control stream (its Hello).
+    fn flush_control(&mut self) {
+        while let Some(t) = self.session.poll_transmit() {
+            if t.channel == Channel::Control {
+                let msg = t.message;
+                self.rogue
+                    .rt
+                    .block_on(self.control.write(&msg))
+                    .expect("writing to the control stream");
+            }
+        }
+    }
+
+    /// The keys of this session.
+    pub fn keys(&self) -> &PairKeys {
+        &self.keys
+    }
+
+    /// Sends `frames` (raw bytes, framed or not) on a new uni stream and
+    /// finishes it.
+    pub fn send_uni_raw(&self, bytes: &[u8]) {
+        let conn = self.pc.connection.clone();
+        let bytes = bytes.to_vec();
+        let r = self.rogue.rt.block_on(async move {
+            let send = conn.open_uni().await?;
+            let mut w = FrameWriter::new(send);
+            w.write_raw(&bytes).await?;
+            w.finish();
+            Ok::<_, TransportError>(())
+        });
+        // The target may already have closed the connection: that is what
+        // most scenarios wait for next, so a failed write is not an error.
+        let _ = r;
+    }
+
+    /// Sends `messages` as frames on one new uni stream (the way a daemon
+    /// sends its change batches) and finishes it.
+    pub fn send_uni(&self, messages: &[Message]) {
+        let mut bytes = Vec::new();
+        for m in messages {
+            codec::encode_frame_into(m, &mut bytes).expect("a valid message encodes");
+        }
+        self.send_uni_raw(&bytes);
+    }
+
+    /// Opens `n` uni streams one after the other, each carrying `frame`,
+    /// until the connection closes; returns how many were opened.
+    pub fn flood_streams(&self, n: usize, frame: &[u8]) -> usize {
+        let conn = self.pc.connection.clone();
+        let frame = frame.to_vec();
+        self.rogue.rt.block_on(async move {
+            let mut opened = 0;
+            for _ in 0..n {
+                let Ok(Ok(send)) =
+                    tokio::time::timeout(Duration::from_secs(2), conn.open_uni()).await
+                else {
+                    break;
+                };
+                let mut w = FrameWriter::new(send);
+                if w.write_raw(&frame).await.is_err() {
+                    break;
+                }
+                // Left open: a flood holds its streams.
+                std::mem::forget(w);
+                opened += 1;
+            }
+            opened
+        })
+    }
+
+    /// Waits until the target closes the connection; its reason.
+    pub fn closed(&self, timeout: Duration) -> Closed {
+        let conn = self.pc.connection.clone();
+        let reason = self
+            .rogue
+            .rt
+            .block_on(async move { tokio::time::timeout(timeout, conn.closed()).await })
+            .unwrap_or_else(|_| panic!("the target kept the connection open for {timeout:?}"));
+        Closed {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_open(&self) -> bool {
+        self.pc.connection.close_reason().is_none()
+    }
+}
+
+/// A one-change batch creating a contact named `name` (object `id`) at log
+/// sequence `seq`, as plaintext for an envelope.
+pub fn contact_batch(id: ObjectId, name: &str, seq: u64, instance: u64) -> Vec<u8> {
+    let version = Version {
+        hlc: Timestamp::new(now_ms(), 0),
+        instance: orgsync_protocol::model::InstanceId(instance),
+    };
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert(
+        FieldKey::Std("first_name".into()),
+        FieldState {
+            version,
+            value: Some(Value::Text(name.into())),
+        },
+    );
+    let batch = ChangeBatch {
+        changes: vec![SequencedChange {
+            seq,
+            change: Change {
+                id,
+                kind: Kind::Contact,
+                fields,
+                deleted: None,
+            },
+        }],
+        log_head: seq,
+    };
+    codec::encode(&batch).expect("a valid batch encodes")
+}
+
+/// Seals `plain` as the change batch ending at `seq` with `keys`.
+pub fn seal_changes(keys: &PairKeys, seq: u64, plain: &[u8]) -> SealedEnvelope {
+    envelope::seal(keys, StreamKind::Changes, seq, plain)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
