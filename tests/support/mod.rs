@@ -162,6 +162,20 @@ impl Instance {
     /// Creates an instance named `name` listening on a free loopback port,
     /// with quick reconnects so restarts in tests are noticed fast.
     pub fn new(name: &str) -> Instance {
+        let inst = Instance::governed(name);
+        // Tests of sync itself: every partner gets everything, as before
+        // sharing governance.
+        std::fs::write(
+            inst.dir.join("governance.toml"),
+            "share_all_partners = true\n",
+        )
+        .expect("write governance.toml");
+        inst
+    }
+
+    /// Like [`Instance::new`], but sharing follows governance: a partner
+    /// receives nothing until a share selects something for it.
+    pub fn governed(name: &str) -> Instance {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("e2e-{name}-"))
             .tempdir()
