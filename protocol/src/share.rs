@@ -256,11 +256,7 @@ impl AccessType {
     /// Whether the owner may revoke at `now_ms` a share of this type that
     /// was processed at `processed_at_ms` (`None`: not processed yet).
     /// Both times are Unix milliseconds from the caller's clock.
-    pub fn may_revoke(
-        &self,
-        processed_at_ms: Option<u64>,
-        now_ms: u64,
-    ) -> Result<(), RevokeError> {
+    pub fn may_revoke(&self, processed_at_ms: Option<u64>, now_ms: u64) -> Result<(), RevokeError> {
         match (self, processed_at_ms) {
             (AccessType::Manager, Some(at))
                 if now_ms >= at.saturating_add(MANAGER_REVOKE_WINDOW_MS) =>
@@ -400,7 +396,8 @@ impl FromStr for Selector {
         match tag {
             "flag" => Ok(Selector::Flag(id(rest)?)),
             "kind" => Ok(Selector::Kind(
-                rest.parse().map_err(|e: crate::model::UnknownKind| err(e.to_string()))?,
+                rest.parse()
+                    .map_err(|e: crate::model::UnknownKind| err(e.to_string()))?,
             )),
             "role" => Ok(Selector::Role(name(rest)?)),
             "category" => Ok(Selector::Category(name(rest)?)),

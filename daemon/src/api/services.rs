@@ -42,7 +42,8 @@ impl LocalServices {
         let partners =
             EnginePartners::new(daemon.engine().clone(), daemon.transport().trust().clone());
         let state = ApiState::new(daemon.store().clone(), identity, metrics.clone())
-            .with_partners(Arc::new(partners));
+            .with_partners(Arc::new(partners))
+            .with_governance(daemon.governance().cloned());
         let socket = daemon.config().api.socket.clone();
         let listener = bind_socket(&socket).await?;
         tracing::info!(socket = %socket.display(), "local API listening");

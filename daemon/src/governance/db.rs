@@ -193,17 +193,17 @@ pub struct PendingErase {
 /// The governance trees.
 #[derive(Clone)]
 pub struct GovDb {
-    pub(super) out: sled::Tree,
-    pub(super) inc: sled::Tree,
-    pub(super) partner: sled::Tree,
-    pub(super) received: sled::Tree,
-    pub(super) decision: sled::Tree,
-    pub(super) member: sled::Tree,
-    pub(super) outbox: sled::Tree,
-    pub(super) request: sled::Tree,
-    pub(super) erase: sled::Tree,
-    pub(super) audit: sled::Tree,
-    pub(super) meta: sled::Tree,
+    pub(crate) out: sled::Tree,
+    pub(crate) inc: sled::Tree,
+    pub(crate) partner: sled::Tree,
+    pub(crate) received: sled::Tree,
+    pub(crate) decision: sled::Tree,
+    pub(crate) member: sled::Tree,
+    pub(crate) outbox: sled::Tree,
+    pub(crate) request: sled::Tree,
+    pub(crate) erase: sled::Tree,
+    pub(crate) audit: sled::Tree,
+    pub(crate) meta: sled::Tree,
     db: sled::Db,
 }
 
@@ -211,7 +211,7 @@ fn db_err(op: &'static str) -> impl FnOnce(sled::Error) -> GovError {
     move |source| GovError::Db { op, source }
 }
 
-pub(super) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, GovError> {
+pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, GovError> {
     codec::decode(bytes).map_err(|source| GovError::Corrupt { what, source })
 }
 
@@ -367,7 +367,12 @@ impl GovDb {
             // update_and_fetch always stores Some above.
             .unwrap_or(1);
         let frame = ShareFrame { id: next, body };
-        self.put(&self.outbox, "share frame", &outbox_key(partner, next), &frame)?;
+        self.put(
+            &self.outbox,
+            "share frame",
+            &outbox_key(partner, next),
+            &frame,
+        )?;
         Ok(next)
     }
 

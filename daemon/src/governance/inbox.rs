@@ -247,7 +247,8 @@ pub async fn decide(
                 if let Some(obj) = receipt.objects.last() {
                     fetch_resume(gov, obj).await?;
                     if let Some(flag) = add_flag {
-                        let edit = Edit::new(obj.id, obj.kind).set(FieldKey::Flag(flag), Value::Bool(true));
+                        let edit = Edit::new(obj.id, obj.kind)
+                            .set(FieldKey::Flag(flag), Value::Bool(true));
                         gov.store().write(vec![edit]).await?;
                     }
                 }
@@ -307,11 +308,20 @@ async fn fetch_resume(gov: &Governance, obj: &Object) -> Result<(), GovError> {
 }
 
 /// Sets a partner's inbox policy.
-pub async fn set_auto(gov: &Governance, partner: &OrgId, auto: bool, by: &str) -> Result<(), GovError> {
+pub async fn set_auto(
+    gov: &Governance,
+    partner: &OrgId,
+    auto: bool,
+    by: &str,
+) -> Result<(), GovError> {
     gov.update_settings(
         partner,
         by,
-        if auto { "inbox policy: auto-approve" } else { "inbox policy: manual" },
+        if auto {
+            "inbox policy: auto-approve"
+        } else {
+            "inbox policy: manual"
+        },
         |s| s.auto_approve = auto,
     )
     .await

@@ -288,7 +288,13 @@ impl Governance {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(*partner, s.clone());
-        self.audit(who, "partner.settings", Some(partner), None, what.to_string())?;
+        self.audit(
+            who,
+            "partner.settings",
+            Some(partner),
+            None,
+            what.to_string(),
+        )?;
         self.db().flush().await?;
         Ok(s)
     }

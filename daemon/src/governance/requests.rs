@@ -12,8 +12,7 @@
 
 use orgsync_protocol::model::{ObjectId, OrgId};
 use orgsync_protocol::share::{
-    AccessType, Request, Selection, ShareBody, ShareId, ShareStatus, StatusUpdate,
-    TransferLevel,
+    AccessType, Request, Selection, ShareBody, ShareId, ShareStatus, StatusUpdate, TransferLevel,
 };
 
 use super::db::{RequestRecord, RequestRole};
@@ -82,7 +81,13 @@ pub async fn send(
             note,
         }),
     )?;
-    gov.audit(by, "request.send", Some(partner), Some(r.id.to_string()), "share request sent".into())?;
+    gov.audit(
+        by,
+        "request.send",
+        Some(partner),
+        Some(r.id.to_string()),
+        "share request sent".into(),
+    )?;
     gov.db().flush().await?;
     Ok(r)
 }
@@ -107,12 +112,23 @@ pub(super) fn owner_move(gov: &Governance, id: &ShareId, to: ShareStatus) -> Res
     advance(gov, &mut r, to)?;
     put(gov, &r)?;
     gov.send(&r.partner, status_body(&r))?;
-    gov.audit(DAEMON, "request.status", Some(&r.partner), Some(id.to_string()), to.to_string())?;
+    gov.audit(
+        DAEMON,
+        "request.status",
+        Some(&r.partner),
+        Some(id.to_string()),
+        to.to_string(),
+    )?;
     Ok(())
 }
 
 /// What approving with `level` would send now.
-pub fn preview(gov: &Governance, id: &ShareId, level: &TransferLevel, access: AccessType) -> Result<Vec<ObjectId>, GovError> {
+pub fn preview(
+    gov: &Governance,
+    id: &ShareId,
+    level: &TransferLevel,
+    access: AccessType,
+) -> Result<Vec<ObjectId>, GovError> {
     let r = get(gov, id)?;
     let (objects, refused) = shares::preview(gov, Some(&r.partner), &level.selection(), access)?;
     if !refused.is_empty() {
@@ -134,7 +150,9 @@ pub async fn approve(
     let _op = gov.inner.op.lock().await;
     let mut r = get(gov, id)?;
     if r.role != RequestRole::Owner {
-        return Err(GovError::Invalid(format!("request {id} is ours: its owner approves it")));
+        return Err(GovError::Invalid(format!(
+            "request {id} is ours: its owner approves it"
+        )));
     }
     // Refuse before any state changes when the level cannot be served.
     let (_, refused) = shares::preview(gov, Some(&r.partner), &level.selection(), access)?;
@@ -147,7 +165,13 @@ pub async fn approve(
     r.access = Some(access);
     put(gov, &r)?;
     gov.send(&r.partner, status_body(&r))?;
-    gov.audit(by, "request.approve", Some(&r.partner), Some(id.to_string()), format!("level {level}, access {access}"))?;
+    gov.audit(
+        by,
+        "request.approve",
+        Some(&r.partner),
+        Some(id.to_string()),
+        format!("level {level}, access {access}"),
+    )?;
     advance(gov, &mut r, ShareStatus::Preparing)?;
     put(gov, &r)?;
     gov.send(&r.partner, status_body(&r))?;
@@ -169,30 +193,56 @@ pub async fn approve(
     advance(gov, &mut r, ShareStatus::Available)?;
     put(gov, &r)?;
     gov.send(&r.partner, status_body(&r))?;
-    gov.audit(DAEMON, "request.status", Some(&r.partner), Some(id.to_string()), "available".into())?;
+    gov.audit(
+        DAEMON,
+        "request.status",
+        Some(&r.partner),
+        Some(id.to_string()),
+        "available".into(),
+    )?;
     gov.db().flush().await?;
     Ok(r)
 }
 
 /// Owner side: rejects.
-pub async fn reject(gov: &Governance, id: &ShareId, reason: String, by: &str) -> Result<RequestRecord, GovError> {
+pub async fn reject(
+    gov: &Governance,
+    id: &ShareId,
+    reason: String,
+    by: &str,
+) -> Result<RequestRecord, GovError> {
     let _op = gov.inner.op.lock().await;
     let mut r = get(gov, id)?;
     if r.role != RequestRole::Owner {
-        return Err(GovError::Invalid(format!("request {id} is ours: its owner rejects it")));
+        return Err(GovError::Invalid(format!(
+            "request {id} is ours: its owner rejects it"
+        )));
     }
     advance(gov, &mut r, ShareStatus::Rejected)?;
     r.reason = Some(reason.clone());
     put(gov, &r)?;
     gov.send(&r.partner, status_body(&r))?;
-    gov.audit(by, "request.reject", Some(&r.partner), Some(id.to_string()), reason)?;
+    gov.audit(
+        by,
+        "request.reject",
+        Some(&r.partner),
+        Some(id.to_string()),
+        reason,
+    )?;
     gov.db().flush().await?;
     Ok(r)
 }
 
 pub(super) fn on_request(gov: &Governance, partner: OrgId, req: Request) -> Result<(), GovError> {
-    if gov.db().get::<RequestRecord>(&gov.db().request, "share request", &req.request.0)?.is_some() {
-        return Err(GovError::Invalid(format!("request {} already known", req.request)));
+    if gov
+        .db()
+        .get::<RequestRecord>(&gov.db().request, "share request", &req.request.0)?
+        .is_some()
+    {
+        return Err(GovError::Invalid(format!(
+            "request {} already known",
+            req.request
+        )));
     }
     let mut r = RequestRecord {
         id: req.request,
@@ -211,14 +261,23 @@ pub(super) fn on_request(gov: &Governance, partner: OrgId, req: Request) -> Resu
     advance(gov, &mut r, ShareStatus::ToEvaluate)?;
     put(gov, &r)?;
     gov.send(&partner, status_body(&r))?;
-    gov.audit(DAEMON, "request.received", Some(&partner), Some(r.id.to_string()), "to evaluate".into())?;
+    gov.audit(
+        DAEMON,
+        "request.received",
+        Some(&partner),
+        Some(r.id.to_string()),
+        "to evaluate".into(),
+    )?;
     Ok(())
 }
 
 pub(super) fn on_status(gov: &Governance, partner: OrgId, s: StatusUpdate) -> Result<(), GovError> {
     let mut r = get(gov, &s.request)?;
     if r.partner != partner || r.role != RequestRole::Requester {
-        return Err(GovError::Refused(format!("request {} is not this partner's to move", s.request)));
+        return Err(GovError::Refused(format!(
+            "request {} is not this partner's to move",
+            s.request
+        )));
     }
     advance(gov, &mut r, s.status)?;
     if s.level.is_some() {
@@ -234,6 +293,12 @@ pub(super) fn on_status(gov: &Governance, partner: OrgId, s: StatusUpdate) -> Re
         r.reason = s.reason;
     }
     put(gov, &r)?;
-    gov.audit(DAEMON, "request.status", Some(&partner), Some(r.id.to_string()), s.status.to_string())?;
+    gov.audit(
+        DAEMON,
+        "request.status",
+        Some(&partner),
+        Some(r.id.to_string()),
+        s.status.to_string(),
+    )?;
     Ok(())
 }

@@ -221,13 +221,7 @@ pub(super) async fn create_locked(gov: &Governance, req: NewShare) -> Result<Cre
         let (_, refused) = preview(gov, Some(p), &req.selection, req.access)?;
         if !refused.is_empty() {
             let why: Vec<String> = refused.iter().map(|(_, w)| w.clone()).collect();
-            gov.audit(
-                &req.by,
-                "share.refused",
-                Some(p),
-                None,
-                why.join("; "),
-            )?;
+            gov.audit(&req.by, "share.refused", Some(p), None, why.join("; "))?;
             gov.db().flush().await?;
             return Err(GovError::Refused(format!(
                 "refused to share with {}: {}",
@@ -277,7 +271,12 @@ pub(super) async fn create_locked(gov: &Governance, req: NewShare) -> Result<Cre
             code,
         };
         put_share(gov, &share)?;
-        let rules: Vec<String> = share.selection.rules.iter().map(|r| r.to_string()).collect();
+        let rules: Vec<String> = share
+            .selection
+            .rules
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
         gov.audit(
             &req.by,
             "share.create",
@@ -287,8 +286,16 @@ pub(super) async fn create_locked(gov: &Governance, req: NewShare) -> Result<Cre
                 "rules [{}], access {}{}{}",
                 rules.join(", "),
                 share.access,
-                if share.terms.is_some() { ", with terms" } else { "" },
-                if share.code.is_some() { ", released by a one-time code" } else { "" }
+                if share.terms.is_some() {
+                    ", with terms"
+                } else {
+                    ""
+                },
+                if share.code.is_some() {
+                    ", released by a one-time code"
+                } else {
+                    ""
+                }
             ),
         )?;
         if let Some(p) = partner {
@@ -597,14 +604,19 @@ pub async fn accept_terms(gov: &Governance, id: &ShareId, by: &str) -> Result<In
     let _op = gov.inner.op.lock().await;
     let mut share = in_share(gov, id)?;
     if share.terms.is_none() {
-        return Err(GovError::Invalid(format!("share {id} has no terms to accept")));
+        return Err(GovError::Invalid(format!(
+            "share {id} has no terms to accept"
+        )));
     }
     if share.terms_accepted.is_some() {
-        return Err(GovError::Invalid(format!("the terms of share {id} are already accepted")));
+        return Err(GovError::Invalid(format!(
+            "the terms of share {id} are already accepted"
+        )));
     }
     let now = gov.now_ms();
     share.terms_accepted = Some((by.to_string(), now));
-    gov.db().put(&gov.db().inc, "incoming share", &id.0, &share)?;
+    gov.db()
+        .put(&gov.db().inc, "incoming share", &id.0, &share)?;
     gov.send(
         &share.partner,
         ShareBody::TermsAccepted {
@@ -625,13 +637,26 @@ pub async fn accept_terms(gov: &Governance, id: &ShareId, by: &str) -> Result<In
 }
 
 /// Asks `partner` to release the share of a one-time code to us.
-pub async fn redeem(gov: &Governance, partner: &OrgId, code: &str, by: &str) -> Result<(), GovError> {
+pub async fn redeem(
+    gov: &Governance,
+    partner: &OrgId,
+    code: &str,
+    by: &str,
+) -> Result<(), GovError> {
     let _op = gov.inner.op.lock().await;
     if code.len() > orgsync_protocol::share::MAX_CODE_LEN {
-        return Err(GovError::Invalid("that is not a share code (too long)".into()));
+        return Err(GovError::Invalid(
+            "that is not a share code (too long)".into(),
+        ));
     }
     gov.send(partner, ShareBody::Redeem { code: code.into() })?;
-    gov.audit(by, "code.redeem", Some(partner), None, "share code sent".into())?;
+    gov.audit(
+        by,
+        "code.redeem",
+        Some(partner),
+        None,
+        "share code sent".into(),
+    )?;
     gov.db().flush().await
 }
 
@@ -649,11 +674,15 @@ pub(super) fn on_grant(gov: &Governance, partner: OrgId, g: Grant) -> Result<(),
         terms_accepted: existing.as_ref().and_then(|e| e.terms_accepted.clone()),
         label: g.label,
         request: g.request,
-        expected: existing.as_ref().map(|e| e.expected.clone()).unwrap_or_default(),
+        expected: existing
+            .as_ref()
+            .map(|e| e.expected.clone())
+            .unwrap_or_default(),
         received: existing.as_ref().map_or(0, |e| e.received),
         revoked_ms: None,
     };
-    gov.db().put(&gov.db().inc, "incoming share", &g.share.0, &share)?;
+    gov.db()
+        .put(&gov.db().inc, "incoming share", &g.share.0, &share)?;
     gov.audit(
         DAEMON,
         "share.granted",
@@ -662,7 +691,11 @@ pub(super) fn on_grant(gov: &Governance, partner: OrgId, g: Grant) -> Result<(),
         format!(
             "access {}{}",
             share.access,
-            if share.terms.is_some() { ", terms to accept" } else { "" }
+            if share.terms.is_some() {
+                ", terms to accept"
+            } else {
+                ""
+            }
         ),
     )?;
     Ok(())
@@ -676,7 +709,9 @@ pub(super) fn on_objects(
 ) -> Result<(), GovError> {
     let mut share = in_share(gov, &share_id)?;
     if share.partner != partner {
-        return Err(GovError::Refused(format!("share {share_id} is not from this partner")));
+        return Err(GovError::Refused(format!(
+            "share {share_id} is not from this partner"
+        )));
     }
     for id in &added {
         let r = Received {
@@ -687,7 +722,8 @@ pub(super) fn on_objects(
         gov.db().put(&gov.db().received, "received", &id.0, &r)?;
     }
     share.expected.extend(added);
-    gov.db().put(&gov.db().inc, "incoming share", &share_id.0, &share)?;
+    gov.db()
+        .put(&gov.db().inc, "incoming share", &share_id.0, &share)?;
     Ok(())
 }
 
@@ -757,7 +793,8 @@ pub(super) async fn on_erase(
 ) -> Result<(), GovError> {
     if let Ok(mut s) = in_share(gov, &share_id) {
         s.revoked_ms = Some(gov.now_ms());
-        gov.db().put(&gov.db().inc, "incoming share", &share_id.0, &s)?;
+        gov.db()
+            .put(&gov.db().inc, "incoming share", &share_id.0, &s)?;
     }
     let erased = erase_copies(gov, &partner, &share_id, &objects).await?;
     // Pass the erase on to whoever we re-shared these copies to.
@@ -792,7 +829,10 @@ pub(super) async fn on_erase(
             "erase.forward",
             Some(&to),
             Some(s.id.to_string()),
-            format!("{} re-shared object(s) to erase (origin share {share_id})", ids.len()),
+            format!(
+                "{} re-shared object(s) to erase (origin share {share_id})",
+                ids.len()
+            ),
         )?;
         waiting.push(s.id);
     }
@@ -801,7 +841,10 @@ pub(super) async fn on_erase(
         "erase.done",
         Some(&partner),
         Some(share_id.to_string()),
-        format!("{erased} copy(ies) erased, {} onward erase(s) pending", waiting.len()),
+        format!(
+            "{erased} copy(ies) erased, {} onward erase(s) pending",
+            waiting.len()
+        ),
     )?;
     if waiting.is_empty() {
         gov.send(
@@ -820,7 +863,8 @@ pub(super) async fn on_erase(
             waiting,
             onward: 0,
         };
-        gov.db().put(&gov.db().erase, "pending erase", &share_id.0, &pending)?;
+        gov.db()
+            .put(&gov.db().erase, "pending erase", &share_id.0, &pending)?;
     }
     Ok(())
 }
@@ -878,7 +922,9 @@ pub(super) async fn on_terms_accepted(
 ) -> Result<(), GovError> {
     let mut share = out_share(gov, &share_id)?;
     if share.partner != Some(partner) {
-        return Err(GovError::Refused(format!("share {share_id} is not for this partner")));
+        return Err(GovError::Refused(format!(
+            "share {share_id} is not for this partner"
+        )));
     }
     share.terms_accepted = Some((by.clone(), at_ms));
     put_share(gov, &share)?;
@@ -917,7 +963,11 @@ pub(super) fn on_received(
     Ok(())
 }
 
-pub(super) async fn on_redeem(gov: &Governance, partner: OrgId, code: String) -> Result<(), GovError> {
+pub(super) async fn on_redeem(
+    gov: &Governance,
+    partner: OrgId,
+    code: String,
+) -> Result<(), GovError> {
     let hash = code_hash(&code);
     let now = gov.now_ms();
     let shares: Vec<OutShare> = gov.db().all(&gov.db().out, "share")?;
@@ -931,7 +981,12 @@ pub(super) async fn on_redeem(gov: &Governance, partner: OrgId, code: String) ->
         }
     }
     let refuse = |reason: &str| -> Result<(), GovError> {
-        gov.send(&partner, ShareBody::Refused { reason: reason.into() })?;
+        gov.send(
+            &partner,
+            ShareBody::Refused {
+                reason: reason.into(),
+            },
+        )?;
         gov.audit(DAEMON, "code.refused", Some(&partner), None, reason.into())?;
         Ok(())
     };

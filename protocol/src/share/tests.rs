@@ -57,7 +57,9 @@ fn final_statuses_have_no_way_out() {
 
 #[test]
 fn the_happy_path_goes_through_every_non_final_status() {
-    let path = [ToEvaluate, Approved, Preparing, Available, Processed, Revoked];
+    let path = [
+        ToEvaluate, Approved, Preparing, Available, Processed, Revoked,
+    ];
     let mut s = Requested;
     for to in path {
         s = s.transition(to).expect("legal step");
@@ -115,7 +117,9 @@ proptest! {
 fn manager_revoke_window_is_72_hours_after_processing() {
     let at = 1_700_000_000_000;
     let m = AccessType::Manager;
-    assert!(m.may_revoke(Some(at), at + MANAGER_REVOKE_WINDOW_MS - 1).is_ok());
+    assert!(m
+        .may_revoke(Some(at), at + MANAGER_REVOKE_WINDOW_MS - 1)
+        .is_ok());
     let e = m
         .may_revoke(Some(at), at + MANAGER_REVOKE_WINDOW_MS)
         .unwrap_err();
@@ -206,15 +210,27 @@ fn organization_selection_takes_contacts_transactions_and_resumes() {
         &[(std("category"), Value::Text("school".into()))],
     );
     let other_org = obj(2, Kind::Organization, &[]);
-    let contact = obj(3, Kind::Contact, &[(std("organization"), Value::Ref(org.id))]);
+    let contact = obj(
+        3,
+        Kind::Contact,
+        &[(std("organization"), Value::Ref(org.id))],
+    );
     let outsider = obj(
         4,
         Kind::Contact,
         &[(std("organization"), Value::Ref(other_org.id))],
     );
-    let tx_by_contact = obj(5, Kind::Transaction, &[(std("contact"), Value::Ref(contact.id))]);
+    let tx_by_contact = obj(
+        5,
+        Kind::Transaction,
+        &[(std("contact"), Value::Ref(contact.id))],
+    );
     let resume = obj(6, Kind::Resume, &[(std("contact"), Value::Ref(contact.id))]);
-    let outsider_resume = obj(7, Kind::Resume, &[(std("contact"), Value::Ref(outsider.id))]);
+    let outsider_resume = obj(
+        7,
+        Kind::Resume,
+        &[(std("contact"), Value::Ref(outsider.id))],
+    );
     let all: HashMap<ObjectId, Object> = [
         &org,
         &other_org,
@@ -256,9 +272,21 @@ fn organization_selection_takes_contacts_transactions_and_resumes() {
 #[test]
 fn flag_and_role_selection() {
     let flag = ObjectId([9; 16]);
-    let flagged = obj(1, Kind::Contact, &[(FieldKey::Flag(flag), Value::Bool(true))]);
-    let unflagged = obj(2, Kind::Contact, &[(FieldKey::Flag(flag), Value::Bool(false))]);
-    let staff = obj(3, Kind::Contact, &[(std("role"), Value::Text("staff".into()))]);
+    let flagged = obj(
+        1,
+        Kind::Contact,
+        &[(FieldKey::Flag(flag), Value::Bool(true))],
+    );
+    let unflagged = obj(
+        2,
+        Kind::Contact,
+        &[(FieldKey::Flag(flag), Value::Bool(false))],
+    );
+    let staff = obj(
+        3,
+        Kind::Contact,
+        &[(std("role"), Value::Text("staff".into()))],
+    );
     let lookup = |_: ObjectId| None;
     let by_flag = Selection {
         rules: vec![Selector::Flag(flag)],
@@ -316,9 +344,6 @@ fn ids_and_levels_parse() {
     let o = ObjectId([3; 16]);
     let level: TransferLevel = format!("objects:{o},{o}").parse().unwrap();
     assert_eq!(level, TransferLevel::Objects(vec![o, o]));
-    assert_eq!(
-        level.to_string().parse::<TransferLevel>().unwrap(),
-        level
-    );
+    assert_eq!(level.to_string().parse::<TransferLevel>().unwrap(), level);
     assert!("kind:contact".parse::<TransferLevel>().is_err());
 }
