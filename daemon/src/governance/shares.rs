@@ -753,10 +753,12 @@ async fn erase_copies(
         let decision: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &id.0)?;
         if !matches!(decision, Some(Decision::Linked(_))) {
             if let Some(obj) = gov.store().get(*id)? {
+                // Already deleted (e.g. by the sender's own erase tombstone
+                // of a re-shared copy): the copy is gone all the same.
                 if !obj.is_deleted() {
                     gov.store().delete(*id).await?;
-                    gone = true;
                 }
+                gone = true;
             }
         }
         gov.db().remove(&gov.db().received, &id.0)?;
