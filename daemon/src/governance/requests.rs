@@ -130,12 +130,9 @@ pub fn preview(
     access: AccessType,
 ) -> Result<Vec<ObjectId>, GovError> {
     let r = get(gov, id)?;
-    let (objects, refused) = shares::preview(gov, Some(&r.partner), &level.selection(), access)?;
-    if !refused.is_empty() {
-        let why: Vec<String> = refused.into_iter().map(|(_, w)| w).collect();
-        return Err(GovError::Refused(why.join("; ")));
-    }
-    Ok(objects.into_iter().map(|o| o.id).collect())
+    let p = shares::preview(gov, Some(&r.partner), &level.selection(), access)?;
+    p.check().map_err(GovError::Refused)?;
+    Ok(p.selected.into_iter().map(|o| o.id).collect())
 }
 
 /// Owner side: approves with the actual level and access; builds the share.
@@ -155,11 +152,9 @@ pub async fn approve(
         )));
     }
     // Refuse before any state changes when the level cannot be served.
-    let (_, refused) = shares::preview(gov, Some(&r.partner), &level.selection(), access)?;
-    if !refused.is_empty() {
-        let why: Vec<String> = refused.into_iter().map(|(_, w)| w).collect();
-        return Err(GovError::Refused(why.join("; ")));
-    }
+    shares::preview(gov, Some(&r.partner), &level.selection(), access)?
+        .check()
+        .map_err(GovError::Refused)?;
     advance(gov, &mut r, ShareStatus::Approved)?;
     r.level = Some(level.clone());
     r.access = Some(access);

@@ -86,6 +86,26 @@ fn all_objects(gov: &Governance) -> Result<Vec<Object>, GovError> {
     }
 }
 
+/// What a selection would send to a partner.
+#[derive(Clone, Debug, Default)]
+pub struct Preview {
+    /// Objects it picks and may send.
+    pub selected: Vec<Object>,
+    /// Objects it picks but the re-share rules refuse, with why.
+    pub refused: Vec<(ObjectId, String)>,
+}
+
+impl Preview {
+    /// The refusals as one message, or `Ok` when there are none.
+    pub fn check(&self) -> Result<(), String> {
+        if self.refused.is_empty() {
+            return Ok(());
+        }
+        let why: Vec<&str> = self.refused.iter().map(|(_, w)| w.as_str()).collect();
+        Err(why.join("; "))
+    }
+}
+
 /// Objects `selection` picks for `partner` as `access`, and those it
 /// would pick but the re-share rules refuse (with why).
 pub fn preview(
@@ -93,7 +113,7 @@ pub fn preview(
     partner: Option<&OrgId>,
     selection: &Selection,
     access: AccessType,
-) -> Result<(Vec<Object>, Vec<(ObjectId, String)>), GovError> {
+) -> Result<Preview, GovError> {
     let lookup = gov.lookup();
     let mut selected = Vec::new();
     let mut refused = Vec::new();
@@ -110,7 +130,7 @@ pub fn preview(
             Err(why) => refused.push((obj.id, why)),
         }
     }
-    Ok((selected, refused))
+    Ok(Preview { selected, refused })
 }
 
 /// What `orgsync share add` asks for.
@@ -218,15 +238,12 @@ pub(super) async fn create_locked(gov: &Governance, req: NewShare) -> Result<Cre
         ));
     }
     for p in &req.partners {
-        let (_, refused) = preview(gov, Some(p), &req.selection, req.access)?;
-        if !refused.is_empty() {
-            let why: Vec<String> = refused.iter().map(|(_, w)| w.clone()).collect();
-            gov.audit(&req.by, "share.refused", Some(p), None, why.join("; "))?;
+        if let Err(why) = preview(gov, Some(p), &req.selection, req.access)?.check() {
+            gov.audit(&req.by, "share.refused", Some(p), None, why.clone())?;
             gov.db().flush().await?;
             return Err(GovError::Refused(format!(
-                "refused to share with {}: {}",
-                gov.partner_name(p),
-                why.join("; ")
+                "refused to share with {}: {why}",
+                gov.partner_name(p)
             )));
         }
     }
@@ -327,7 +344,7 @@ pub(super) async fn sync_members(gov: &Governance, share: &OutShare) -> Result<u
     };
     let current: BTreeSet<ObjectId> = gov.db().members(&share.id)?.into_iter().collect();
     let wanted: Vec<Object> = if share.is_flowing() {
-        preview(gov, Some(&partner), &share.selection, share.access)?.0
+        preview(gov, Some(&partner), &share.selection, share.access)?.selected
     } else {
         Vec::new()
     };
