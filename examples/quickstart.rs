@@ -135,6 +135,11 @@ async fn main() -> Result<()> {
     for (dir, name) in [(&a_dir, "Acme Recruiting"), (&b_dir, "Globex Staffing")] {
         let listen = format!("127.0.0.1:{}", free_port()?);
         let id = InstanceDir::create(dir.path(), name, &listen)?;
+        // This tour shows sync; `orgsync share add` narrows what a partner gets.
+        std::fs::write(
+            dir.path().join(orgsync_daemon::governance::CONFIG_FILE),
+            "share_all_partners = true\n",
+        )?;
         println!("  {name:<16} account {}  listens on {listen}", id.org_id);
     }
 

@@ -41,6 +41,11 @@ impl Node {
         let listen = format!("127.0.0.1:{}", free_port()?);
         InstanceDir::create(&dir, name, &listen)
             .with_context(|| format!("creating instance {}", dir.display()))?;
+        // The bench measures sync, so every partner gets everything.
+        std::fs::write(
+            dir.join(orgsync_daemon::governance::CONFIG_FILE),
+            "share_all_partners = true\n",
+        )?;
         let org = InstanceDir::new(&dir).load_identity()?.org_id;
         Ok(Node {
             dir,

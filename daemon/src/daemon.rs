@@ -14,7 +14,8 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineOptions, KeySource};
-use crate::policy::{AllowAll, SharePolicy};
+use crate::governance::{system_clock, GovConfig, GovError, Governance};
+use crate::policy::SharePolicy;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::transport::{
     LocalIdentity, Transport, TransportError, TransportOptions, Trust, TrustedPeer,
@@ -37,6 +38,9 @@ pub enum DaemonError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Sharing governance could not start (`governance.toml`, its trees).
+    #[error(transparent)]
+    Governance(#[from] GovError),
     /// The QUIC endpoint could not be set up.
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -234,6 +238,7 @@ pub struct Daemon {
     reloader: PartnerReloader,
     live: LiveConfig,
     watcher: Option<DirWatcher>,
+    governance: Option<Governance>,
 }
 
 impl Daemon {
@@ -241,14 +246,26 @@ impl Daemon {
     /// exposed secrets), opens the store, binds the endpoint and starts
     /// syncing with every paired partner. Must be called inside a tokio
     /// runtime.
+    ///
+    /// Sharing follows [`Governance`] (settings in `DIR/governance.toml`):
+    /// a partner receives nothing until a share selects something for it.
     pub async fn start(dir: &Path) -> Result<Daemon, DaemonError> {
-        Daemon::start_with_policy(dir, Arc::new(AllowAll)).await
+        Daemon::start_inner(dir, None).await
     }
 
-    /// [`Daemon::start`] with a sharing policy other than allow-all.
+    /// [`Daemon::start`] with another sharing policy (e.g.
+    /// [`crate::policy::AllowAll`]);
+    /// the daemon then has no [`Governance`].
     pub async fn start_with_policy(
         dir: &Path,
         policy: Arc<dyn SharePolicy>,
+    ) -> Result<Daemon, DaemonError> {
+        Daemon::start_inner(dir, Some(policy)).await
+    }
+
+    async fn start_inner(
+        dir: &Path,
+        policy: Option<Arc<dyn SharePolicy>>,
     ) -> Result<Daemon, DaemonError> {
         let config = Config::load(dir)?;
         let instance = InstanceDir::new(dir);
@@ -276,6 +293,18 @@ impl Daemon {
             TransportOptions::new(config.listen, tls, identity.org_id),
             trust,
         )?;
+        let (policy, governance) = match policy {
+            Some(p) => (p, None),
+            None => {
+                let g = Governance::start(
+                    store.clone(),
+                    transport.trust().clone(),
+                    GovConfig::load(dir)?,
+                    system_clock(),
+                )?;
+                (Arc::new(g.clone()) as Arc<dyn SharePolicy>, Some(g))
+            }
+        };
         let partners = Arc::new(RwLock::new(partners));
         let keys = Arc::new(KeytoolKeys {
             identity: identity.clone(),
@@ -329,6 +358,7 @@ impl Daemon {
             reloader,
             live,
             watcher,
+            governance,
         })
     }
 
@@ -390,6 +420,11 @@ impl Daemon {
         &self.transport
     }
 
+    /// Sharing governance (absent when started with another policy).
+    pub fn governance(&self) -> Option<&Governance> {
+        self.governance.as_ref()
+    }
+
     /// Closes every connection, stops the partner tasks (letting applies in
     /// progress become durable) and flushes the store.
     pub async fn shutdown(self) {
@@ -425,6 +460,12 @@ mod tests {
             let listen = other_dir.listen_address().unwrap().unwrap();
             let bundle = other.bundle(vec![listen]);
             store_partner(dir, me, &bundle).unwrap();
+            // These tests are about syncing, not about what is shared.
+            std::fs::write(
+                dir.path().join(crate::governance::CONFIG_FILE),
+                "share_all_partners = true\n",
+            )
+            .unwrap();
         }
     }
 

@@ -47,6 +47,8 @@
 //! - [`transport`]: quinn endpoint, pinned-certificate mutual TLS, framing.
 //! - [`engine`]: per-partner tasks driving the protocol session.
 //! - [`policy`]: what each partner gets and what happens to what it sends.
+//! - [`governance`]: the sharing rules (shares, inbox, requests, access
+//!   types, revocation, terms, codes, audit) behind the policy.
 //! - [`daemon`]: everything above started from an instance directory.
 
 pub mod api;
@@ -54,6 +56,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod governance;
 pub mod import;
 pub mod json;
 pub mod metrics;

@@ -2,10 +2,18 @@
 //!
 //! The sync engine asks [`SharePolicy::shares`] before it sends an object to
 //! a partner, and [`SharePolicy::incoming`] for every change a partner sends.
-//! Until the governance work lands, [`AllowAll`] shares everything with every
-//! paired partner and applies everything received.
+//! The daemon's policy is [`crate::governance::Governance`] (DESIGN.md §5);
+//! [`AllowAll`] shares everything with every paired partner and applies
+//! everything received (embedded uses, engine tests).
+//!
+//! Governance also needs to talk to the partner's daemon (share requests,
+//! withdrawals, erasures): the engine carries those control frames on the
+//! partner connection through [`SharePolicy::share_outbox`] and
+//! [`SharePolicy::share_received`], and knows nothing of what they mean.
 
 use orgsync_protocol::model::{Change, Object, OrgId};
+use orgsync_protocol::share::ShareFrame;
+use tokio::sync::watch;
 
 /// What happens to a change received from a partner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +40,23 @@ pub trait SharePolicy: Send + Sync + 'static {
     /// each object to ask [`SharePolicy::shares`].
     fn shares_everything(&self, _partner: &OrgId) -> bool {
         false
+    }
+
+    /// Governance frames to send to `partner`, in id order: every frame not
+    /// yet acknowledged (the engine sends those above the highest id it
+    /// sent on the current connection, and all again on a new one) plus
+    /// unacknowledged replies with id 0, which are handed out only once.
+    fn share_outbox(&self, _partner: &OrgId) -> Vec<ShareFrame> {
+        Vec::new()
+    }
+
+    /// A governance frame received from `partner`. Must not block: the
+    /// policy handles it in its own task.
+    fn share_received(&self, _partner: &OrgId, _frame: ShareFrame) {}
+
+    /// Changes whenever [`SharePolicy::share_outbox`] may have something new.
+    fn share_outbox_changed(&self) -> Option<watch::Receiver<u64>> {
+        None
     }
 }
 

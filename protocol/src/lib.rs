@@ -14,6 +14,8 @@
 //!   fingerprints and the one-line public bundle.
 //! - [`envelope`]: XChaCha20-Poly1305 sealing of change batches and blob
 //!   chunks with the header bound as associated data.
+//! - [`share`]: sharing governance rules (share request statuses, access
+//!   types, selections) and the control messages daemons exchange about shares.
 //! - [`session`]: the state machine of one partner connection, fed messages,
 //!   local events and time, returning messages to send and effects to perform.
 
@@ -25,4 +27,5 @@ pub mod identity;
 pub mod merge;
 pub mod model;
 pub mod session;
+pub mod share;
 pub mod wire;

@@ -223,6 +223,9 @@ pub enum Effect {
         /// BLAKE3 hash of the content.
         hash: [u8; 32],
     },
+    /// A sharing-governance control message from the peer, for the host's
+    /// governance layer (the session only carries it).
+    Share(crate::share::ShareFrame),
     /// The session is over; no other effect follows. `error` is `None` for
     /// a close asked by the host with [`Session::close`].
     Closed {
@@ -741,6 +744,10 @@ impl Session {
             (SessionState::Established, Message::BlobDone(d)) => self.on_blob_done(d),
             (SessionState::Established, Message::Ping(n)) => {
                 self.push_control(Message::Pong(n));
+                Ok(())
+            }
+            (SessionState::Established, Message::Share(f)) => {
+                self.effects.push_back(Effect::Share(f));
                 Ok(())
             }
             (SessionState::Established, Message::Pong(n)) => {
@@ -1303,6 +1310,20 @@ impl Session {
             t.next_offset = pos;
             t.total_len = Some(total_len);
         }
+        Ok(())
+    }
+
+    /// Sends a sharing-governance control message on the control stream.
+    /// Only once established; before that (or after a close) the frame is
+    /// handed back so the host can send it on a later session.
+    pub fn send_share(
+        &mut self,
+        frame: crate::share::ShareFrame,
+    ) -> Result<(), crate::share::ShareFrame> {
+        if self.state != SessionState::Established {
+            return Err(frame);
+        }
+        self.push_control(Message::Share(frame));
         Ok(())
     }
 

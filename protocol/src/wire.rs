@@ -50,6 +50,9 @@ pub enum Message {
     Ping(u64),
     /// Answer to [`Message::Ping`].
     Pong(u64),
+    /// A sharing-governance control message (see [`crate::share`]), on
+    /// the control stream; appended last so older encodings are unchanged.
+    Share(crate::share::ShareFrame),
 }
 
 /// Which stream of a connection a message belongs on.
@@ -90,6 +93,7 @@ impl Message {
             Message::Error(_) => "error",
             Message::Ping(_) => "ping",
             Message::Pong(_) => "pong",
+            Message::Share(_) => "share",
         }
     }
 }
@@ -345,6 +349,9 @@ pub enum WireError {
         /// The field.
         field: String,
     },
+    /// A governance control message breaks a bound.
+    #[error(transparent)]
+    Share(#[from] crate::share::ShareWireError),
     /// A blob chunk carries more than [`MAX_BLOB_CHUNK`] bytes.
     #[error("blob chunk: {len} bytes of data exceed the limit of {max}")]
     BlobChunkTooLarge {
@@ -394,6 +401,7 @@ impl Message {
                     max: MAX_ERROR_MESSAGE_LEN,
                 })
             }
+            Message::Share(f) => Ok(f.validate()?),
             _ => Ok(()),
         }
     }
@@ -771,6 +779,7 @@ pub mod testing {
                 .prop_map(|(code, message)| Message::Error(ErrorMessage { code, message })),
             any::<u64>().prop_map(Message::Ping),
             any::<u64>().prop_map(Message::Pong),
+            crate::share::testing::frame().prop_map(Message::Share),
         ]
     }
 

@@ -58,9 +58,13 @@ pub fn free_port() -> u16 {
 /// Polls `cond` every few milliseconds until it returns `Some`, or panics
 /// with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
+    let start = Instant::now();
+    let end = start + timeout;
     loop {
         if let Some(v) = cond() {
+            if std::env::var_os("ORGSYNC_TRACE_WAITS").is_some() {
+                eprintln!("[{:>6} ms] {what}", start.elapsed().as_millis());
+            }
             return v;
         }
         assert!(
@@ -162,6 +166,20 @@ impl Instance {
     /// Creates an instance named `name` listening on a free loopback port,
     /// with quick reconnects so restarts in tests are noticed fast.
     pub fn new(name: &str) -> Instance {
+        let inst = Instance::governed(name);
+        // Tests of sync itself: every partner gets everything, as before
+        // sharing governance.
+        std::fs::write(
+            inst.dir.join("governance.toml"),
+            "share_all_partners = true\n",
+        )
+        .expect("write governance.toml");
+        inst
+    }
+
+    /// Like [`Instance::new`], but sharing follows governance: a partner
+    /// receives nothing until a share selects something for it.
+    pub fn governed(name: &str) -> Instance {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("e2e-{name}-"))
             .tempdir()
@@ -250,6 +268,12 @@ impl Instance {
 
     /// Starts `orgsyncd` and waits until `orgsync status` answers.
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// [`Instance::start`] with extra environment variables for the daemon
+    /// (e.g. `ORGSYNC_CLOCK_OFFSET_SECS` to shift the governance clock).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.daemon.0.is_none(), "{} is already running", self.name);
         self.starts += 1;
         let mut log = OpenOptions::new()
@@ -264,6 +288,7 @@ impl Instance {
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .env_remove("ORGSYNC_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -16,11 +16,13 @@
 //! | `GET /v1/status` | org, account number, instance, log head, partners |
 //! | `GET /v1/events?after=SEQ` | NDJSON, one line per committed change, keeps streaming |
 //! | `GET /metrics` | Prometheus text |
+//! | `/v1/shares`, `/v1/inbox`, `/v1/requests`, `/v1/audit`, ... | sharing governance (see `governance.rs`) |
 //!
 //! Every write is validated completely before anything is stored, and is
 //! durable before the response is sent.
 
 mod events;
+mod governance;
 mod handlers;
 mod partners;
 mod services;
@@ -211,6 +213,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/status", get(handlers::status))
         .route("/v1/events", get(events::events))
         .route("/metrics", get(handlers::metrics_text))
+        .merge(governance::routes())
         .fallback(not_found_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(

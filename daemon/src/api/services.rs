@@ -43,7 +43,8 @@ impl LocalServices {
             EnginePartners::new(daemon.engine().clone(), daemon.transport().trust().clone());
         let state = ApiState::new(daemon.store().clone(), identity, metrics.clone())
             .with_partners(Arc::new(partners))
-            .with_schema(daemon.schema());
+            .with_schema(daemon.schema())
+            .with_governance(daemon.governance().cloned());
         let socket = daemon.config().api.socket.clone();
         let listener = bind_socket(&socket).await?;
         tracing::info!(socket = %socket.display(), "local API listening");

@@ -79,6 +79,7 @@ pub struct ApiState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) stop_tx: Arc<watch::Sender<bool>>,
     pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) governance: Option<crate::governance::Governance>,
 }
 
 impl ApiState {
@@ -96,7 +97,14 @@ impl ApiState {
             metrics,
             stop_tx: Arc::new(stop_tx),
             stop,
+            governance: None,
         }
+    }
+
+    /// Serves the sharing-governance routes from `governance`.
+    pub fn with_governance(mut self, governance: Option<crate::governance::Governance>) -> Self {
+        self.governance = governance;
+        self
     }
 
     /// Uses `source` for `/v1/partners`, `/v1/status` and the per-partner metrics.

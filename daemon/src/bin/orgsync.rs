@@ -14,6 +14,9 @@ use clap::{Parser, Subcommand};
 use orgsync_daemon::client::{Client, ClientError};
 use serde_json::{json, Map, Value as Json};
 
+#[path = "orgsync/governance.rs"]
+mod governance;
+
 /// Admin CLI of the orgsync daemon: read and write records, attach résumés,
 /// and watch partners sync. Talks to the `orgsyncd` of the instance
 /// directory over its local API socket (DIR/api.sock).
@@ -139,6 +142,49 @@ enum Command {
     /// Print the daemon's Prometheus metrics.
     #[command(after_help = "Example:\n  orgsync metrics")]
     Metrics,
+    /// Outgoing shares: what each partner receives (add, remove, list,
+    /// revoke), terms of received shares, share codes.
+    #[command(subcommand)]
+    Share(governance::ShareCmd),
+    /// Objects from partners waiting for approval.
+    #[command(subcommand)]
+    Inbox(governance::InboxCmd),
+    /// Share requests between partners.
+    #[command(subcommand)]
+    Request(governance::RequestCmd),
+    /// Governance settings of partners (subcontractor, child, field map).
+    #[command(subcommand)]
+    Partner(governance::PartnerCmd),
+    /// The audit log of sharing decisions, deliveries, terms and erasures.
+    #[command(
+        after_help = "Examples:\n  orgsync audit\n  orgsync audit --partner Globex --since 1h --json"
+    )]
+    Audit {
+        /// Only entries about this partner.
+        #[arg(long)]
+        partner: Option<String>,
+        /// Only entries since this long ago (e.g. 10m, 2h) or Unix ms.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Export data received from a partner or under a share.
+    #[command(
+        after_help = "Examples:\n  orgsync export --partner Acme --format csv -o acme-data/   (one CSV per kind)\n  orgsync export --share 3f2a... --format ndjson -o share.ndjson"
+    )]
+    Export {
+        /// Data received from this partner.
+        #[arg(long, required_unless_present = "share")]
+        partner: Option<String>,
+        /// Data received under this share.
+        #[arg(long)]
+        share: Option<String>,
+        /// csv (a directory with one file per kind) or ndjson (one file).
+        #[arg(long, value_enum)]
+        format: governance::Format,
+        /// Output directory (csv) or file (ndjson).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
 }
 
 /// A failure with its exit code.
@@ -378,6 +424,19 @@ fn array(v: &Json, key: &str) -> Vec<Json> {
 async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failure> {
     let client = client_for(&dir);
     match command {
+        Command::Share(c) => governance::share(&client, json_out, c).await?,
+        Command::Inbox(c) => governance::inbox(&client, json_out, c).await?,
+        Command::Request(c) => governance::request(&client, json_out, c).await?,
+        Command::Partner(c) => governance::partner(&client, json_out, c).await?,
+        Command::Audit { partner, since } => {
+            governance::audit(&client, json_out, partner, since).await?
+        }
+        Command::Export {
+            partner,
+            share,
+            format,
+            output,
+        } => governance::export(&client, partner, share, format, output).await?,
         Command::Put {
             kind,
             set,

@@ -237,9 +237,31 @@ struct Driver<'a> {
     status: &'a watch::Sender<PartnerStatus>,
     established: bool,
     error: Option<String>,
+    /// Highest governance frame id sent on this connection (see
+    /// [`crate::policy::SharePolicy::share_outbox`]).
+    share_sent: u64,
 }
 
 impl Driver<'_> {
+    /// Sends the governance frames the policy has queued for this partner
+    /// and not yet sent on this connection (unacknowledged ones are resent
+    /// on the next connection).
+    fn send_share_outbox(&mut self) {
+        if !self.session.is_established() {
+            return;
+        }
+        for frame in self.shared.policy.share_outbox(&self.peer.org) {
+            if frame.id != 0 && frame.id <= self.share_sent {
+                continue;
+            }
+            let id = frame.id;
+            if self.session.send_share(frame).is_err() {
+                return;
+            }
+            self.share_sent = self.share_sent.max(id);
+        }
+    }
+
     fn fail(&mut self, code: ErrorCode, message: String) {
         if self.error.is_none() {
             self.error = Some(message.clone());
@@ -348,6 +370,11 @@ impl Driver<'_> {
                     Ok(missing) => self.request_blobs(missing),
                     Err(e) => tracing::warn!(error = %e, "cannot list missing blobs"),
                 }
+                self.send_share_outbox();
+            }
+            Effect::Share(frame) => {
+                self.shared.policy.share_received(&self.peer.org, frame);
+                self.send_share_outbox();
             }
             Effect::LoadChanges { after, limit } => {
                 if let Err(e) = self.load(after, limit) {
@@ -575,6 +602,17 @@ impl Driver<'_> {
     }
 }
 
+/// Resolves when the policy's governance outbox changes; never without one.
+async fn share_outbox_changed(rx: &mut Option<watch::Receiver<u64>>) {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        // The policy is gone (shutdown): nothing more will be queued.
+        std::future::pending::<()>().await;
+    }
+}
+
 fn truncate(s: &str) -> String {
     let max = orgsync_protocol::wire::MAX_ERROR_MESSAGE_LEN;
     if s.len() <= max {
@@ -684,7 +722,9 @@ pub(super) async fn run(
         status,
         established: false,
         error: None,
+        share_sent: 0,
     };
+    let mut share_outbox = shared.policy.share_outbox_changed();
 
     let mut replaced = None;
     let mut stopped = false;
@@ -745,6 +785,7 @@ pub(super) async fn run(
                     d.session.close(None);
                 }
             },
+            _ = share_outbox_changed(&mut share_outbox) => d.send_share_outbox(),
             _ = tokio::time::sleep_until(deadline) => d.session.handle_timeout(Instant::now()),
             reason = conn.closed() => {
                 let error = match &reason {

@@ -982,6 +982,24 @@ impl Store {
             .map_err(StoreError::Flush)
     }
 
+    /// The sled database, for subsystems that keep trees of their own in
+    /// the same database (sharing governance). They must not touch the
+    /// store's trees; durability comes with [`Store::flush`].
+    pub fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    /// Removes the held change of `partner` with the partner's sequence
+    /// `seq` from the inbox (an admin decided on it); durable on return.
+    pub async fn remove_from_inbox(&self, partner: &OrgId, seq: u64) -> Result<(), StoreError> {
+        self.inner
+            .trees
+            .inbox
+            .remove(keys::inbox(partner, seq))
+            .map_err(db_err("remove from inbox"))?;
+        self.flush().await
+    }
+
     /// Bytes the database uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.inner.db.size_on_disk().map_err(db_err("size"))

@@ -1,0 +1,970 @@
+//! The sharing-governance subcommands of `orgsync`: share, inbox, request,
+//! partner, audit, export.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use orgsync_daemon::client::{Client, Method};
+use serde_json::{json, Value as Json};
+
+use super::{parse_duration, print_json, print_table, summary, text_of, Failure};
+
+/// Who the audit log names: `--by`, else `$USER`.
+fn who(by: &Option<String>) -> String {
+    by.clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "admin".into())
+}
+
+/// What a share covers (any number of rules; an object matching one is in).
+#[derive(ClapArgs, Clone, Default)]
+pub struct Rules {
+    /// Contacts carrying this flag (and the flag).
+    #[arg(long = "flag", value_name = "FLAG_ID")]
+    flags: Vec<String>,
+    /// Every object of a kind.
+    #[arg(long = "kind", value_name = "KIND")]
+    kinds: Vec<String>,
+    /// Contacts with this role.
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Organizations of this category with their contacts and transactions.
+    #[arg(long = "category")]
+    categories: Vec<String>,
+    /// One organization with its contacts and transactions.
+    #[arg(long = "org", value_name = "ORG_ID")]
+    orgs: Vec<String>,
+    /// Single objects.
+    #[arg(long = "object", value_name = "ID")]
+    objects: Vec<String>,
+    /// Everything.
+    #[arg(long = "all")]
+    all: bool,
+}
+
+impl Rules {
+    fn to_strings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.all {
+            out.push("all".to_string());
+        }
+        out.extend(self.flags.iter().map(|x| format!("flag:{x}")));
+        out.extend(self.kinds.iter().map(|x| format!("kind:{x}")));
+        out.extend(self.roles.iter().map(|x| format!("role:{x}")));
+        out.extend(self.categories.iter().map(|x| format!("category:{x}")));
+        out.extend(self.orgs.iter().map(|x| format!("organization:{x}")));
+        out.extend(self.objects.iter().map(|x| format!("object:{x}")));
+        out
+    }
+}
+
+fn read_terms(path: &Option<PathBuf>) -> Result<Option<String>, Failure> {
+    match path {
+        None => Ok(None),
+        Some(p) => std::fs::read_to_string(p).map(Some).map_err(|e| {
+            Failure::bad_input(format!("cannot read terms file {}: {e}", p.display()))
+        }),
+    }
+}
+
+/// `orgsync share ...`
+#[derive(Subcommand)]
+pub enum ShareCmd {
+    /// Share objects with a partner (or with all child accounts, or by a
+    /// one-time code). Objects are sent whole; the partner's admin approves them.
+    #[command(
+        after_help = "Examples:\n  orgsync share add Globex --flag 0190... --access on-loan\n  orgsync share add Globex --org 0190... --access manager --terms dpa.txt\n  orgsync share add --children --kind organization\n  orgsync share add --code --valid 24h --flag 0190..."
+    )]
+    Add {
+        /// The partner (name or account number).
+        partner: Option<String>,
+        #[command(flatten)]
+        rules: Rules,
+        /// Share with every partner marked as a child account.
+        #[arg(long)]
+        children: bool,
+        /// operator, manager, subcontractor or on-loan.
+        #[arg(long, default_value = "on-loan")]
+        access: String,
+        /// A data-protection agreement (text file) to accept before release.
+        #[arg(long, value_name = "FILE")]
+        terms: Option<PathBuf>,
+        /// A label for admins.
+        #[arg(long)]
+        label: Option<String>,
+        /// Release by a one-time share code instead of to a partner.
+        #[arg(long)]
+        code: bool,
+        /// How long the code is valid.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        valid: Duration,
+        /// Name recorded in the audit log (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Remove rules from a share (all when none given): objects leaving it
+    /// are withdrawn from the partner.
+    #[command(after_help = "Example:\n  orgsync share remove 3f2a... --flag 0190...")]
+    Remove {
+        /// The share.
+        share: String,
+        #[command(flatten)]
+        rules: Rules,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// List shares given and received.
+    List,
+    /// Revoke a share: stop it and have the partner erase its copies.
+    Revoke {
+        /// The share.
+        share: String,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Accept the data-protection agreement of a received share.
+    AcceptTerms {
+        /// The share.
+        share: String,
+        /// Name recorded (who accepted).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Redeem a one-time share code given by a partner.
+    Redeem {
+        /// The partner that gave the code.
+        partner: String,
+        /// The code.
+        code: String,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+/// `orgsync inbox ...`
+#[derive(Subcommand)]
+pub enum InboxCmd {
+    /// Objects from partners waiting for a decision.
+    List {
+        /// Only from this partner.
+        #[arg(long)]
+        partner: Option<String>,
+    },
+    /// Approve objects: as new local objects, or linked to a local object.
+    #[command(
+        after_help = "Examples:\n  orgsync inbox approve 0190... --as-new --flag 0190...\n  orgsync inbox approve 0190... --link 0190...\n  orgsync inbox approve --all-from Globex"
+    )]
+    Approve {
+        /// The partner's object ids.
+        ids: Vec<String>,
+        /// Land this object (and its later updates) on a local object.
+        #[arg(long, conflicts_with = "as_new")]
+        link: Option<String>,
+        /// Keep as a new local object (the default).
+        #[arg(long)]
+        as_new: bool,
+        /// Also attach this local flag.
+        #[arg(long)]
+        flag: Option<String>,
+        /// Every waiting object of this partner.
+        #[arg(long)]
+        all_from: Option<String>,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Reject objects: they never appear, nor do their updates.
+    Reject {
+        /// The partner's object ids.
+        ids: Vec<String>,
+        /// Every waiting object of this partner.
+        #[arg(long)]
+        all_from: Option<String>,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Approve everything from a partner automatically, or ask each time.
+    Policy {
+        /// The partner.
+        partner: String,
+        /// auto or manual.
+        mode: String,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+/// `orgsync request ...`
+#[derive(Subcommand)]
+pub enum RequestCmd {
+    /// Ask a partner for data.
+    #[command(
+        after_help = "Example:\n  orgsync request send Acme --want category:school --suggest category:school --note 'for the fair'"
+    )]
+    Send {
+        /// The owner.
+        partner: String,
+        /// What you want (rules: flag:ID, kind:K, role:R, category:C, organization:ID, object:ID).
+        #[arg(long = "want", required = true)]
+        want: Vec<String>,
+        /// Suggested level: objects:ID,ID | organization:ID | category:NAME.
+        #[arg(long)]
+        suggest: Option<String>,
+        /// A note for the owner.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Requests sent and received, with their status.
+    List,
+    /// Show exactly what approving with a level would send.
+    Preview {
+        /// The request.
+        id: String,
+        /// objects:ID,ID | organization:ID | category:NAME.
+        #[arg(long)]
+        level: String,
+        /// Access type (re-share rules apply to what may be sent).
+        #[arg(long, default_value = "on-loan")]
+        access: String,
+    },
+    /// Approve with the actual level and access type.
+    Approve {
+        /// The request.
+        id: String,
+        /// objects:ID,ID | organization:ID | category:NAME.
+        #[arg(long)]
+        level: String,
+        /// operator, manager, subcontractor or on-loan.
+        #[arg(long)]
+        access: String,
+        /// Data-protection agreement to accept first.
+        #[arg(long, value_name = "FILE")]
+        terms: Option<PathBuf>,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Reject.
+    Reject {
+        /// The request.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+/// `orgsync partner ...`
+#[derive(Subcommand)]
+pub enum PartnerCmd {
+    /// Governance settings of every partner.
+    Settings,
+    /// Mark a partner as subcontractor or child account; map custom fields.
+    #[command(
+        after_help = "Examples:\n  orgsync partner set Initech --subcontractor true\n  orgsync partner set Globex --map level=grade"
+    )]
+    Set {
+        /// The partner.
+        partner: String,
+        /// Re-shared subcontractor data may go to it.
+        #[arg(long)]
+        subcontractor: Option<bool>,
+        /// It is one of our child accounts.
+        #[arg(long)]
+        child: Option<bool>,
+        /// Rename a partner's custom field on linked objects: THEIRS=OURS.
+        #[arg(long, value_name = "THEIRS=OURS")]
+        map: Vec<String>,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+/// Export formats.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// One CSV file per kind in the output directory.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+async fn call(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<&Json>,
+) -> Result<Json, Failure> {
+    Ok(client.call(method, path, body).await?)
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn partner_label(p: &Json) -> String {
+    if p.is_null() {
+        return "(code)".into();
+    }
+    text_of(&p["name"])
+}
+
+fn ms_text(v: &Json) -> String {
+    match v.as_u64() {
+        Some(ms) => {
+            let secs = ms / 1000;
+            let (d, rem) = (secs / 86400, secs % 86400);
+            // Civil date from days since the epoch (Howard Hinnant's algorithm).
+            let z = d as i64 + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z.rem_euclid(146_097);
+            let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let day = doy - (153 * mp + 2) / 5 + 1;
+            let month = if mp < 10 { mp + 3 } else { mp - 9 };
+            let year = yoe + era * 400 + i64::from(month <= 2);
+            format!(
+                "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            )
+        }
+        None => "-".into(),
+    }
+}
+
+/// `orgsync share ...`
+pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(), Failure> {
+    match cmd {
+        ShareCmd::Add {
+            partner,
+            rules,
+            children,
+            access,
+            terms,
+            label,
+            code,
+            valid,
+            by,
+        } => {
+            let body = json!({
+                "partner": partner,
+                "children": children,
+                "rules": rules.to_strings(),
+                "access": access,
+                "terms": read_terms(&terms)?,
+                "label": label,
+                "code_valid_secs": code.then_some(valid.as_secs().max(1)),
+                "by": who(&by),
+            });
+            let out = call(client, Method::POST, "/v1/shares", Some(&body)).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                for s in out["shares"].as_array().into_iter().flatten() {
+                    println!(
+                        "share {}: {} object(s) sent",
+                        text_of(s),
+                        text_of(&out["objects"])
+                    );
+                }
+                if let Some(c) = out["code"].as_str() {
+                    println!("one-time share code (shown once): {c}");
+                }
+            }
+        }
+        ShareCmd::Remove { share, rules, by } => {
+            let body = json!({"rules": rules.to_strings(), "by": who(&by)});
+            let out = call(
+                client,
+                Method::POST,
+                &format!("/v1/shares/{}/remove", enc(&share)),
+                Some(&body),
+            )
+            .await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!(
+                    "share {}: {} object(s) remain",
+                    share,
+                    text_of(&out["objects"])
+                );
+            }
+        }
+        ShareCmd::List => {
+            let out = call(client, Method::GET, "/v1/shares", None).await?;
+            if json_out {
+                print_json(&out);
+                return Ok(());
+            }
+            let given: Vec<Vec<String>> = out["given"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let state = if !s["revoked_ms"].is_null() {
+                        "revoked"
+                    } else if !s["terms"].is_null() && s["terms_accepted"].is_null() {
+                        "terms pending"
+                    } else if s["partner"].is_null() {
+                        "code not redeemed"
+                    } else {
+                        "flowing"
+                    };
+                    vec![
+                        text_of(&s["id"]),
+                        partner_label(&s["partner"]),
+                        s["rules"]
+                            .as_array()
+                            .map(|r| r.iter().map(text_of).collect::<Vec<_>>().join(" "))
+                            .unwrap_or_default(),
+                        text_of(&s["access"]),
+                        text_of(&s["objects"]),
+                        state.into(),
+                    ]
+                })
+                .collect();
+            println!("Given:");
+            print_table(
+                &["SHARE", "PARTNER", "RULES", "ACCESS", "OBJECTS", "STATE"],
+                &given,
+            );
+            let received: Vec<Vec<String>> = out["received"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let terms = match (&s["terms"], &s["terms_accepted"]) {
+                        (Json::Null, _) => "-".to_string(),
+                        (_, Json::Null) => "to accept".into(),
+                        (_, a) => format!("accepted by {}", text_of(&a["by"])),
+                    };
+                    vec![
+                        text_of(&s["id"]),
+                        partner_label(&s["partner"]),
+                        text_of(&s["access"]),
+                        terms,
+                        text_of(&s["received"]),
+                        if s["revoked_ms"].is_null() {
+                            "active"
+                        } else {
+                            "revoked"
+                        }
+                        .into(),
+                    ]
+                })
+                .collect();
+            println!("\nReceived:");
+            print_table(
+                &["SHARE", "FROM", "ACCESS", "TERMS", "RECEIVED", "STATE"],
+                &received,
+            );
+            for s in out["received"].as_array().into_iter().flatten() {
+                if let (Some(t), true) = (s["terms"].as_str(), s["terms_accepted"].is_null()) {
+                    println!(
+                        "\nTerms of share {} (accept with `orgsync share accept-terms {}`):\n{t}",
+                        text_of(&s["id"]),
+                        text_of(&s["id"])
+                    );
+                }
+            }
+        }
+        ShareCmd::Revoke { share, by } => {
+            let body = json!({"by": who(&by)});
+            let out = call(
+                client,
+                Method::POST,
+                &format!("/v1/shares/{}/revoke", enc(&share)),
+                Some(&body),
+            )
+            .await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("share {share} revoked; the partner was asked to erase its copies");
+            }
+        }
+        ShareCmd::AcceptTerms { share, by } => {
+            let body = json!({"by": who(&by)});
+            let out = call(
+                client,
+                Method::POST,
+                &format!("/v1/shares/{}/accept-terms", enc(&share)),
+                Some(&body),
+            )
+            .await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("terms of share {share} accepted; the owner releases the data");
+            }
+        }
+        ShareCmd::Redeem { partner, code, by } => {
+            let body = json!({"partner": partner, "code": code, "by": who(&by)});
+            call(client, Method::POST, "/v1/shares/redeem", Some(&body)).await?;
+            if !json_out {
+                println!("code sent to {partner}; see `orgsync share list` and `orgsync audit`");
+            } else {
+                print_json(&json!({"sent": true}));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `orgsync inbox ...`
+pub async fn inbox(client: &Client, json_out: bool, cmd: InboxCmd) -> Result<(), Failure> {
+    let decide = |ids: Vec<String>,
+                  all_from: Option<String>,
+                  action: &str,
+                  link: Option<String>,
+                  flag: Option<String>,
+                  by: &Option<String>| {
+        json!({"ids": ids, "all_from": all_from, "action": action, "link": link, "flag": flag, "by": who(by)})
+    };
+    let out = match cmd {
+        InboxCmd::List { partner } => {
+            let path = match &partner {
+                Some(p) => format!("/v1/inbox?partner={}", enc(p)),
+                None => "/v1/inbox".into(),
+            };
+            let out = call(client, Method::GET, &path, None).await?;
+            if !json_out {
+                let rows: Vec<Vec<String>> = out["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| {
+                        vec![
+                            text_of(&i["id"]),
+                            partner_label(&i["partner"]),
+                            text_of(&i["kind"]),
+                            summary(&i["object"]),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "FROM", "KIND", "SUMMARY"], &rows);
+                return Ok(());
+            }
+            out
+        }
+        InboxCmd::Approve {
+            ids,
+            link,
+            as_new: _,
+            flag,
+            all_from,
+            by,
+        } => {
+            let body = decide(ids, all_from, "approve", link, flag, &by);
+            call(client, Method::POST, "/v1/inbox/decide", Some(&body)).await?
+        }
+        InboxCmd::Reject { ids, all_from, by } => {
+            let body = decide(ids, all_from, "reject", None, None, &by);
+            call(client, Method::POST, "/v1/inbox/decide", Some(&body)).await?
+        }
+        InboxCmd::Policy { partner, mode, by } => {
+            let body = json!({"partner": partner, "mode": mode, "by": who(&by)});
+            call(client, Method::POST, "/v1/inbox/policy", Some(&body)).await?
+        }
+    };
+    if json_out {
+        print_json(&out);
+    } else if let Some(n) = out["decided"].as_u64() {
+        println!("{n} object(s) decided");
+    } else {
+        println!(
+            "inbox policy of {} is now {}",
+            partner_label(&out["partner"]),
+            text_of(&out["mode"])
+        );
+    }
+    Ok(())
+}
+
+fn request_rows(out: &Json) -> Vec<Vec<String>> {
+    out["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                text_of(&r["id"]),
+                partner_label(&r["partner"]),
+                text_of(&r["role"]),
+                text_of(&r["status"]),
+                r["wants"]
+                    .as_array()
+                    .map(|w| w.iter().map(text_of).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default(),
+                text_of(&r["level"]),
+                text_of(&r["access"]),
+            ]
+        })
+        .collect()
+}
+
+/// `orgsync request ...`
+pub async fn request(client: &Client, json_out: bool, cmd: RequestCmd) -> Result<(), Failure> {
+    let out = match cmd {
+        RequestCmd::Send {
+            partner,
+            want,
+            suggest,
+            note,
+            by,
+        } => {
+            let body = json!({"partner": partner, "want": want, "suggest": suggest, "note": note, "by": who(&by)});
+            call(client, Method::POST, "/v1/requests", Some(&body)).await?
+        }
+        RequestCmd::List => {
+            let out = call(client, Method::GET, "/v1/requests", None).await?;
+            if !json_out {
+                print_table(
+                    &[
+                        "REQUEST", "PARTNER", "ROLE", "STATUS", "WANTS", "LEVEL", "ACCESS",
+                    ],
+                    &request_rows(&out),
+                );
+                return Ok(());
+            }
+            out
+        }
+        RequestCmd::Preview { id, level, access } => {
+            let body = json!({"level": level, "access": access});
+            let out = call(
+                client,
+                Method::POST,
+                &format!("/v1/requests/{}/preview", enc(&id)),
+                Some(&body),
+            )
+            .await?;
+            if !json_out {
+                let objects = out["objects"].as_array().cloned().unwrap_or_default();
+                println!("{} object(s) would be sent:", objects.len());
+                let rows: Vec<Vec<String>> = objects
+                    .iter()
+                    .map(|o| vec![text_of(&o["id"]), text_of(&o["kind"]), summary(o)])
+                    .collect();
+                print_table(&["ID", "KIND", "SUMMARY"], &rows);
+                return Ok(());
+            }
+            out
+        }
+        RequestCmd::Approve {
+            id,
+            level,
+            access,
+            terms,
+            by,
+        } => {
+            let body = json!({"level": level, "access": access, "terms": read_terms(&terms)?, "by": who(&by)});
+            call(
+                client,
+                Method::POST,
+                &format!("/v1/requests/{}/approve", enc(&id)),
+                Some(&body),
+            )
+            .await?
+        }
+        RequestCmd::Reject { id, reason, by } => {
+            let body = json!({"reason": reason, "by": who(&by)});
+            call(
+                client,
+                Method::POST,
+                &format!("/v1/requests/{}/reject", enc(&id)),
+                Some(&body),
+            )
+            .await?
+        }
+    };
+    if json_out {
+        print_json(&out);
+    } else {
+        println!(
+            "request {}: {}",
+            text_of(&out["id"]),
+            text_of(&out["status"])
+        );
+    }
+    Ok(())
+}
+
+/// `orgsync partner ...`
+pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result<(), Failure> {
+    match cmd {
+        PartnerCmd::Settings => {
+            let out = call(client, Method::GET, "/v1/governance/partners", None).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["partners"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        vec![
+                            text_of(&p["name"]),
+                            text_of(&p["inbox"]),
+                            text_of(&p["subcontractor"]),
+                            text_of(&p["child"]),
+                            p["field_map"]
+                                .as_object()
+                                .map(|m| {
+                                    m.iter()
+                                        .map(|(k, v)| format!("{k}->{}", text_of(v)))
+                                        .collect::<Vec<_>>()
+                                        .join(" ")
+                                })
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["PARTNER", "INBOX", "SUBCONTRACTOR", "CHILD", "FIELD MAP"],
+                    &rows,
+                );
+            }
+        }
+        PartnerCmd::Set {
+            partner,
+            subcontractor,
+            child,
+            map,
+            by,
+        } => {
+            let mut m = BTreeMap::new();
+            for pair in &map {
+                let (a, b) = pair.split_once('=').ok_or_else(|| {
+                    Failure::bad_input(format!("--map takes THEIRS=OURS, not {pair:?}"))
+                })?;
+                m.insert(a.trim().to_string(), b.trim().to_string());
+            }
+            let body = json!({"partner": partner, "subcontractor": subcontractor, "child": child, "map": m, "by": who(&by)});
+            let out = call(client, Method::POST, "/v1/governance/partners", Some(&body)).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!(
+                    "{partner}: subcontractor={} child={}",
+                    text_of(&out["subcontractor"]),
+                    text_of(&out["child"])
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `orgsync audit`
+pub async fn audit(
+    client: &Client,
+    json_out: bool,
+    partner: Option<String>,
+    since: Option<String>,
+) -> Result<(), Failure> {
+    let mut q = Vec::new();
+    if let Some(p) = &partner {
+        q.push(format!("partner={}", enc(p)));
+    }
+    if let Some(s) = &since {
+        let ms = match s.parse::<u64>() {
+            Ok(ms) => ms,
+            Err(_) => {
+                let ago = parse_duration(s).map_err(|e| {
+                    Failure::bad_input(format!("--since: {e} (or Unix milliseconds)"))
+                })?;
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                now.saturating_sub(ago.as_millis() as u64)
+            }
+        };
+        q.push(format!("since={ms}"));
+    }
+    let path = if q.is_empty() {
+        "/v1/audit".to_string()
+    } else {
+        format!("/v1/audit?{}", q.join("&"))
+    };
+    let out = call(client, Method::GET, &path, None).await?;
+    if json_out {
+        print_json(&out);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = out["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                ms_text(&e["at_ms"]),
+                text_of(&e["who"]),
+                text_of(&e["action"]),
+                text_of(&e["partner_name"]),
+                e["share"]
+                    .as_str()
+                    .map(|s| s.chars().take(8).collect())
+                    .unwrap_or_else(|| "-".into()),
+                text_of(&e["detail"]),
+            ]
+        })
+        .collect();
+    print_table(
+        &["WHEN (UTC)", "WHO", "ACTION", "PARTNER", "SHARE", "DETAIL"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// The columns of a kind's CSV: id, then every field seen, sorted.
+fn csv_columns(objects: &[&Json]) -> Vec<String> {
+    let mut cols = std::collections::BTreeSet::new();
+    for o in objects {
+        for section in ["fields", "custom"] {
+            if let Some(m) = o[section].as_object() {
+                for k in m.keys() {
+                    cols.insert(if section == "custom" {
+                        format!("custom.{k}")
+                    } else {
+                        k.clone()
+                    });
+                }
+            }
+        }
+    }
+    let mut out = vec!["id".to_string()];
+    out.extend(cols);
+    if objects
+        .iter()
+        .any(|o| o["flags"].as_array().is_some_and(|f| !f.is_empty()))
+    {
+        out.push("flags".into());
+    }
+    out
+}
+
+fn cell(o: &Json, col: &str) -> String {
+    let v = match col {
+        "id" => &o["id"],
+        "flags" => {
+            return o["flags"]
+                .as_array()
+                .map(|f| f.iter().map(text_of).collect::<Vec<_>>().join(";"))
+                .unwrap_or_default();
+        }
+        c => match c.strip_prefix("custom.") {
+            Some(name) => &o["custom"][name],
+            None => &o["fields"][c],
+        },
+    };
+    match v {
+        Json::Null => String::new(),
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn export_err(path: &Path, e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 1,
+        message: format!("cannot write {}: {e}", path.display()),
+    }
+}
+
+/// `orgsync export`
+pub async fn export(
+    client: &Client,
+    partner: Option<String>,
+    share: Option<String>,
+    format: Format,
+    output: PathBuf,
+) -> Result<(), Failure> {
+    let mut q = Vec::new();
+    if let Some(p) = &partner {
+        q.push(format!("partner={}", enc(p)));
+    }
+    if let Some(s) = &share {
+        q.push(format!("share={}", enc(s)));
+    }
+    if q.is_empty() {
+        return Err(Failure::bad_input(
+            "say what to export: --partner P or --share S",
+        ));
+    }
+    let out = call(
+        client,
+        Method::GET,
+        &format!("/v1/received?{}", q.join("&")),
+        None,
+    )
+    .await?;
+    let objects = out["objects"].as_array().cloned().unwrap_or_default();
+    let bar = indicatif::ProgressBar::new(objects.len() as u64);
+    if objects.len() < 1000 || !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    match format {
+        Format::Ndjson => {
+            let file = std::fs::File::create(&output).map_err(|e| export_err(&output, e))?;
+            let mut w = std::io::BufWriter::new(file);
+            for o in &objects {
+                writeln!(w, "{o}").map_err(|e| export_err(&output, e))?;
+                bar.inc(1);
+            }
+            w.flush().map_err(|e| export_err(&output, e))?;
+            bar.finish_and_clear();
+            println!(
+                "{} object(s) written to {}",
+                objects.len(),
+                output.display()
+            );
+        }
+        Format::Csv => {
+            std::fs::create_dir_all(&output).map_err(|e| export_err(&output, e))?;
+            let mut by_kind: BTreeMap<String, Vec<&Json>> = BTreeMap::new();
+            for o in &objects {
+                by_kind.entry(text_of(&o["kind"])).or_default().push(o);
+            }
+            for (kind, list) in &by_kind {
+                let path = output.join(format!("{kind}.csv"));
+                let cols = csv_columns(list);
+                let mut w = csv::Writer::from_path(&path).map_err(|e| export_err(&path, e))?;
+                w.write_record(&cols).map_err(|e| export_err(&path, e))?;
+                for o in list {
+                    w.write_record(cols.iter().map(|c| cell(o, c)))
+                        .map_err(|e| export_err(&path, e))?;
+                    bar.inc(1);
+                }
+                w.flush().map_err(|e| export_err(&path, e))?;
+                println!("{}: {} {kind}(s)", path.display(), list.len());
+            }
+            bar.finish_and_clear();
+        }
+    }
+    Ok(())
+}

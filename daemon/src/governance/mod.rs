@@ -1,0 +1,492 @@
+//! Sharing governance (DESIGN.md §5): what each partner gets, what happens
+//! to what partners send, share requests, access types, revocation with
+//! erase, terms, share codes and the audit log.
+//!
+//! [`Governance`] is the daemon's [`SharePolicy`]: the engine asks it what
+//! to send and what to do with what arrives, and carries its control frames
+//! ([`orgsync_protocol::share::ShareFrame`]) to the partner's daemon. The
+//! rules themselves (status machine, access types, selections) live sans-IO
+//! in [`orgsync_protocol::share`]; this module keeps the state in trees of
+//! its own in the daemon's sled database ([`db`]) and does the I/O.
+//!
+//! - [`shares`]: outgoing shares, membership (objects entering are re-logged
+//!   whole, objects leaving are withdrawn), revocation, codes, terms.
+//! - [`inbox`]: incoming decisions (approve as new, link, reject, auto).
+//! - [`requests`]: share requests between two daemons.
+//! - [`audit`]: the append-only audit log and the webhook.
+
+pub mod audit;
+pub mod db;
+pub mod inbox;
+pub mod requests;
+pub mod shares;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use orgsync_protocol::model::{Change, Object, ObjectId, OrgId};
+use orgsync_protocol::share::{ShareBody, ShareFrame};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::policy::{Incoming, SharePolicy};
+use crate::store::{Store, StoreError};
+use crate::transport::Trust;
+use audit::AuditEntry;
+use db::{GovDb, OutShare, PartnerSettings};
+
+/// Name of the governance settings file in the instance directory.
+pub const CONFIG_FILE: &str = "governance.toml";
+
+/// Environment variable shifting the governance clock by whole seconds
+/// (may be negative). For tests of time rules (the 72-hour manager revoke
+/// window, code expiry) without waiting; leave unset in production.
+pub const CLOCK_OFFSET_ENV: &str = "ORGSYNC_CLOCK_OFFSET_SECS";
+
+/// Why a governance operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GovError {
+    /// A database operation failed.
+    #[error("governance database: {op}: {source}")]
+    Db {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        source: sled::Error,
+    },
+    /// A stored value does not decode.
+    #[error("governance database: damaged {what}: {source}")]
+    Corrupt {
+        /// Which kind of value.
+        what: &'static str,
+        /// The error.
+        source: orgsync_protocol::codec::CodecError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blob files failed.
+    #[error(transparent)]
+    Blob(#[from] crate::store::BlobError),
+    /// Something named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is not acceptable; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// A rule forbids it; the message says which.
+    #[error("{0}")]
+    Refused(String),
+    /// `governance.toml` is unreadable or invalid.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The settings of `DIR/governance.toml` (all optional).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovConfig {
+    /// Share everything with every paired partner and apply everything
+    /// received, as before governance (default false: a partner receives
+    /// nothing until a share selects something for it).
+    #[serde(default)]
+    pub share_all_partners: bool,
+    /// A shell command run for notifications (a partner received a share,
+    /// an erase was acknowledged), with the audit entry as JSON on stdin.
+    #[serde(default)]
+    pub webhook: Option<String>,
+}
+
+impl GovConfig {
+    /// Reads `dir/governance.toml`; defaults when it does not exist.
+    pub fn load(dir: &Path) -> Result<GovConfig, GovError> {
+        let path = dir.join(CONFIG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| GovError::Config {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(GovConfig::default()),
+            Err(e) => Err(GovError::Config {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The clock governance rules read (Unix ms). Injectable for tests.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock shifted by [`CLOCK_OFFSET_ENV`] seconds, if set.
+pub fn system_clock() -> Clock {
+    let offset_ms: i64 = std::env::var(CLOCK_OFFSET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map(|s| s.saturating_mul(1000))
+        .unwrap_or(0);
+    Arc::new(move || {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        now.saturating_add(offset_ms).max(0) as u64
+    })
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) db: GovDb,
+    pub(crate) trust: Trust,
+    pub(crate) config: GovConfig,
+    pub(crate) clock: Clock,
+    /// Outgoing shares, mirrored from `gov_out` for the per-object checks.
+    pub(crate) shares: Mutex<Vec<OutShare>>,
+    /// Partner settings, mirrored from `gov_partner`.
+    pub(crate) settings: Mutex<HashMap<OrgId, PartnerSettings>>,
+    /// Replies (frame id 0) waiting for the engine, per partner.
+    replies: Mutex<HashMap<OrgId, Vec<ShareFrame>>>,
+    outbox_changed: watch::Sender<u64>,
+    frames: mpsc::UnboundedSender<(OrgId, ShareFrame)>,
+    /// Serialises state-changing operations (API calls, frames, events).
+    pub(crate) op: tokio::sync::Mutex<()>,
+}
+
+/// The daemon's sharing governance. Cheap to clone.
+#[derive(Clone)]
+pub struct Governance {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Governance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Governance").finish_non_exhaustive()
+    }
+}
+
+/// Who did something, for the audit log.
+pub const DAEMON: &str = "daemon";
+
+impl Governance {
+    /// Opens the governance trees of `store`'s database and starts the
+    /// background tasks (control frames, membership tracking, the inbox
+    /// of linked objects). Must be called inside a tokio runtime.
+    pub fn start(
+        store: Store,
+        trust: Trust,
+        config: GovConfig,
+        clock: Clock,
+    ) -> Result<Governance, GovError> {
+        let db = GovDb::open(store.db())?;
+        let shares: Vec<OutShare> = db.all(&db.out, "share")?;
+        let mut settings = HashMap::new();
+        for kv in db.partner.iter() {
+            let (k, v) = kv.map_err(|source| GovError::Db {
+                op: "read partner settings",
+                source,
+            })?;
+            if let Ok(org) = <[u8; 32]>::try_from(k.as_ref()) {
+                settings.insert(OrgId(org), db::decode("partner settings", &v)?);
+            }
+        }
+        let (frames_tx, frames_rx) = mpsc::unbounded_channel();
+        let (outbox_changed, _) = watch::channel(0);
+        let gov = Governance {
+            inner: Arc::new(Inner {
+                store,
+                db,
+                trust,
+                config,
+                clock,
+                shares: Mutex::new(shares),
+                settings: Mutex::new(settings),
+                replies: Mutex::default(),
+                outbox_changed,
+                frames: frames_tx,
+                op: tokio::sync::Mutex::new(()),
+            }),
+        };
+        tokio::spawn(frame_loop(gov.clone(), frames_rx));
+        tokio::spawn(shares::membership_loop(gov.clone()));
+        tokio::spawn(inbox::linked_loop(gov.clone()));
+        Ok(gov)
+    }
+
+    /// The governance clock (Unix ms).
+    pub fn now_ms(&self) -> u64 {
+        (self.inner.clock)()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn db(&self) -> &GovDb {
+        &self.inner.db
+    }
+
+    /// The partner named `who`: its name in partners.toml or its account
+    /// number.
+    pub fn resolve_partner(&self, who: &str) -> Result<OrgId, GovError> {
+        let peers = self.inner.trust.peers();
+        if let Some(p) = peers.iter().find(|p| p.name == who) {
+            return Ok(p.org);
+        }
+        match who.parse::<OrgId>() {
+            Ok(org) if peers.iter().any(|p| p.org == org) => Ok(org),
+            Ok(org) => Err(GovError::NotFound(format!(
+                "{} is not a paired partner",
+                org.account_number()
+            ))),
+            Err(_) => Err(GovError::NotFound(format!(
+                "no partner named {who:?} (give its name or account number; see `orgsync partners`)"
+            ))),
+        }
+    }
+
+    /// The display name of a partner.
+    pub fn partner_name(&self, org: &OrgId) -> String {
+        self.inner
+            .trust
+            .peer(org)
+            .map(|p| p.name)
+            .unwrap_or_else(|| org.short())
+    }
+
+    pub(crate) fn settings_of(&self, partner: &OrgId) -> PartnerSettings {
+        self.inner
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(partner)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Changes a partner's settings with `f` and stores them.
+    pub async fn update_settings(
+        &self,
+        partner: &OrgId,
+        who: &str,
+        what: &str,
+        f: impl FnOnce(&mut PartnerSettings),
+    ) -> Result<PartnerSettings, GovError> {
+        let _op = self.inner.op.lock().await;
+        let mut s = self.db().settings(partner)?;
+        f(&mut s);
+        self.db()
+            .put(&self.db().partner, "partner settings", &partner.0, &s)?;
+        self.inner
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*partner, s.clone());
+        self.audit(
+            who,
+            "partner.settings",
+            Some(partner),
+            None,
+            what.to_string(),
+        )?;
+        self.db().flush().await?;
+        Ok(s)
+    }
+
+    /// Every partner's settings, with names.
+    pub fn all_settings(&self) -> Vec<(OrgId, String, PartnerSettings)> {
+        self.inner
+            .trust
+            .peers()
+            .iter()
+            .map(|p| (p.org, p.name.clone(), self.settings_of(&p.org)))
+            .collect()
+    }
+
+    /// Appends an audit entry (and runs the webhook for notifications).
+    pub(crate) fn audit(
+        &self,
+        who: &str,
+        action: &str,
+        partner: Option<&OrgId>,
+        share: Option<String>,
+        detail: String,
+    ) -> Result<AuditEntry, GovError> {
+        let entry = audit::append(
+            self.db(),
+            AuditEntry {
+                seq: 0,
+                at_ms: self.now_ms(),
+                who: who.to_string(),
+                action: action.to_string(),
+                partner: partner.map(|p| p.account_number()),
+                partner_name: partner.map(|p| self.partner_name(p)),
+                share,
+                detail,
+            },
+        )?;
+        if matches!(action, "share.received" | "erase.acked" | "terms.accepted") {
+            audit::notify(self.inner.config.webhook.as_ref(), &entry);
+        }
+        Ok(entry)
+    }
+
+    /// The audit log, filtered.
+    pub fn audit_log(&self, filter: &audit::AuditFilter) -> Result<Vec<AuditEntry>, GovError> {
+        audit::read(self.db(), filter)
+    }
+
+    /// Queues a control frame for `partner` and wakes the engine.
+    pub(crate) fn send(&self, partner: &OrgId, body: ShareBody) -> Result<(), GovError> {
+        self.db().enqueue(partner, body)?;
+        self.inner.outbox_changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    fn reply(&self, partner: &OrgId, body: ShareBody) {
+        self.inner
+            .replies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(*partner)
+            .or_default()
+            .push(ShareFrame { id: 0, body });
+        self.inner.outbox_changed.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn lookup(&self) -> impl Fn(ObjectId) -> Option<Object> + '_ {
+        // A read error counts as "absent": selection rules then select less.
+        move |id| self.store().get(id).ok().flatten()
+    }
+
+    async fn handle_frame(&self, partner: OrgId, frame: ShareFrame) -> Result<(), GovError> {
+        let _op = self.inner.op.lock().await;
+        if frame.id <= self.db().handled(&partner)? {
+            // Already handled: the ack was lost. Only ack again.
+            self.reply(&partner, ShareBody::Delivered(frame.id));
+            return Ok(());
+        }
+        let name = frame.body.name();
+        let result = match frame.body {
+            ShareBody::Delivered(_) => Ok(()),
+            ShareBody::Grant(g) => shares::on_grant(self, partner, g),
+            ShareBody::Objects { share, added } => shares::on_objects(self, partner, share, added),
+            ShareBody::Withdraw { share, objects } => {
+                shares::on_withdraw(self, partner, share, objects).await
+            }
+            ShareBody::Erase { share, objects } => {
+                shares::on_erase(self, partner, share, objects).await
+            }
+            ShareBody::EraseAck {
+                share,
+                erased,
+                onward,
+            } => shares::on_erase_ack(self, partner, share, erased, onward),
+            ShareBody::TermsAccepted { share, by, at_ms } => {
+                shares::on_terms_accepted(self, partner, share, by, at_ms).await
+            }
+            ShareBody::Received { share, objects } => {
+                shares::on_received(self, partner, share, objects)
+            }
+            ShareBody::Redeem { code } => shares::on_redeem(self, partner, code).await,
+            ShareBody::Refused { reason } => self
+                .audit(DAEMON, "redeem.refused", Some(&partner), None, reason)
+                .map(|_| ()),
+            ShareBody::Request(r) => requests::on_request(self, partner, r),
+            ShareBody::Status(s) => requests::on_status(self, partner, s),
+        };
+        if let Err(e) = &result {
+            // A frame we cannot act on is acknowledged anyway (resending it
+            // would fail the same way) and recorded.
+            tracing::warn!(partner = %self.partner_name(&partner), frame = name, error = %e,
+                "governance frame refused");
+            self.audit(
+                DAEMON,
+                "frame.refused",
+                Some(&partner),
+                None,
+                format!("{name}: {e}"),
+            )?;
+        }
+        self.db().set_handled(&partner, frame.id)?;
+        self.db().flush().await?;
+        self.store().flush().await?;
+        self.reply(&partner, ShareBody::Delivered(frame.id));
+        Ok(())
+    }
+}
+
+async fn frame_loop(gov: Governance, mut rx: mpsc::UnboundedReceiver<(OrgId, ShareFrame)>) {
+    while let Some((partner, frame)) = rx.recv().await {
+        if let Err(e) = gov.handle_frame(partner, frame).await {
+            tracing::error!(error = %e, "cannot handle a governance frame");
+        }
+    }
+}
+
+impl SharePolicy for Governance {
+    fn shares(&self, partner: &OrgId, object: &Object) -> bool {
+        if self.inner.config.share_all_partners {
+            return true;
+        }
+        shares::shares_with(self, partner, object)
+    }
+
+    fn incoming(&self, partner: &OrgId, change: &Change) -> Incoming {
+        if self.inner.config.share_all_partners {
+            return Incoming::Apply;
+        }
+        inbox::decide_incoming(self, partner, change)
+    }
+
+    fn shares_everything(&self, _partner: &OrgId) -> bool {
+        self.inner.config.share_all_partners
+    }
+
+    fn share_outbox(&self, partner: &OrgId) -> Vec<ShareFrame> {
+        let mut frames = match self.db().outbox(partner) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the governance outbox");
+                Vec::new()
+            }
+        };
+        if let Some(replies) = self
+            .inner
+            .replies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(partner)
+        {
+            frames.extend(replies);
+        }
+        frames
+    }
+
+    fn share_received(&self, partner: &OrgId, frame: ShareFrame) {
+        if let ShareBody::Delivered(id) = frame.body {
+            if let Err(e) = self.db().delivered(partner, id) {
+                tracing::warn!(error = %e, "cannot drop a delivered governance frame");
+            }
+            return;
+        }
+        // The loop lives as long as any Governance handle.
+        let _ = self.inner.frames.send((*partner, frame));
+    }
+
+    fn share_outbox_changed(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.outbox_changed.subscribe())
+    }
+}
+
+/// How often the background loops look again when nothing woke them.
+pub(crate) const RECHECK: Duration = Duration::from_millis(300);
+
+#[cfg(test)]
+mod tests;

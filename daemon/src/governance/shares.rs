@@ -1,0 +1,1087 @@
+//! Outgoing shares and what the owner and the recipient do about them:
+//! membership (objects entering a share are re-logged whole so the engine
+//! sends them complete; objects leaving are withdrawn), re-share rules,
+//! terms, share codes, revocation and the erase with its acknowledgements.
+
+use std::collections::BTreeSet;
+use std::sync::PoisonError;
+
+use orgsync_protocol::model::{Change, Object, ObjectId, OrgId};
+use orgsync_protocol::share::{
+    AccessType, Grant, Selection, ShareBody, ShareId, MAX_IDS_PER_MESSAGE,
+};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::db::{CodeRecord, Decision, InShare, OutShare, PendingErase, Received};
+use super::{GovError, Governance, DAEMON};
+use crate::store::Origin;
+
+/// Page size when scanning every object.
+const SCAN_PAGE: usize = 1000;
+
+/// Whether `partner` may receive `obj` now (the engine's per-object check).
+pub(super) fn shares_with(gov: &Governance, partner: &OrgId, obj: &Object) -> bool {
+    let shares = gov
+        .inner
+        .shares
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let lookup = gov.lookup();
+    shares.iter().any(|s| {
+        s.partner.as_ref() == Some(partner)
+            && s.is_flowing()
+            && s.selection.selects(obj, &lookup)
+            && reshare_allowed(gov, partner, obj.id, s.access).is_ok()
+    })
+}
+
+/// Whether a copy we received may go to `partner` as `access`: never back
+/// to where it came from, and only as its access type allows.
+pub(super) fn reshare_allowed(
+    gov: &Governance,
+    partner: &OrgId,
+    id: ObjectId,
+    access: AccessType,
+) -> Result<(), String> {
+    let received: Option<Received> = gov
+        .db()
+        .get(&gov.db().received, "received", &id.0)
+        .ok()
+        .flatten();
+    match received {
+        None => Ok(()),
+        Some(r) if r.partner == *partner => Err(format!(
+            "object {id} came from this partner (under share {})",
+            r.share
+        )),
+        Some(r) => {
+            let sub = gov.settings_of(partner).subcontractor;
+            r.access.may_reshare(access, sub).map_err(|e| {
+                format!(
+                    "object {id} (received from {} under share {} as {}): {e}",
+                    gov.partner_name(&r.partner),
+                    r.share,
+                    r.access
+                )
+            })
+        }
+    }
+}
+
+/// Every live object, page by page.
+fn all_objects(gov: &Governance) -> Result<Vec<Object>, GovError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = gov.store().list(None, after, SCAN_PAGE)?;
+        let done = page.len() < SCAN_PAGE;
+        after = page.last().map(|o| o.id);
+        out.extend(page.into_iter().filter(|o| !o.is_deleted()));
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// What a selection would send to a partner.
+#[derive(Clone, Debug, Default)]
+pub struct Preview {
+    /// Objects it picks and may send.
+    pub selected: Vec<Object>,
+    /// Objects it picks but the re-share rules refuse, with why.
+    pub refused: Vec<(ObjectId, String)>,
+}
+
+impl Preview {
+    /// The refusals as one message, or `Ok` when there are none.
+    pub fn check(&self) -> Result<(), String> {
+        if self.refused.is_empty() {
+            return Ok(());
+        }
+        let why: Vec<&str> = self.refused.iter().map(|(_, w)| w.as_str()).collect();
+        Err(why.join("; "))
+    }
+}
+
+/// Objects `selection` picks for `partner` as `access`, and those it
+/// would pick but the re-share rules refuse (with why).
+pub fn preview(
+    gov: &Governance,
+    partner: Option<&OrgId>,
+    selection: &Selection,
+    access: AccessType,
+) -> Result<Preview, GovError> {
+    let lookup = gov.lookup();
+    let mut selected = Vec::new();
+    let mut refused = Vec::new();
+    for obj in all_objects(gov)? {
+        if !selection.selects(&obj, &lookup) {
+            continue;
+        }
+        let check = match partner {
+            Some(p) => reshare_allowed(gov, p, obj.id, access),
+            None => reshare_allowed(gov, &OrgId([0; 32]), obj.id, access),
+        };
+        match check {
+            Ok(()) => selected.push(obj),
+            Err(why) => refused.push((obj.id, why)),
+        }
+    }
+    Ok(Preview { selected, refused })
+}
+
+/// What `orgsync share add` asks for.
+#[derive(Clone, Debug)]
+pub struct NewShare {
+    /// Recipients (one share each); empty with a code.
+    pub partners: Vec<OrgId>,
+    /// What to share.
+    pub selection: Selection,
+    /// Access granted.
+    pub access: AccessType,
+    /// Agreement to accept first.
+    pub terms: Option<String>,
+    /// Label.
+    pub label: String,
+    /// The request served.
+    pub request: Option<ShareId>,
+    /// Release by a one-time code valid for this long (ms) instead.
+    pub code_valid_ms: Option<u64>,
+    /// Who.
+    pub by: String,
+}
+
+/// What creating shares produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct Created {
+    /// The shares, one per recipient (or one for a code).
+    pub shares: Vec<String>,
+    /// The one-time code (shown once; only its hash is kept).
+    pub code: Option<String>,
+    /// Objects sent now.
+    pub objects: usize,
+}
+
+fn put_share(gov: &Governance, share: &OutShare) -> Result<(), GovError> {
+    gov.db().put(&gov.db().out, "share", &share.id.0, share)?;
+    let mut cache = gov
+        .inner
+        .shares
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    match cache.iter_mut().find(|s| s.id == share.id) {
+        Some(s) => *s = share.clone(),
+        None => cache.push(share.clone()),
+    }
+    Ok(())
+}
+
+/// A share of ours by id.
+pub fn out_share(gov: &Governance, id: &ShareId) -> Result<OutShare, GovError> {
+    gov.db()
+        .get(&gov.db().out, "share", &id.0)?
+        .ok_or_else(|| GovError::NotFound(format!("no share {id} given by this instance")))
+}
+
+/// An incoming share by id.
+pub fn in_share(gov: &Governance, id: &ShareId) -> Result<InShare, GovError> {
+    gov.db()
+        .get(&gov.db().inc, "incoming share", &id.0)?
+        .ok_or_else(|| GovError::NotFound(format!("no share {id} received by this instance")))
+}
+
+/// Every share given and received.
+pub fn list(gov: &Governance) -> Result<(Vec<OutShare>, Vec<InShare>), GovError> {
+    Ok((
+        gov.db().all(&gov.db().out, "share")?,
+        gov.db().all(&gov.db().inc, "incoming share")?,
+    ))
+}
+
+fn normalise_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+fn code_hash(code: &str) -> [u8; 32] {
+    *blake3::hash(normalise_code(code).as_bytes()).as_bytes()
+}
+
+fn new_code() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 10];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    let s = data_encoding::BASE32_NOPAD.encode(&b);
+    format!("{}-{}-{}-{}", &s[0..4], &s[4..8], &s[8..12], &s[12..16])
+}
+
+/// Creates shares (one per partner, or one released by a code).
+pub async fn create(gov: &Governance, req: NewShare) -> Result<Created, GovError> {
+    let _op = gov.inner.op.lock().await;
+    create_locked(gov, req).await
+}
+
+pub(super) async fn create_locked(gov: &Governance, req: NewShare) -> Result<Created, GovError> {
+    if req.selection.rules.is_empty() {
+        return Err(GovError::Invalid(
+            "a share needs at least one rule (e.g. flag:ID, kind:contact, object:ID)".into(),
+        ));
+    }
+    if req.partners.is_empty() && req.code_valid_ms.is_none() {
+        return Err(GovError::Invalid(
+            "name a partner (or --children, or --code for a one-time share code)".into(),
+        ));
+    }
+    for p in &req.partners {
+        if let Err(why) = preview(gov, Some(p), &req.selection, req.access)?.check() {
+            gov.audit(&req.by, "share.refused", Some(p), None, why.clone())?;
+            gov.db().flush().await?;
+            return Err(GovError::Refused(format!(
+                "refused to share with {}: {why}",
+                gov.partner_name(p)
+            )));
+        }
+    }
+    let now = gov.now_ms();
+    let mut created = Created {
+        shares: Vec::new(),
+        code: None,
+        objects: 0,
+    };
+    let targets: Vec<Option<OrgId>> = if req.partners.is_empty() {
+        vec![None]
+    } else {
+        req.partners.iter().copied().map(Some).collect()
+    };
+    for partner in targets {
+        let code = match (partner, req.code_valid_ms) {
+            (None, Some(valid)) => {
+                let code = new_code();
+                let record = CodeRecord {
+                    hash: code_hash(&code),
+                    expires_ms: now.saturating_add(valid),
+                    used: false,
+                };
+                created.code = Some(code);
+                Some(record)
+            }
+            _ => None,
+        };
+        let share = OutShare {
+            id: ShareId::random(),
+            partner,
+            selection: req.selection.clone(),
+            access: req.access,
+            terms: req.terms.clone(),
+            terms_accepted: None,
+            label: req.label.clone(),
+            request: req.request,
+            created_ms: now,
+            processed_ms: None,
+            revoked_ms: None,
+            erase_acked_ms: None,
+            code,
+        };
+        put_share(gov, &share)?;
+        let rules: Vec<String> = share
+            .selection
+            .rules
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        gov.audit(
+            &req.by,
+            "share.create",
+            partner.as_ref(),
+            Some(share.id.to_string()),
+            format!(
+                "rules [{}], access {}{}{}",
+                rules.join(", "),
+                share.access,
+                if share.terms.is_some() {
+                    ", with terms"
+                } else {
+                    ""
+                },
+                if share.code.is_some() {
+                    ", released by a one-time code"
+                } else {
+                    ""
+                }
+            ),
+        )?;
+        if let Some(p) = partner {
+            gov.send(&p, grant_of(&share))?;
+            created.objects += sync_members(gov, &share).await?;
+        }
+        created.shares.push(share.id.to_string());
+    }
+    gov.db().flush().await?;
+    Ok(created)
+}
+
+fn grant_of(share: &OutShare) -> ShareBody {
+    ShareBody::Grant(Grant {
+        share: share.id,
+        access: share.access,
+        terms: share.terms.clone(),
+        label: share.label.clone(),
+        request: share.request,
+    })
+}
+
+/// Brings the members of `share` in line with its selection: entering
+/// objects are re-logged whole and announced, leaving ones withdrawn.
+/// Returns how many entered.
+pub(super) async fn sync_members(gov: &Governance, share: &OutShare) -> Result<usize, GovError> {
+    let Some(partner) = share.partner else {
+        return Ok(0);
+    };
+    let current: BTreeSet<ObjectId> = gov.db().members(&share.id)?.into_iter().collect();
+    let wanted: Vec<Object> = if share.is_flowing() {
+        preview(gov, Some(&partner), &share.selection, share.access)?.selected
+    } else {
+        Vec::new()
+    };
+    let wanted_ids: BTreeSet<ObjectId> = wanted.iter().map(|o| o.id).collect();
+    let entering: Vec<&Object> = wanted.iter().filter(|o| !current.contains(&o.id)).collect();
+    let leaving: Vec<ObjectId> = current.difference(&wanted_ids).copied().collect();
+    enter(gov, share, &partner, &entering).await?;
+    if !leaving.is_empty() && share.revoked_ms.is_none() {
+        for id in &leaving {
+            gov.db().set_member(&share.id, id, false)?;
+        }
+        for chunk in leaving.chunks(MAX_IDS_PER_MESSAGE) {
+            gov.send(
+                &partner,
+                ShareBody::Withdraw {
+                    share: share.id,
+                    objects: chunk.to_vec(),
+                },
+            )?;
+        }
+        gov.audit(
+            DAEMON,
+            "share.withdraw",
+            Some(&partner),
+            Some(share.id.to_string()),
+            format!("{} object(s) left the selection", leaving.len()),
+        )?;
+    }
+    Ok(entering.len())
+}
+
+/// Makes `objects` members of `share`: re-logs them whole (so the engine
+/// sends complete objects, not just the change that made them enter) and
+/// announces them to the recipient.
+async fn enter(
+    gov: &Governance,
+    share: &OutShare,
+    partner: &OrgId,
+    objects: &[&Object],
+) -> Result<(), GovError> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    for o in objects {
+        gov.db().set_member(&share.id, &o.id, true)?;
+    }
+    let whole: Vec<Change> = objects.iter().map(|o| Change::from_object(o)).collect();
+    for chunk in whole.chunks(SCAN_PAGE) {
+        gov.store().write_changes(chunk.to_vec()).await?;
+    }
+    let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
+    for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
+        gov.send(
+            partner,
+            ShareBody::Objects {
+                share: share.id,
+                added: chunk.to_vec(),
+            },
+        )?;
+    }
+    gov.audit(
+        DAEMON,
+        "share.deliver",
+        Some(partner),
+        Some(share.id.to_string()),
+        format!("{} object(s) sent", ids.len()),
+    )?;
+    Ok(())
+}
+
+/// Watches committed changes and keeps every flowing share's members in
+/// line with its selection.
+pub(super) async fn membership_loop(gov: Governance) {
+    let mut events = gov.store().subscribe_events();
+    loop {
+        let first = match events.recv().await {
+            Ok(e) => Some(e),
+            Err(RecvError::Lagged(_)) => None,
+            Err(RecvError::Closed) => return,
+        };
+        let mut batch = Vec::new();
+        let mut full = first.is_none();
+        batch.extend(first);
+        loop {
+            match events.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => full = true,
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = on_changes(&gov, &batch, full).await {
+            tracing::error!(error = %e, "cannot update share membership");
+        }
+    }
+}
+
+async fn on_changes(
+    gov: &Governance,
+    batch: &[crate::store::StoreEvent],
+    full: bool,
+) -> Result<(), GovError> {
+    let _op = gov.inner.op.lock().await;
+    let shares: Vec<OutShare> = gov
+        .inner
+        .shares
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|s| s.is_flowing())
+        .cloned()
+        .collect();
+    if shares.is_empty() {
+        return Ok(());
+    }
+    if full {
+        for s in &shares {
+            sync_members(gov, s).await?;
+        }
+        return gov.db().flush().await;
+    }
+    let lookup = gov.lookup();
+    let mut relog: Vec<Change> = Vec::new();
+    for s in &shares {
+        // Flowing shares always have a partner.
+        let Some(partner) = s.partner else { continue };
+        let mut entering = Vec::new();
+        let mut leaving = Vec::new();
+        for ev in batch {
+            let member = gov.db().is_member(&s.id, &ev.id)?;
+            let obj = match gov.store().get(ev.id)? {
+                Some(o) if !o.is_deleted() => o,
+                _ => continue,
+            };
+            let selected = s.selection.selects(&obj, &lookup)
+                && reshare_allowed(gov, &partner, obj.id, s.access).is_ok();
+            match (member, selected) {
+                (false, true) => entering.push(obj),
+                (true, false) => leaving.push(obj.id),
+                // A partner's update of a copy we pass on is not in our
+                // log: re-log it so the onward recipient gets it too.
+                (true, true) if matches!(ev.origin, Origin::Partner(p) if p != partner) => {
+                    relog.push(Change::from_object(&obj))
+                }
+                _ => {}
+            }
+        }
+        let refs: Vec<&Object> = entering.iter().collect();
+        enter(gov, s, &partner, &refs).await?;
+        if !leaving.is_empty() {
+            for id in &leaving {
+                gov.db().set_member(&s.id, id, false)?;
+            }
+            gov.send(
+                &partner,
+                ShareBody::Withdraw {
+                    share: s.id,
+                    objects: leaving.clone(),
+                },
+            )?;
+            gov.audit(
+                DAEMON,
+                "share.withdraw",
+                Some(&partner),
+                Some(s.id.to_string()),
+                format!("{} object(s) left the selection", leaving.len()),
+            )?;
+        }
+    }
+    if !relog.is_empty() {
+        gov.store().write_changes(relog).await?;
+    }
+    gov.db().flush().await
+}
+
+/// Removes rules from a share (objects leaving it are withdrawn).
+pub async fn remove_rules(
+    gov: &Governance,
+    id: &ShareId,
+    rules: &[orgsync_protocol::share::Selector],
+    by: &str,
+) -> Result<OutShare, GovError> {
+    let _op = gov.inner.op.lock().await;
+    let mut share = out_share(gov, id)?;
+    if rules.is_empty() {
+        share.selection.rules.clear();
+    } else {
+        for r in rules {
+            if !share.selection.rules.contains(r) {
+                return Err(GovError::NotFound(format!("share {id} has no rule {r}")));
+            }
+        }
+        share.selection.rules.retain(|r| !rules.contains(r));
+    }
+    put_share(gov, &share)?;
+    let shown: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+    gov.audit(
+        by,
+        "share.remove",
+        share.partner.as_ref(),
+        Some(id.to_string()),
+        if shown.is_empty() {
+            "every rule".into()
+        } else {
+            format!("rules [{}]", shown.join(", "))
+        },
+    )?;
+    sync_members(gov, &share).await?;
+    gov.db().flush().await?;
+    Ok(share)
+}
+
+/// Revokes a share: checks the access type's revoke rule at the current
+/// governance time, stops the flow and asks the recipient to erase.
+pub async fn revoke(gov: &Governance, id: &ShareId, by: &str) -> Result<OutShare, GovError> {
+    let _op = gov.inner.op.lock().await;
+    let mut share = out_share(gov, id)?;
+    if share.revoked_ms.is_some() {
+        return Err(GovError::Invalid(format!("share {id} is already revoked")));
+    }
+    let now = gov.now_ms();
+    if let Err(e) = share.access.may_revoke(share.processed_ms, now) {
+        gov.audit(
+            by,
+            "share.revoke-refused",
+            share.partner.as_ref(),
+            Some(id.to_string()),
+            e.to_string(),
+        )?;
+        gov.db().flush().await?;
+        return Err(GovError::Refused(format!("cannot revoke share {id}: {e}")));
+    }
+    share.revoked_ms = Some(now);
+    put_share(gov, &share)?;
+    let members = gov.db().members(id)?;
+    for m in &members {
+        gov.db().set_member(id, m, false)?;
+    }
+    if let Some(p) = share.partner {
+        for chunk in members.chunks(MAX_IDS_PER_MESSAGE) {
+            gov.send(
+                &p,
+                ShareBody::Erase {
+                    share: *id,
+                    objects: chunk.to_vec(),
+                },
+            )?;
+        }
+        if members.is_empty() {
+            gov.send(
+                &p,
+                ShareBody::Erase {
+                    share: *id,
+                    objects: Vec::new(),
+                },
+            )?;
+        }
+    }
+    gov.audit(
+        by,
+        "share.revoke",
+        share.partner.as_ref(),
+        Some(id.to_string()),
+        format!("erase of {} object(s) asked", members.len()),
+    )?;
+    if let Some(req) = share.request {
+        super::requests::owner_move(gov, &req, orgsync_protocol::share::ShareStatus::Revoked)?;
+    }
+    gov.db().flush().await?;
+    Ok(share)
+}
+
+/// Accepts the terms of an incoming share; the owner then releases its data.
+pub async fn accept_terms(gov: &Governance, id: &ShareId, by: &str) -> Result<InShare, GovError> {
+    let _op = gov.inner.op.lock().await;
+    let mut share = in_share(gov, id)?;
+    if share.terms.is_none() {
+        return Err(GovError::Invalid(format!(
+            "share {id} has no terms to accept"
+        )));
+    }
+    if share.terms_accepted.is_some() {
+        return Err(GovError::Invalid(format!(
+            "the terms of share {id} are already accepted"
+        )));
+    }
+    let now = gov.now_ms();
+    share.terms_accepted = Some((by.to_string(), now));
+    gov.db()
+        .put(&gov.db().inc, "incoming share", &id.0, &share)?;
+    gov.send(
+        &share.partner,
+        ShareBody::TermsAccepted {
+            share: *id,
+            by: by.to_string(),
+            at_ms: now,
+        },
+    )?;
+    gov.audit(
+        by,
+        "terms.accept",
+        Some(&share.partner),
+        Some(id.to_string()),
+        "data-protection agreement accepted".into(),
+    )?;
+    gov.db().flush().await?;
+    Ok(share)
+}
+
+/// Asks `partner` to release the share of a one-time code to us.
+pub async fn redeem(
+    gov: &Governance,
+    partner: &OrgId,
+    code: &str,
+    by: &str,
+) -> Result<(), GovError> {
+    let _op = gov.inner.op.lock().await;
+    if code.len() > orgsync_protocol::share::MAX_CODE_LEN {
+        return Err(GovError::Invalid(
+            "that is not a share code (too long)".into(),
+        ));
+    }
+    gov.send(partner, ShareBody::Redeem { code: code.into() })?;
+    gov.audit(
+        by,
+        "code.redeem",
+        Some(partner),
+        None,
+        "share code sent".into(),
+    )?;
+    gov.db().flush().await
+}
+
+// ---------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------
+
+pub(super) fn on_grant(gov: &Governance, partner: OrgId, g: Grant) -> Result<(), GovError> {
+    let existing: Option<InShare> = gov.db().get(&gov.db().inc, "incoming share", &g.share.0)?;
+    let share = InShare {
+        id: g.share,
+        partner,
+        access: g.access,
+        terms: g.terms,
+        terms_accepted: existing.as_ref().and_then(|e| e.terms_accepted.clone()),
+        label: g.label,
+        request: g.request,
+        expected: existing
+            .as_ref()
+            .map(|e| e.expected.clone())
+            .unwrap_or_default(),
+        received: existing.as_ref().map_or(0, |e| e.received),
+        revoked_ms: None,
+    };
+    gov.db()
+        .put(&gov.db().inc, "incoming share", &g.share.0, &share)?;
+    gov.audit(
+        DAEMON,
+        "share.granted",
+        Some(&partner),
+        Some(g.share.to_string()),
+        format!(
+            "access {}{}",
+            share.access,
+            if share.terms.is_some() {
+                ", terms to accept"
+            } else {
+                ""
+            }
+        ),
+    )?;
+    Ok(())
+}
+
+pub(super) fn on_objects(
+    gov: &Governance,
+    partner: OrgId,
+    share_id: ShareId,
+    added: Vec<ObjectId>,
+) -> Result<(), GovError> {
+    let mut share = in_share(gov, &share_id)?;
+    if share.partner != partner {
+        return Err(GovError::Refused(format!(
+            "share {share_id} is not from this partner"
+        )));
+    }
+    for id in &added {
+        let r = Received {
+            partner,
+            share: share_id,
+            access: share.access,
+        };
+        gov.db().put(&gov.db().received, "received", &id.0, &r)?;
+    }
+    share.expected.extend(added);
+    gov.db()
+        .put(&gov.db().inc, "incoming share", &share_id.0, &share)?;
+    Ok(())
+}
+
+/// Erases the local copies of `objects` that came from `partner` under
+/// `share`: deletes them (or drops them from the inbox); a local object
+/// linked to one is ours and stays. Returns how many copies went.
+async fn erase_copies(
+    gov: &Governance,
+    partner: &OrgId,
+    share: &ShareId,
+    objects: &[ObjectId],
+) -> Result<u64, GovError> {
+    let mut erased = 0;
+    let inbox = gov.store().inbox(partner)?;
+    for id in objects {
+        let received: Option<Received> = gov.db().get(&gov.db().received, "received", &id.0)?;
+        if received.is_some_and(|r| r.share != *share) {
+            continue;
+        }
+        let mut gone = false;
+        for (seq, c) in &inbox {
+            if c.id == *id {
+                gov.store().remove_from_inbox(partner, *seq).await?;
+                gone = true;
+            }
+        }
+        let decision: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &id.0)?;
+        if !matches!(decision, Some(Decision::Linked(_))) {
+            if let Some(obj) = gov.store().get(*id)? {
+                // Already deleted (e.g. by the sender's own erase tombstone
+                // of a re-shared copy): the copy is gone all the same.
+                if !obj.is_deleted() {
+                    gov.store().delete(*id).await?;
+                }
+                gone = true;
+            }
+        }
+        gov.db().remove(&gov.db().received, &id.0)?;
+        gov.db().remove(&gov.db().decision, &id.0)?;
+        if gone {
+            erased += 1;
+        }
+    }
+    Ok(erased)
+}
+
+pub(super) async fn on_withdraw(
+    gov: &Governance,
+    partner: OrgId,
+    share: ShareId,
+    objects: Vec<ObjectId>,
+) -> Result<(), GovError> {
+    let n = erase_copies(gov, &partner, &share, &objects).await?;
+    gov.audit(
+        DAEMON,
+        "share.withdrawn",
+        Some(&partner),
+        Some(share.to_string()),
+        format!("{n} copy(ies) removed: the objects left the partner's selection"),
+    )?;
+    Ok(())
+}
+
+pub(super) async fn on_erase(
+    gov: &Governance,
+    partner: OrgId,
+    share_id: ShareId,
+    objects: Vec<ObjectId>,
+) -> Result<(), GovError> {
+    if let Ok(mut s) = in_share(gov, &share_id) {
+        s.revoked_ms = Some(gov.now_ms());
+        gov.db()
+            .put(&gov.db().inc, "incoming share", &share_id.0, &s)?;
+    }
+    let erased = erase_copies(gov, &partner, &share_id, &objects).await?;
+    // Pass the erase on to whoever we re-shared these copies to.
+    let onward: Vec<OutShare> = gov
+        .inner
+        .shares
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut waiting = Vec::new();
+    for s in onward {
+        let Some(to) = s.partner else { continue };
+        let mut ids = Vec::new();
+        for id in &objects {
+            if gov.db().is_member(&s.id, id)? {
+                gov.db().set_member(&s.id, id, false)?;
+                ids.push(*id);
+            }
+        }
+        if ids.is_empty() {
+            continue;
+        }
+        gov.send(
+            &to,
+            ShareBody::Erase {
+                share: s.id,
+                objects: ids.clone(),
+            },
+        )?;
+        gov.audit(
+            DAEMON,
+            "erase.forward",
+            Some(&to),
+            Some(s.id.to_string()),
+            format!(
+                "{} re-shared object(s) to erase (origin share {share_id})",
+                ids.len()
+            ),
+        )?;
+        waiting.push(s.id);
+    }
+    gov.audit(
+        DAEMON,
+        "erase.done",
+        Some(&partner),
+        Some(share_id.to_string()),
+        format!(
+            "{erased} copy(ies) erased, {} onward erase(s) pending",
+            waiting.len()
+        ),
+    )?;
+    if waiting.is_empty() {
+        gov.send(
+            &partner,
+            ShareBody::EraseAck {
+                share: share_id,
+                erased,
+                onward: 0,
+            },
+        )?;
+    } else {
+        let pending = PendingErase {
+            origin_partner: partner,
+            origin_share: share_id,
+            erased,
+            waiting,
+            onward: 0,
+        };
+        gov.db()
+            .put(&gov.db().erase, "pending erase", &share_id.0, &pending)?;
+    }
+    Ok(())
+}
+
+pub(super) fn on_erase_ack(
+    gov: &Governance,
+    partner: OrgId,
+    share_id: ShareId,
+    erased: u64,
+    onward: u64,
+) -> Result<(), GovError> {
+    if let Ok(mut s) = out_share(gov, &share_id) {
+        s.erase_acked_ms = Some(gov.now_ms());
+        put_share(gov, &s)?;
+    }
+    gov.audit(
+        DAEMON,
+        "erase.acked",
+        Some(&partner),
+        Some(share_id.to_string()),
+        format!("partner erased {erased} copy(ies); {onward} onward erase(s) acknowledged"),
+    )?;
+    // An onward erase we were waiting for on behalf of an origin?
+    let pendings: Vec<PendingErase> = gov.db().all(&gov.db().erase, "pending erase")?;
+    for mut p in pendings {
+        if !p.waiting.contains(&share_id) {
+            continue;
+        }
+        p.waiting.retain(|s| *s != share_id);
+        p.onward += 1 + onward;
+        if p.waiting.is_empty() {
+            gov.send(
+                &p.origin_partner,
+                ShareBody::EraseAck {
+                    share: p.origin_share,
+                    erased: p.erased,
+                    onward: p.onward,
+                },
+            )?;
+            gov.db().remove(&gov.db().erase, &p.origin_share.0)?;
+        } else {
+            gov.db()
+                .put(&gov.db().erase, "pending erase", &p.origin_share.0, &p)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn on_terms_accepted(
+    gov: &Governance,
+    partner: OrgId,
+    share_id: ShareId,
+    by: String,
+    at_ms: u64,
+) -> Result<(), GovError> {
+    let mut share = out_share(gov, &share_id)?;
+    if share.partner != Some(partner) {
+        return Err(GovError::Refused(format!(
+            "share {share_id} is not for this partner"
+        )));
+    }
+    share.terms_accepted = Some((by.clone(), at_ms));
+    put_share(gov, &share)?;
+    gov.audit(
+        &by,
+        "terms.accepted",
+        Some(&partner),
+        Some(share_id.to_string()),
+        "the partner accepted the data-protection agreement; data released".into(),
+    )?;
+    sync_members(gov, &share).await?;
+    Ok(())
+}
+
+pub(super) fn on_received(
+    gov: &Governance,
+    partner: OrgId,
+    share_id: ShareId,
+    objects: u64,
+) -> Result<(), GovError> {
+    let mut share = out_share(gov, &share_id)?;
+    if share.processed_ms.is_none() {
+        share.processed_ms = Some(gov.now_ms());
+        put_share(gov, &share)?;
+    }
+    gov.audit(
+        DAEMON,
+        "share.received",
+        Some(&partner),
+        Some(share_id.to_string()),
+        format!("the partner has received {objects} object(s)"),
+    )?;
+    if let Some(req) = share.request {
+        super::requests::owner_move(gov, &req, orgsync_protocol::share::ShareStatus::Processed)?;
+    }
+    Ok(())
+}
+
+pub(super) async fn on_redeem(
+    gov: &Governance,
+    partner: OrgId,
+    code: String,
+) -> Result<(), GovError> {
+    let hash = code_hash(&code);
+    let now = gov.now_ms();
+    let shares: Vec<OutShare> = gov.db().all(&gov.db().out, "share")?;
+    // Compare against every code share in constant time; pick a match.
+    let mut found: Option<OutShare> = None;
+    for s in shares {
+        if let Some(c) = &s.code {
+            if bool::from(c.hash.ct_eq(&hash)) {
+                found = Some(s);
+            }
+        }
+    }
+    let refuse = |reason: &str| -> Result<(), GovError> {
+        gov.send(
+            &partner,
+            ShareBody::Refused {
+                reason: reason.into(),
+            },
+        )?;
+        gov.audit(DAEMON, "code.refused", Some(&partner), None, reason.into())?;
+        Ok(())
+    };
+    let Some(mut share) = found else {
+        return refuse("unknown share code");
+    };
+    let Some(code) = share.code.clone() else {
+        return refuse("unknown share code");
+    };
+    if code.used {
+        return refuse("this share code was already used");
+    }
+    if now >= code.expires_ms {
+        return refuse("this share code has expired");
+    }
+    if share.revoked_ms.is_some() {
+        return refuse("the share of this code is revoked");
+    }
+    share.code = Some(CodeRecord { used: true, ..code });
+    share.partner = Some(partner);
+    put_share(gov, &share)?;
+    gov.audit(
+        DAEMON,
+        "code.redeemed",
+        Some(&partner),
+        Some(share.id.to_string()),
+        "one-time share code used; share bound to this partner".into(),
+    )?;
+    gov.send(&partner, grant_of(&share))?;
+    sync_members(gov, &share).await?;
+    Ok(())
+}
+
+/// The recipient side: reports to owners the shares whose announced
+/// objects have all arrived (in the inbox or applied).
+pub(super) async fn report_received(gov: &Governance) -> Result<(), GovError> {
+    let shares: Vec<InShare> = gov.db().all(&gov.db().inc, "incoming share")?;
+    for mut s in shares {
+        if s.expected.is_empty() || s.revoked_ms.is_some() {
+            continue;
+        }
+        let inbox: BTreeSet<ObjectId> = gov
+            .store()
+            .inbox(&s.partner)?
+            .into_iter()
+            .map(|(_, c)| c.id)
+            .collect();
+        let mut all_here = true;
+        for id in &s.expected {
+            let decided: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &id.0)?;
+            let here = inbox.contains(id) || decided.is_some() || gov.store().get(*id)?.is_some();
+            if !here {
+                all_here = false;
+                break;
+            }
+        }
+        if !all_here {
+            continue;
+        }
+        s.received += s.expected.len() as u64;
+        s.expected.clear();
+        gov.db().put(&gov.db().inc, "incoming share", &s.id.0, &s)?;
+        gov.send(
+            &s.partner,
+            ShareBody::Received {
+                share: s.id,
+                objects: s.received,
+            },
+        )?;
+        gov.audit(
+            DAEMON,
+            "share.arrived",
+            Some(&s.partner),
+            Some(s.id.to_string()),
+            format!("{} object(s) received in total", s.received),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Unit tests of governance over a real store (no network).
