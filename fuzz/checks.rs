@@ -19,8 +19,11 @@ use orgsync_protocol::envelope::{
 use orgsync_protocol::identity::{OrgKeyPair, PairKeys};
 use orgsync_protocol::wire::{decode_blob_chunk, decode_change_batch, Message};
 
+/// A decoder's check: panics when an invariant breaks.
+pub type Check = fn(&[u8]);
+
 /// Every target: its name (the corpus folder) and its check.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("frame_decode", frame_decode),
     ("envelope_open", envelope_open),
     ("bundle_parse", bundle_parse),
@@ -89,7 +92,6 @@ fn streamed(seed: u8, mut rest: &[u8]) -> (Vec<Message>, Option<codec::CodecErro
 ///
 /// Input layout: the first byte seeds the chunk sizes used to feed the
 /// streaming decoder; the rest is the byte stream.
-
 pub fn frame_decode(data: &[u8]) {
     let Some((&seed, stream)) = data.split_first() else {
         return;
@@ -172,7 +174,6 @@ fn split_envelope(data: &[u8]) -> ([u8; HEADER_LEN], [u8; NONCE_LEN], &[u8]) {
 ///
 /// Invariants checked: nothing panics; arbitrary bytes never open; a genuine
 /// envelope opens; any single-byte change is refused.
-
 pub fn envelope_open(data: &[u8]) {
     let (sender, receiver) = keys();
     let (mode, header_bytes, nonce, body) = split(data);
