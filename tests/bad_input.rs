@@ -239,6 +239,11 @@ fn key_files_readable_by_others_are_refused() {
             err.contains(file) && err.contains("600"),
             "orgsyncd: no clear refusal for {file}: {err}"
         );
+        assert_eq!(
+            err.matches("refusing to use it").count(),
+            1,
+            "the reason is said once: {err}"
+        );
         let kt = support::run(
             Command::new(bin("orgsync-keytool"))
                 .arg("--dir")

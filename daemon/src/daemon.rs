@@ -28,12 +28,14 @@ pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The identity or partners could not be loaded (or secrets are exposed).
-    #[error("instance directory {dir}: {source}")]
+    // keytool's message is shown in this one's and not exposed as the
+    // error's source: with both, a printed cause chain (`{:#}`) said it twice.
+    #[error("instance directory {dir}: {reason}")]
     Identity {
         /// The instance directory.
         dir: PathBuf,
         /// keytool's error (boxed: it is large and rare).
-        source: Box<KeytoolError>,
+        reason: Box<KeytoolError>,
     },
     /// The store could not be opened.
     #[error(transparent)]
@@ -95,7 +97,7 @@ impl PartnerReloader {
             .load_partners()
             .map_err(|source| DaemonError::Identity {
                 dir: self.dir.path().to_path_buf(),
-                source: Box::new(source),
+                reason: Box::new(source),
             })?;
         self.transport.trust().replace(trusted(&partners));
         *self
@@ -271,7 +273,7 @@ impl Daemon {
         let instance = InstanceDir::new(dir);
         let id_err = |source| DaemonError::Identity {
             dir: dir.to_path_buf(),
-            source: Box::new(source),
+            reason: Box::new(source),
         };
         let identity = Arc::new(instance.load_identity().map_err(id_err)?);
         let partners = instance.load_partners().map_err(id_err)?;

@@ -1,14 +1,10 @@
-//! Pairing messages (`orgsync-keytool invite`/`join`) arrive from an
-//! unauthenticated peer: decoding arbitrary bytes must never panic, and
-//! whatever decodes must re-encode to something that decodes the same.
+//! Fuzz target `pairing_message`: the invariants are in `fuzz/checks.rs` (shared with
+//! the CI test `tests/fuzz_corpus.rs`); seed corpus in `fuzz/corpus/pairing_message/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orgsync_keytool::pairing::Message;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(msg) = Message::decode(data) {
-        let again = Message::decode(&msg.encode()).expect("a decoded message re-encodes");
-        assert_eq!(format!("{msg:?}"), format!("{again:?}"));
-    }
-});
+#[path = "../checks.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::pairing_message(data));

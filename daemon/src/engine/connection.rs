@@ -695,6 +695,9 @@ pub(super) async fn run(
         tokio::spawn(async move {
             let mut streams = Vec::new();
             while let Ok(recv) = conn.accept_uni().await {
+                // Forget finished readers: a peer opening stream after
+                // stream must not grow this list for the connection's life.
+                streams.retain(|s: &JoinHandle<()>| !s.is_finished());
                 streams.push(spawn_reader(recv, events_tx.clone()));
             }
             for s in streams {
