@@ -105,6 +105,18 @@ impl PartnerReloader {
     }
 }
 
+/// Accepting a pending peer: its bundle goes to partners.toml, then the
+/// partner set is reloaded (the peer is paired from then on).
+impl crate::governance::pending::Pairing for PartnerReloader {
+    fn pair(&self, bundle: &orgsync_protocol::bundle::Bundle) -> Result<String, String> {
+        let me = self.dir.load_identity().map_err(|e| e.to_string())?;
+        let (partner, _) = orgsync_keytool::pairing::store_partner(&self.dir, &me, bundle)
+            .map_err(|e| e.to_string())?;
+        self.reload().map_err(|e| e.to_string())?;
+        Ok(partner.name)
+    }
+}
+
 /// Watches the instance directory and reloads partners.toml when it
 /// changes (keytool writes it atomically: a rename onto the name).
 struct PartnersWatcher {
@@ -257,6 +269,9 @@ impl Daemon {
             transport: transport.clone(),
             engine: engine.clone(),
         };
+        if let Some(g) = &governance {
+            g.set_pairing(Arc::new(reloader.clone()));
+        }
         let watcher = match PartnersWatcher::start(reloader.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
