@@ -1010,6 +1010,9 @@ pub async fn export(
         }
         Format::Csv => {
             std::fs::create_dir_all(&output).map_err(|e| export_err(&output, e))?;
+            if objects.is_empty() {
+                println!("nothing received to export");
+            }
             let mut by_kind: BTreeMap<String, Vec<&Json>> = BTreeMap::new();
             for o in &objects {
                 by_kind.entry(text_of(&o["kind"])).or_default().push(o);
