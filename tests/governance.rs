@@ -89,6 +89,23 @@ fn wait_acked(inst: &Instance, partner: &str) {
     );
 }
 
+fn refused_args(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// Runs a command that must fail as bad input (exit 2) saying `why`.
+fn refused<S: AsRef<str>>(inst: &Instance, args: &[S], why: &str) {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let args = args.as_slice();
+    let out = inst.cli(args);
+    let err = support::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "orgsync {args:?}: {err}");
+    assert!(
+        err.contains(why),
+        "orgsync {args:?} said {err:?}, not {why:?}"
+    );
+}
+
 fn audit_actions(inst: &Instance, partner: Option<&str>) -> Vec<(String, String)> {
     let mut args = vec!["audit"];
     if let Some(p) = partner {
@@ -460,34 +477,20 @@ fn access_types_terms_codes_and_revocation() {
     wait_inbox(&b, &[&lent, &sub, &managed]);
     b.cli_ok(&["inbox", "approve", &lent, &sub, &managed, "--as-new"]);
 
-    let refused = b.cli(&[
-        "share", "add", "Initech", "--object", &lent, "--access", "on-loan",
-    ]);
-    assert_eq!(
-        refused.status.code(),
-        Some(2),
-        "{}",
-        support::stderr(&refused)
+    let to_c = |id: &str, access: &str| {
+        refused_args(&[
+            "share", "add", "Initech", "--object", id, "--access", access,
+        ])
+    };
+    refused(
+        &b,
+        &to_c(&lent, "on-loan"),
+        "on loan: it may not be re-shared",
     );
-    assert!(
-        support::stderr(&refused).contains("on loan: it may not be re-shared"),
-        "{}",
-        support::stderr(&refused)
-    );
-    let not_sub = b.cli(&[
-        "share",
-        "add",
-        "Initech",
-        "--object",
-        &sub,
-        "--access",
-        "subcontractor",
-    ]);
-    assert_eq!(not_sub.status.code(), Some(2));
-    assert!(
-        support::stderr(&not_sub).contains("only to a partner marked as subcontractor"),
-        "{}",
-        support::stderr(&not_sub)
+    refused(
+        &b,
+        &to_c(&sub, "subcontractor"),
+        "only to a partner marked as subcontractor",
     );
     b.cli_ok(&["partner", "set", "Initech", "--subcontractor", "true"]);
     b.cli_ok(&[
@@ -584,13 +587,7 @@ fn access_types_terms_codes_and_revocation() {
     a.stop();
     a.start_with_env(&[("ORGSYNC_CLOCK_OFFSET_SECS", "262800")]);
     let managed_share = given_share(&a, &format!("object:{managed}"));
-    let late = a.cli(&["share", "revoke", &managed_share]);
-    assert_eq!(late.status.code(), Some(2), "{}", support::stderr(&late));
-    assert!(
-        support::stderr(&late).contains("72 hours"),
-        "{}",
-        support::stderr(&late)
-    );
+    refused(&a, &["share", "revoke", &managed_share], "72 hours");
     assert!(exists(&b, &managed), "a refused revocation erased data");
     // An on-loan share stays revocable any time.
     let lent_share = given_share(&a, &format!("object:{lent}"));
@@ -602,4 +599,86 @@ fn access_types_terms_codes_and_revocation() {
     b.cli_ok(&["share", "redeem", "Acme", &expiring_code]);
     wait_audit(&b, "redeem.refused", "expired");
     assert!(!inbox_ids(&b).contains(&expiring));
+}
+
+fn plain(fingerprint: &str) -> String {
+    fingerprint
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+fn pending_fps(inst: &Instance) -> Vec<String> {
+    inst.cli_json(&["partner", "pending"])["pending"]
+        .as_array()
+        .expect("pending")
+        .iter()
+        .map(|p| plain(p["fingerprint"].as_str().expect("fingerprint")))
+        .collect()
+}
+
+#[test]
+fn pending_instances_are_accepted_after_the_fingerprint_check_or_dismissed() {
+    let mut a = Instance::governed("Acme");
+    let mut d = Instance::governed("Dyna");
+    let mut e = Instance::governed("Evil");
+    // D and E know A; A knows neither: they wait in A's pending list.
+    d.trust(&a);
+    e.trust(&a);
+    a.start();
+    d.start();
+    e.start();
+    let (fp_d, fp_e) = (d.fingerprint(), e.fingerprint());
+    wait_for("D and E to be pending at A", SYNC, || {
+        let fps = pending_fps(&a);
+        (fps.contains(&plain(&fp_d)) && fps.contains(&plain(&fp_e))).then_some(())
+    });
+    let root = a.dir.parent().unwrap().to_path_buf();
+    let bundle = |inst: &Instance| {
+        let path = root.join(format!("{}.bundle", inst.name));
+        inst.keytool(&["export", "-o", path.to_str().unwrap()]);
+        path
+    };
+    let (d_bundle, e_bundle) = (bundle(&d), bundle(&e));
+    // E's bundle does not carry D's fingerprint: refused.
+    let e_path = e_bundle.to_str().unwrap();
+    refused(
+        &a,
+        &["partner", "accept", &fp_d, "--bundle", e_path],
+        "is not the pending peer's",
+    );
+    let out = a.cli_ok(&[
+        "partner",
+        "accept",
+        &fp_d,
+        "--bundle",
+        d_bundle.to_str().unwrap(),
+    ]);
+    assert!(out.contains("paired with Dyna"), "{out}");
+    wait_for("A and D to connect", SYNC, || {
+        let partners = a.cli_json(&["partners"]);
+        partners["partners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Dyna" && p["state"] == "paired" && p["connected"] == true)
+            .then_some(())
+    });
+    a.cli_ok(&["partner", "dismiss", &fp_e]);
+    let left = pending_fps(&a);
+    assert!(
+        !left.contains(&plain(&fp_e)),
+        "a dismissed peer is still listed"
+    );
+    assert!(
+        !left.contains(&plain(&fp_d)),
+        "an accepted peer is still pending"
+    );
+    let actions: Vec<String> = audit_actions(&a, None)
+        .into_iter()
+        .map(|(x, _)| x)
+        .collect();
+    assert!(actions.contains(&"partner.accept".to_string()));
+    assert!(actions.contains(&"partner.dismiss".to_string()));
 }

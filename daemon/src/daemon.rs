@@ -109,6 +109,18 @@ impl PartnerReloader {
     }
 }
 
+/// Accepting a pending peer: its bundle goes to partners.toml, then the
+/// partner set is reloaded (the peer is paired from then on).
+impl crate::governance::pending::Pairing for PartnerReloader {
+    fn pair(&self, bundle: &orgsync_protocol::bundle::Bundle) -> Result<String, String> {
+        let me = self.dir.load_identity().map_err(|e| e.to_string())?;
+        let (partner, _) = orgsync_keytool::pairing::store_partner(&self.dir, &me, bundle)
+            .map_err(|e| e.to_string())?;
+        self.reload().map_err(|e| e.to_string())?;
+        Ok(partner.name)
+    }
+}
+
 /// What `orgsync.toml` sets that can change while the daemon runs.
 #[derive(Clone)]
 struct LiveConfig {
@@ -336,6 +348,9 @@ impl Daemon {
             transport: transport.clone(),
             engine: engine.clone(),
         };
+        if let Some(g) = &governance {
+            g.set_pairing(Arc::new(reloader.clone()));
+        }
         let live = LiveConfig {
             dir: dir.to_path_buf(),
             config: Arc::new(RwLock::new(config.clone())),

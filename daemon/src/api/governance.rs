@@ -13,6 +13,9 @@
 //! | `POST /v1/inbox/policy` | `{partner, mode: auto/manual, by?}` |
 //! | `GET /v1/governance/partners` | settings of every partner |
 //! | `POST /v1/governance/partners` | `{partner, subcontractor?, child?, map?, by?}` |
+//! | `GET /v1/governance/pending` | peers refused at the handshake, not dismissed |
+//! | `POST /v1/governance/pending/accept` | `{fingerprint, bundle, by?}`: pair after the check |
+//! | `POST /v1/governance/pending/dismiss` | `{fingerprint, by?}` |
 //! | `GET /v1/requests` | `{"requests": [..]}` |
 //! | `POST /v1/requests` | `{partner, want, suggest?, note?, by?}` |
 //! | `POST /v1/requests/{id}/preview` | `{level, access}` → `{"objects": [..]}` |
@@ -37,7 +40,7 @@ use crate::governance::audit::AuditFilter;
 use crate::governance::db::{InShare, OutShare, Received, RequestRecord, RequestRole};
 use crate::governance::inbox::{self, Action};
 use crate::governance::shares::{self, NewShare};
-use crate::governance::{requests, GovError, Governance};
+use crate::governance::{pending, requests, GovError, Governance};
 use crate::json::object_to_json;
 
 /// The governance routes (merged into [`super::router`]).
@@ -55,6 +58,9 @@ pub(super) fn routes() -> Router<ApiState> {
             "/v1/governance/partners",
             get(partner_settings).post(set_partner),
         )
+        .route("/v1/governance/pending", get(pending_list))
+        .route("/v1/governance/pending/accept", post(pending_accept))
+        .route("/v1/governance/pending/dismiss", post(pending_dismiss))
         .route("/v1/requests", get(list_requests).post(send_request))
         .route("/v1/requests/:id/preview", post(preview_request))
         .route("/v1/requests/:id/approve", post(approve_request))
@@ -658,4 +664,46 @@ async fn received(
         }
     }
     Ok(AxJson(json!({ "objects": objects })))
+}
+
+async fn pending_list(State(st): State<ApiState>) -> ApiResult<AxJson<Json>> {
+    let g = gov(&st)?;
+    let list: Vec<Json> = pending::list(g)?
+        .iter()
+        .map(super::handlers::pending_json)
+        .collect();
+    Ok(AxJson(json!({ "pending": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptBody {
+    fingerprint: String,
+    bundle: String,
+    by: Option<String>,
+}
+
+async fn pending_accept(
+    State(st): State<ApiState>,
+    JsonBody(b): JsonBody<AcceptBody>,
+) -> ApiResult<AxJson<Json>> {
+    let g = gov(&st)?;
+    let name = pending::accept(g, &b.fingerprint, &b.bundle, &by(&b.by)).await?;
+    Ok(AxJson(json!({ "paired": name })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DismissBody {
+    fingerprint: String,
+    by: Option<String>,
+}
+
+async fn pending_dismiss(
+    State(st): State<ApiState>,
+    JsonBody(b): JsonBody<DismissBody>,
+) -> ApiResult<AxJson<Json>> {
+    let g = gov(&st)?;
+    pending::dismiss(g, &b.fingerprint, &by(&b.by)).await?;
+    Ok(AxJson(json!({ "dismissed": b.fingerprint })))
 }

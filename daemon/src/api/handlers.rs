@@ -402,7 +402,7 @@ pub(crate) async fn partners(State(st): State<ApiState>) -> Response {
 }
 
 /// JSON form of a peer refused at the handshake.
-fn pending_json(p: &crate::transport::PendingPeer) -> Json {
+pub(crate) fn pending_json(p: &crate::transport::PendingPeer) -> Json {
     let ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

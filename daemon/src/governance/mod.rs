@@ -14,10 +14,12 @@
 //! - [`inbox`]: incoming decisions (approve as new, link, reject, auto).
 //! - [`requests`]: share requests between two daemons.
 //! - [`audit`]: the append-only audit log and the webhook.
+//! - [`pending`]: peers refused at the handshake, accepted or dismissed.
 
 pub mod audit;
 pub mod db;
 pub mod inbox;
+pub mod pending;
 pub mod requests;
 pub mod shares;
 
@@ -157,6 +159,8 @@ pub(crate) struct Inner {
     frames: mpsc::UnboundedSender<(OrgId, ShareFrame)>,
     /// Serialises state-changing operations (API calls, frames, events).
     pub(crate) op: tokio::sync::Mutex<()>,
+    /// How to pair with an accepted pending peer (set by the daemon).
+    pub(crate) pairing: Mutex<Option<Arc<dyn pending::Pairing>>>,
 }
 
 /// The daemon's sharing governance. Cheap to clone.
@@ -211,12 +215,25 @@ impl Governance {
                 outbox_changed,
                 frames: frames_tx,
                 op: tokio::sync::Mutex::new(()),
+                pairing: Mutex::new(None),
             }),
         };
         tokio::spawn(frame_loop(gov.clone(), frames_rx));
-        tokio::spawn(shares::membership_loop(gov.clone()));
+        // Subscribed here, not in the task: no change committed after
+        // start may be missed.
+        let events = gov.store().subscribe_events();
+        tokio::spawn(shares::membership_loop(gov.clone(), events));
         tokio::spawn(inbox::linked_loop(gov.clone()));
         Ok(gov)
+    }
+
+    /// Lets admins accept pending peers: `pairing` pairs with a bundle.
+    pub fn set_pairing(&self, pairing: Arc<dyn pending::Pairing>) {
+        *self
+            .inner
+            .pairing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(pairing);
     }
 
     /// The governance clock (Unix ms).

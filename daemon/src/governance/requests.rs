@@ -57,20 +57,15 @@ pub async fn send(
         return Err(GovError::Invalid("say what you want (--want RULE)".into()));
     }
     let _op = gov.inner.op.lock().await;
-    let r = RequestRecord {
-        id: ShareId::random(),
-        partner: *partner,
-        role: RequestRole::Requester,
-        status: ShareStatus::Requested,
-        wants: wants.clone(),
-        suggested: suggested.clone(),
-        note: note.clone(),
-        level: None,
-        access: None,
-        share: None,
-        reason: None,
-        history: vec![(ShareStatus::Requested, gov.now_ms())],
-    };
+    let r = fresh(
+        gov,
+        ShareId::random(),
+        *partner,
+        RequestRole::Requester,
+        wants.clone(),
+        suggested.clone(),
+        note.clone(),
+    );
     put(gov, &r)?;
     gov.send(
         partner,
@@ -92,6 +87,32 @@ pub async fn send(
     Ok(r)
 }
 
+/// A request as it starts, on either side: `Requested`.
+fn fresh(
+    gov: &Governance,
+    id: ShareId,
+    partner: OrgId,
+    role: RequestRole,
+    wants: Selection,
+    suggested: Option<TransferLevel>,
+    note: String,
+) -> RequestRecord {
+    RequestRecord {
+        id,
+        partner,
+        role,
+        status: ShareStatus::Requested,
+        wants,
+        suggested,
+        note,
+        level: None,
+        access: None,
+        share: None,
+        reason: None,
+        history: vec![(ShareStatus::Requested, gov.now_ms())],
+    }
+}
+
 fn status_body(r: &RequestRecord) -> ShareBody {
     ShareBody::Status(StatusUpdate {
         request: r.id,
@@ -103,6 +124,26 @@ fn status_body(r: &RequestRecord) -> ShareBody {
     })
 }
 
+/// Stores `r`, tells the other side its status and audits the move.
+fn record(
+    gov: &Governance,
+    r: &RequestRecord,
+    who: &str,
+    action: &str,
+    detail: String,
+) -> Result<(), GovError> {
+    put(gov, r)?;
+    gov.send(&r.partner, status_body(r))?;
+    gov.audit(
+        who,
+        action,
+        Some(&r.partner),
+        Some(r.id.to_string()),
+        detail,
+    )?;
+    Ok(())
+}
+
 /// Owner side: moves request `id` to `to` and tells the requester.
 pub(super) fn owner_move(gov: &Governance, id: &ShareId, to: ShareStatus) -> Result<(), GovError> {
     let mut r = get(gov, id)?;
@@ -110,16 +151,7 @@ pub(super) fn owner_move(gov: &Governance, id: &ShareId, to: ShareStatus) -> Res
         return Ok(());
     }
     advance(gov, &mut r, to)?;
-    put(gov, &r)?;
-    gov.send(&r.partner, status_body(&r))?;
-    gov.audit(
-        DAEMON,
-        "request.status",
-        Some(&r.partner),
-        Some(id.to_string()),
-        to.to_string(),
-    )?;
-    Ok(())
+    record(gov, &r, DAEMON, "request.status", to.to_string())
 }
 
 /// What approving with `level` would send now.
@@ -135,6 +167,17 @@ pub fn preview(
     Ok(p.selected.into_iter().map(|o| o.id).collect())
 }
 
+/// A request we own (only its owner `verb` it).
+fn owned(gov: &Governance, id: &ShareId, verb: &str) -> Result<RequestRecord, GovError> {
+    let r = get(gov, id)?;
+    if r.role != RequestRole::Owner {
+        return Err(GovError::Invalid(format!(
+            "request {id} is ours: its owner {verb} it"
+        )));
+    }
+    Ok(r)
+}
+
 /// Owner side: approves with the actual level and access; builds the share.
 pub async fn approve(
     gov: &Governance,
@@ -145,12 +188,7 @@ pub async fn approve(
     by: &str,
 ) -> Result<RequestRecord, GovError> {
     let _op = gov.inner.op.lock().await;
-    let mut r = get(gov, id)?;
-    if r.role != RequestRole::Owner {
-        return Err(GovError::Invalid(format!(
-            "request {id} is ours: its owner approves it"
-        )));
-    }
+    let mut r = owned(gov, id, "approves")?;
     // Refuse before any state changes when the level cannot be served.
     shares::preview(gov, Some(&r.partner), &level.selection(), access)?
         .check()
@@ -158,18 +196,15 @@ pub async fn approve(
     advance(gov, &mut r, ShareStatus::Approved)?;
     r.level = Some(level.clone());
     r.access = Some(access);
-    put(gov, &r)?;
-    gov.send(&r.partner, status_body(&r))?;
-    gov.audit(
+    record(
+        gov,
+        &r,
         by,
         "request.approve",
-        Some(&r.partner),
-        Some(id.to_string()),
         format!("level {level}, access {access}"),
     )?;
     advance(gov, &mut r, ShareStatus::Preparing)?;
-    put(gov, &r)?;
-    gov.send(&r.partner, status_body(&r))?;
+    record(gov, &r, DAEMON, "request.status", "preparing".into())?;
     let created = shares::create_locked(
         gov,
         NewShare {
@@ -186,15 +221,7 @@ pub async fn approve(
     .await?;
     r.share = created.shares.first().and_then(|s| s.parse().ok());
     advance(gov, &mut r, ShareStatus::Available)?;
-    put(gov, &r)?;
-    gov.send(&r.partner, status_body(&r))?;
-    gov.audit(
-        DAEMON,
-        "request.status",
-        Some(&r.partner),
-        Some(id.to_string()),
-        "available".into(),
-    )?;
+    record(gov, &r, DAEMON, "request.status", "available".into())?;
     gov.db().flush().await?;
     Ok(r)
 }
@@ -207,23 +234,10 @@ pub async fn reject(
     by: &str,
 ) -> Result<RequestRecord, GovError> {
     let _op = gov.inner.op.lock().await;
-    let mut r = get(gov, id)?;
-    if r.role != RequestRole::Owner {
-        return Err(GovError::Invalid(format!(
-            "request {id} is ours: its owner rejects it"
-        )));
-    }
+    let mut r = owned(gov, id, "rejects")?;
     advance(gov, &mut r, ShareStatus::Rejected)?;
     r.reason = Some(reason.clone());
-    put(gov, &r)?;
-    gov.send(&r.partner, status_body(&r))?;
-    gov.audit(
-        by,
-        "request.reject",
-        Some(&r.partner),
-        Some(id.to_string()),
-        reason,
-    )?;
+    record(gov, &r, by, "request.reject", reason)?;
     gov.db().flush().await?;
     Ok(r)
 }
@@ -239,31 +253,17 @@ pub(super) fn on_request(gov: &Governance, partner: OrgId, req: Request) -> Resu
             req.request
         )));
     }
-    let mut r = RequestRecord {
-        id: req.request,
+    let mut r = fresh(
+        gov,
+        req.request,
         partner,
-        role: RequestRole::Owner,
-        status: ShareStatus::Requested,
-        wants: req.wants,
-        suggested: req.suggested,
-        note: req.note,
-        level: None,
-        access: None,
-        share: None,
-        reason: None,
-        history: vec![(ShareStatus::Requested, gov.now_ms())],
-    };
+        RequestRole::Owner,
+        req.wants,
+        req.suggested,
+        req.note,
+    );
     advance(gov, &mut r, ShareStatus::ToEvaluate)?;
-    put(gov, &r)?;
-    gov.send(&partner, status_body(&r))?;
-    gov.audit(
-        DAEMON,
-        "request.received",
-        Some(&partner),
-        Some(r.id.to_string()),
-        "to evaluate".into(),
-    )?;
-    Ok(())
+    record(gov, &r, DAEMON, "request.received", "to evaluate".into())
 }
 
 pub(super) fn on_status(gov: &Governance, partner: OrgId, s: StatusUpdate) -> Result<(), GovError> {

@@ -417,8 +417,10 @@ async fn enter(
 
 /// Watches committed changes and keeps every flowing share's members in
 /// line with its selection.
-pub(super) async fn membership_loop(gov: Governance) {
-    let mut events = gov.store().subscribe_events();
+pub(super) async fn membership_loop(
+    gov: Governance,
+    mut events: tokio::sync::broadcast::Receiver<crate::store::StoreEvent>,
+) {
     loop {
         let first = match events.recv().await {
             Ok(e) => Some(e),

@@ -273,6 +273,32 @@ pub enum RequestCmd {
 pub enum PartnerCmd {
     /// Governance settings of every partner.
     Settings,
+    /// Instances that tried to connect but are not paired (fingerprint,
+    /// address, time), not dismissed.
+    Pending,
+    /// Pair with a pending instance: its admin's bundle must carry the
+    /// fingerprint you checked with them on the phone.
+    #[command(
+        after_help = "Example:\n  orgsync partner accept 9F3A-...-77C1 --bundle initech.bundle"
+    )]
+    Accept {
+        /// The fingerprint shown by `orgsync partner pending`.
+        fingerprint: String,
+        /// The bundle file its admin sent (`orgsync-keytool export`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Hide a pending instance for good (it stays refused).
+    Dismiss {
+        /// The fingerprint shown by `orgsync partner pending`.
+        fingerprint: String,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Mark a partner as subcontractor or child account; map custom fields.
     #[command(
         after_help = "Examples:\n  orgsync partner set Initech --subcontractor true\n  orgsync partner set Globex --map level=grade"
@@ -330,29 +356,9 @@ fn partner_label(p: &Json) -> String {
 }
 
 fn ms_text(v: &Json) -> String {
-    match v.as_u64() {
-        Some(ms) => {
-            let secs = ms / 1000;
-            let (d, rem) = (secs / 86400, secs % 86400);
-            // Civil date from days since the epoch (Howard Hinnant's algorithm).
-            let z = d as i64 + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z.rem_euclid(146_097);
-            let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let day = doy - (153 * mp + 2) / 5 + 1;
-            let month = if mp < 10 { mp + 3 } else { mp - 9 };
-            let year = yoe + era * 400 + i64::from(month <= 2);
-            format!(
-                "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-                rem / 3600,
-                rem % 3600 / 60,
-                rem % 60
-            )
-        }
-        None => "-".into(),
-    }
+    v.as_u64()
+        .map(orgsync_daemon::json::rfc3339_ms)
+        .unwrap_or_else(|| "-".into())
 }
 
 /// `orgsync share ...`
@@ -749,6 +755,64 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
                 );
             }
         }
+        PartnerCmd::Pending => {
+            let out = call(client, Method::GET, "/v1/governance/pending", None).await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                let rows: Vec<Vec<String>> = out["pending"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        vec![
+                            text_of(&p["fingerprint"]),
+                            text_of(&p["address"]),
+                            ms_text(&p["last_seen_ms"]),
+                            text_of(&p["attempts"]),
+                        ]
+                    })
+                    .collect();
+                print_table(&["FINGERPRINT", "ADDRESS", "LAST SEEN", "ATTEMPTS"], &rows);
+            }
+        }
+        PartnerCmd::Accept {
+            fingerprint,
+            bundle,
+            by,
+        } => {
+            let text = std::fs::read_to_string(&bundle).map_err(|e| {
+                Failure::bad_input(format!("cannot read {}: {e}", bundle.display()))
+            })?;
+            let body = json!({"fingerprint": fingerprint, "bundle": text, "by": who(&by)});
+            let out = call(
+                client,
+                Method::POST,
+                "/v1/governance/pending/accept",
+                Some(&body),
+            )
+            .await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("paired with {}", text_of(&out["paired"]));
+            }
+        }
+        PartnerCmd::Dismiss { fingerprint, by } => {
+            let body = json!({"fingerprint": fingerprint, "by": who(&by)});
+            let out = call(
+                client,
+                Method::POST,
+                "/v1/governance/pending/dismiss",
+                Some(&body),
+            )
+            .await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("dismissed {fingerprint}");
+            }
+        }
         PartnerCmd::Set {
             partner,
             subcontractor,
@@ -835,7 +899,7 @@ pub async fn audit(
         })
         .collect();
     print_table(
-        &["WHEN (UTC)", "WHO", "ACTION", "PARTNER", "SHARE", "DETAIL"],
+        &["WHEN", "WHO", "ACTION", "PARTNER", "SHARE", "DETAIL"],
         &rows,
     );
     Ok(())
@@ -946,6 +1010,9 @@ pub async fn export(
         }
         Format::Csv => {
             std::fs::create_dir_all(&output).map_err(|e| export_err(&output, e))?;
+            if objects.is_empty() {
+                println!("nothing received to export");
+            }
             let mut by_kind: BTreeMap<String, Vec<&Json>> = BTreeMap::new();
             for o in &objects {
                 by_kind.entry(text_of(&o["kind"])).or_default().push(o);
