@@ -4,7 +4,9 @@
 
 mod baseline;
 mod cluster;
+mod keepalive;
 mod machine;
+mod procs;
 mod report;
 mod scenarios;
 
@@ -50,6 +52,11 @@ enum Command {
     InitialSync,
     /// 5. Scenario 4, then RSS after a minute idle (no idle with --tiny).
     Memory,
+    /// 6. One instance writing to 20 partners (whole instances in this
+    ///    process): aggregate throughput and the slowest partner's lag.
+    FanOut,
+    /// 7. Scenarios 1 and 2 with 10k, 100k and 1M objects already stored.
+    Growth,
 }
 
 /// Sizes of every scenario.
@@ -59,6 +66,11 @@ struct Sizes {
     resume: usize,
     initial: u64,
     idle: Duration,
+    fan_out: u64,
+    partners: usize,
+    growth: Vec<u64>,
+    growth_replication: u64,
+    growth_latency: usize,
 }
 
 impl Sizes {
@@ -70,6 +82,11 @@ impl Sizes {
                 resume: 4 << 20,
                 initial: 10_000,
                 idle: Duration::ZERO,
+                fan_out: 500,
+                partners: 3,
+                growth: vec![1_000, 5_000],
+                growth_replication: 2_000,
+                growth_latency: 20,
             }
         } else {
             Sizes {
@@ -78,6 +95,11 @@ impl Sizes {
                 resume: 256 << 20,
                 initial: 1_000_000,
                 idle: Duration::from_secs(60),
+                fan_out: 20_000,
+                partners: 20,
+                growth: vec![10_000, 100_000, 1_000_000],
+                growth_replication: 50_000,
+                growth_latency: 300,
             }
         }
     }
@@ -130,6 +152,28 @@ async fn run(command: Command, tiny: bool) -> Result<Vec<Row>> {
         );
         rows.extend(scenarios::initial_sync(sizes.initial, idle).await?);
     }
+    if all || matches!(command, Command::FanOut) {
+        eprintln!(
+            "scenario 6: fan-out of {} contacts to {} partners...",
+            sizes.fan_out, sizes.partners
+        );
+        rows.extend(scenarios::fan_out(sizes.fan_out, sizes.partners).await?);
+    }
+    if all || matches!(command, Command::Growth) {
+        eprintln!("scenario 7: cost growth with {:?} stored...", sizes.growth);
+        let sled = figure(&rows, SLED)?;
+        let rtt = (figure(&rows, RTT50)?, figure(&rows, RTT99)?);
+        rows.extend(
+            scenarios::cost_growth(
+                &sizes.growth,
+                sizes.growth_replication,
+                sizes.growth_latency,
+                sled,
+                rtt,
+            )
+            .await?,
+        );
+    }
     Ok(rows)
 }
 
@@ -142,7 +186,7 @@ fn main() -> Result<()> {
     let rows = rt.block_on(run(cli.command, cli.tiny))?;
     println!("machine: {}", machine::describe());
     println!(
-        "daemons: whole orgsync instances in this process (separate dirs, stores, QUIC endpoints on loopback); RSS is the process's"
+        "daemons: scenarios 4-5 run each daemon as its own orgsyncd process (RSS per process); 1-3, 6, 7 run whole instances in this process (separate dirs, stores, QUIC endpoints on loopback)"
     );
     print!("{}", report::render(&rows));
     Ok(())
