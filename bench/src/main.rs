@@ -17,6 +17,11 @@ use clap::{Parser, Subcommand};
 
 use report::Row;
 
+/// The same allocator as `orgsyncd`, so in-process instances behave like
+/// the daemon.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks of orgsync against raw sled, quinn and AEAD baselines.
 ///
 /// Example: `cargo run --release -p orgsync-bench -- all`
