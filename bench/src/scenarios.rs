@@ -83,7 +83,7 @@ async fn replication_on(
 ) -> Result<Vec<Row>> {
     start_pair(a, b, false).await?;
     let start = Instant::now();
-    let head = write_contacts(&a, 0, n, 1_000).await?;
+    let head = write_contacts(a, 0, n, 1_000).await?;
     let written = start.elapsed();
     let store = a.daemon().store().clone();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -95,8 +95,8 @@ async fn replication_on(
     }
     let secs = start.elapsed().as_secs_f64();
     // B's own cursor says the same, durably.
-    wait_applied(&b, &a.org, head, Duration::from_millis(1), CONNECT_TIMEOUT).await?;
-    let len = cluster::logged_change_len(&a)?;
+    wait_applied(b, &a.org, head, Duration::from_millis(1), CONNECT_TIMEOUT).await?;
+    let len = cluster::logged_change_len(a)?;
     eprintln!(
         "replication: {n} contacts ({len} B each as logged) written on A in {:.2} s, acked by B after {secs:.2} s",
         written.as_secs_f64()

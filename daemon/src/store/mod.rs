@@ -904,7 +904,7 @@ impl Store {
                 .unwrap_or_else(PoisonError::into_inner);
             self.inner
                 .data
-                .insert(&keys::blob(hash), encode_as("blob entry", &entry)?)
+                .insert(keys::blob(hash), encode_as("blob entry", &entry)?)
                 .map_err(db_err("write blob"))?;
             self.inner.commit.ticket()
         };
