@@ -118,6 +118,25 @@ fn figure(rows: &[Row], scenario: &str) -> Result<f64> {
         .ok_or_else(|| anyhow::anyhow!("baseline {scenario:?} was not measured"))
 }
 
+/// Adds a scenario's rows, or, when it failed, one failing row saying why,
+/// so one broken scenario does not cost the table of the others.
+fn record(rows: &mut Vec<Row>, scenario: &str, result: Result<Vec<Row>>) {
+    match result {
+        Ok(r) => rows.extend(r),
+        Err(e) => {
+            eprintln!("{scenario} failed: {e:#}");
+            rows.push(Row {
+                scenario: format!("{scenario}: ERROR {e:#}"),
+                metric: "-".into(),
+                value: f64::NAN,
+                baseline: None,
+                target: "runs".into(),
+                pass: Some(false),
+            });
+        }
+    }
+}
+
 const SLED: &str = "baseline: raw sled apply_batch(1000)+flush";
 const QUINN_AEAD: &str = "baseline: raw quinn + AEAD 64 KiB chunks";
 const RTT50: &str = "baseline: raw quinn round trip p50";
@@ -133,17 +152,29 @@ async fn run(command: Command, tiny: bool) -> Result<Vec<Row>> {
             sizes.replication
         );
         let sled = figure(&rows, SLED)?;
-        rows.extend(scenarios::replication(sizes.replication, sled).await?);
+        record(
+            &mut rows,
+            "1 replication",
+            scenarios::replication(sizes.replication, sled).await,
+        );
     }
     if all || matches!(command, Command::Latency) {
         eprintln!("scenario 2: latency ({} changes)...", sizes.latency);
         let (p50, p99) = (figure(&rows, RTT50)?, figure(&rows, RTT99)?);
-        rows.extend(scenarios::latency(sizes.latency, p50, p99).await?);
+        record(
+            &mut rows,
+            "2 latency",
+            scenarios::latency(sizes.latency, p50, p99).await,
+        );
     }
     if all || matches!(command, Command::ResumeFile) {
         eprintln!("scenario 3: résumé file ({} MiB)...", sizes.resume >> 20);
         let aead = figure(&rows, QUINN_AEAD)?;
-        rows.extend(scenarios::resume_file(sizes.resume, aead).await?);
+        record(
+            &mut rows,
+            "3 resume file",
+            scenarios::resume_file(sizes.resume, aead).await,
+        );
     }
     let idle = match command {
         Command::All | Command::Memory => Some(sizes.idle),
@@ -155,29 +186,36 @@ async fn run(command: Command, tiny: bool) -> Result<Vec<Row>> {
             "scenarios 4 and 5: initial sync ({} objects)...",
             sizes.initial
         );
-        rows.extend(scenarios::initial_sync(sizes.initial, idle).await?);
+        record(
+            &mut rows,
+            "4-5 initial sync",
+            scenarios::initial_sync(sizes.initial, idle).await,
+        );
     }
     if all || matches!(command, Command::FanOut) {
         eprintln!(
             "scenario 6: fan-out of {} contacts to {} partners...",
             sizes.fan_out, sizes.partners
         );
-        rows.extend(scenarios::fan_out(sizes.fan_out, sizes.partners).await?);
+        record(
+            &mut rows,
+            "6 fan-out",
+            scenarios::fan_out(sizes.fan_out, sizes.partners).await,
+        );
     }
     if all || matches!(command, Command::Growth) {
         eprintln!("scenario 7: cost growth with {:?} stored...", sizes.growth);
         let sled = figure(&rows, SLED)?;
         let rtt = (figure(&rows, RTT50)?, figure(&rows, RTT99)?);
-        rows.extend(
-            scenarios::cost_growth(
-                &sizes.growth,
-                sizes.growth_replication,
-                sizes.growth_latency,
-                sled,
-                rtt,
-            )
-            .await?,
-        );
+        let growth = scenarios::cost_growth(
+            &sizes.growth,
+            sizes.growth_replication,
+            sizes.growth_latency,
+            sled,
+            rtt,
+        )
+        .await;
+        record(&mut rows, "7 growth", growth);
     }
     Ok(rows)
 }
@@ -194,6 +232,10 @@ fn main() -> Result<()> {
         "daemons: scenarios 4-5 run each daemon as its own orgsyncd process (RSS per process); 1-3, 6, 7 run whole instances in this process (separate dirs, stores, QUIC endpoints on loopback)"
     );
     print!("{}", report::render(&rows));
+    if let Some(failed) = rows.iter().find(|r| r.value.is_nan()) {
+        // The table is printed; the exit status still says a scenario broke.
+        anyhow::bail!("{}", failed.scenario);
+    }
     Ok(())
 }
 

@@ -33,8 +33,8 @@ fn tiny_all_runs_every_scenario() {
         "6 fan-out A -> 3 partners, aggregate",
         "6 fan-out: slowest partner done after A's last write",
         "7 growth: replication with 5000 stored",
-        "7 growth: replication 1000 -> 5000 stored",
-        "7 growth: latency p99 1000 -> 5000 stored",
+        "7 growth: replication, 5000 vs 1000 stored",
+        "7 growth: latency p99, 5000 vs 1000 stored",
     ] {
         assert!(
             stdout.contains(row),
