@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use orgsync_daemon::api::LocalServices;
 use orgsync_daemon::daemon::Daemon;
-use orgsync_daemon::store::Edit;
+use orgsync_daemon::store::{Edit, Store, StoreOptions};
 use orgsync_keytool::pairing::store_partner;
 use orgsync_keytool::InstanceDir;
 use orgsync_protocol::codec;
@@ -166,16 +166,15 @@ pub fn logged_change_len(node: &Node) -> Result<usize> {
     Ok(codec::encode(&first.change)?.len())
 }
 
-/// Resident set size of this process, in bytes.
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+/// Opens the store of the stopped instance in `dir` as its daemon would
+/// (default config, the instance's own id), to fill it before a scenario.
+pub fn open_store(dir: &Path) -> Result<Store> {
+    let instance = InstanceDir::new(dir).load_identity()?.instance_id;
+    Ok(Store::open_with(
+        dir,
+        StoreOptions {
+            instance: Some(instance),
+            ..StoreOptions::default()
+        },
+    )?)
 }

@@ -4,7 +4,9 @@
 
 mod baseline;
 mod cluster;
+mod keepalive;
 mod machine;
+mod procs;
 mod report;
 mod scenarios;
 
@@ -14,6 +16,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use report::Row;
+
+/// The same allocator as `orgsyncd`, so in-process instances behave like
+/// the daemon.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Benchmarks of orgsync against raw sled, quinn and AEAD baselines.
 ///
@@ -50,6 +57,11 @@ enum Command {
     InitialSync,
     /// 5. Scenario 4, then RSS after a minute idle (no idle with --tiny).
     Memory,
+    /// 6. One instance writing to 20 partners (whole instances in this
+    ///    process): aggregate throughput and the slowest partner's lag.
+    FanOut,
+    /// 7. Scenarios 1 and 2 with 10k, 100k and 1M objects already stored.
+    Growth,
 }
 
 /// Sizes of every scenario.
@@ -59,6 +71,11 @@ struct Sizes {
     resume: usize,
     initial: u64,
     idle: Duration,
+    fan_out: u64,
+    partners: usize,
+    growth: Vec<u64>,
+    growth_replication: u64,
+    growth_latency: usize,
 }
 
 impl Sizes {
@@ -70,6 +87,11 @@ impl Sizes {
                 resume: 4 << 20,
                 initial: 10_000,
                 idle: Duration::ZERO,
+                fan_out: 500,
+                partners: 3,
+                growth: vec![1_000, 5_000],
+                growth_replication: 2_000,
+                growth_latency: 20,
             }
         } else {
             Sizes {
@@ -78,6 +100,11 @@ impl Sizes {
                 resume: 256 << 20,
                 initial: 1_000_000,
                 idle: Duration::from_secs(60),
+                fan_out: 20_000,
+                partners: 20,
+                growth: vec![10_000, 100_000, 1_000_000],
+                growth_replication: 50_000,
+                growth_latency: 300,
             }
         }
     }
@@ -89,6 +116,25 @@ fn figure(rows: &[Row], scenario: &str) -> Result<f64> {
         .find(|r| r.scenario == scenario)
         .map(|r| r.value)
         .ok_or_else(|| anyhow::anyhow!("baseline {scenario:?} was not measured"))
+}
+
+/// Adds a scenario's rows, or, when it failed, one failing row saying why,
+/// so one broken scenario does not cost the table of the others.
+fn record(rows: &mut Vec<Row>, scenario: &str, result: Result<Vec<Row>>) {
+    match result {
+        Ok(r) => rows.extend(r),
+        Err(e) => {
+            eprintln!("{scenario} failed: {e:#}");
+            rows.push(Row {
+                scenario: format!("{scenario}: ERROR {e:#}"),
+                metric: "-".into(),
+                value: f64::NAN,
+                baseline: None,
+                target: "runs".into(),
+                pass: Some(false),
+            });
+        }
+    }
 }
 
 const SLED: &str = "baseline: raw sled apply_batch(1000)+flush";
@@ -106,17 +152,29 @@ async fn run(command: Command, tiny: bool) -> Result<Vec<Row>> {
             sizes.replication
         );
         let sled = figure(&rows, SLED)?;
-        rows.extend(scenarios::replication(sizes.replication, sled).await?);
+        record(
+            &mut rows,
+            "1 replication",
+            scenarios::replication(sizes.replication, sled).await,
+        );
     }
     if all || matches!(command, Command::Latency) {
         eprintln!("scenario 2: latency ({} changes)...", sizes.latency);
         let (p50, p99) = (figure(&rows, RTT50)?, figure(&rows, RTT99)?);
-        rows.extend(scenarios::latency(sizes.latency, p50, p99).await?);
+        record(
+            &mut rows,
+            "2 latency",
+            scenarios::latency(sizes.latency, p50, p99).await,
+        );
     }
     if all || matches!(command, Command::ResumeFile) {
         eprintln!("scenario 3: résumé file ({} MiB)...", sizes.resume >> 20);
         let aead = figure(&rows, QUINN_AEAD)?;
-        rows.extend(scenarios::resume_file(sizes.resume, aead).await?);
+        record(
+            &mut rows,
+            "3 resume file",
+            scenarios::resume_file(sizes.resume, aead).await,
+        );
     }
     let idle = match command {
         Command::All | Command::Memory => Some(sizes.idle),
@@ -128,7 +186,36 @@ async fn run(command: Command, tiny: bool) -> Result<Vec<Row>> {
             "scenarios 4 and 5: initial sync ({} objects)...",
             sizes.initial
         );
-        rows.extend(scenarios::initial_sync(sizes.initial, idle).await?);
+        record(
+            &mut rows,
+            "4-5 initial sync",
+            scenarios::initial_sync(sizes.initial, idle).await,
+        );
+    }
+    if all || matches!(command, Command::FanOut) {
+        eprintln!(
+            "scenario 6: fan-out of {} contacts to {} partners...",
+            sizes.fan_out, sizes.partners
+        );
+        record(
+            &mut rows,
+            "6 fan-out",
+            scenarios::fan_out(sizes.fan_out, sizes.partners).await,
+        );
+    }
+    if all || matches!(command, Command::Growth) {
+        eprintln!("scenario 7: cost growth with {:?} stored...", sizes.growth);
+        let sled = figure(&rows, SLED)?;
+        let rtt = (figure(&rows, RTT50)?, figure(&rows, RTT99)?);
+        let growth = scenarios::cost_growth(
+            &sizes.growth,
+            sizes.growth_replication,
+            sizes.growth_latency,
+            sled,
+            rtt,
+        )
+        .await;
+        record(&mut rows, "7 growth", growth);
     }
     Ok(rows)
 }
@@ -142,9 +229,13 @@ fn main() -> Result<()> {
     let rows = rt.block_on(run(cli.command, cli.tiny))?;
     println!("machine: {}", machine::describe());
     println!(
-        "daemons: whole orgsync instances in this process (separate dirs, stores, QUIC endpoints on loopback); RSS is the process's"
+        "daemons: scenarios 4-5 run each daemon as its own orgsyncd process (RSS per process); 1-3, 6, 7 run whole instances in this process (separate dirs, stores, QUIC endpoints on loopback)"
     );
     print!("{}", report::render(&rows));
+    if let Some(failed) = rows.iter().find(|r| r.value.is_nan()) {
+        // The table is printed; the exit status still says a scenario broke.
+        anyhow::bail!("{}", failed.scenario);
+    }
     Ok(())
 }
 

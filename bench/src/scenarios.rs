@@ -3,35 +3,67 @@
 //! directories, stores and QUIC endpoints talking over loopback).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use orgsync_daemon::api::attach_resume_file;
 use orgsync_daemon::client::Client;
 use orgsync_daemon::store::BlobState;
-use orgsync_protocol::model::{FieldKey, Value};
+use orgsync_protocol::clock::Timestamp;
+use orgsync_protocol::model::{
+    Change, FieldKey, FieldState, InstanceId, OrgId, SequencedChange, Value, Version,
+};
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
 
 use crate::baseline::percentile;
 use crate::cluster::{self, contact, pair, wait_applied, wait_connected, Node};
+use crate::keepalive::KeepAlive;
+use crate::procs;
 use crate::report::Row;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Two fresh paired instances, both started (with their API sockets if `api`)
-/// and connected.
+/// Two fresh paired instances in `root`, not started.
+fn paired(root: &std::path::Path) -> Result<(Node, Node)> {
+    let a = Node::create(root, "Acme")?;
+    let b = Node::create(root, "Globex")?;
+    pair(&a, &b)?;
+    Ok((a, b))
+}
+
+/// Starts both instances (with their API sockets if `api`) and waits until
+/// they are connected.
+async fn start_pair(a: &mut Node, b: &mut Node, api: bool) -> Result<()> {
+    start_node(a, api).await?;
+    start_node(b, api).await?;
+    wait_connected(a, &b.org, CONNECT_TIMEOUT).await?;
+    wait_connected(b, &a.org, CONNECT_TIMEOUT).await?;
+    Ok(())
+}
+
+/// Starts `node`. On a restart, tasks of the stopped daemon may still hold
+/// its store (sled's directory lock) for a moment: retries until a deadline.
+async fn start_node(node: &mut Node, api: bool) -> Result<()> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match node.start(api).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("(start failed, retrying: {e:#})");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Two fresh paired instances, both started (with their API sockets if `api`) and
+/// connected.
 async fn started_pair(api: bool) -> Result<(tempfile::TempDir, Node, Node)> {
     let root = tempfile::tempdir()?;
-    let mut a = Node::create(root.path(), "Acme")?;
-    let mut b = Node::create(root.path(), "Globex")?;
-    pair(&a, &b)?;
-    a.start(api).await?;
-    b.start(api).await?;
-    wait_connected(&a, &b.org, CONNECT_TIMEOUT).await?;
-    wait_connected(&b, &a.org, CONNECT_TIMEOUT).await?;
+    let (mut a, mut b) = paired(root.path())?;
+    start_pair(&mut a, &mut b, api).await?;
     Ok((root, a, b))
 }
 
@@ -53,9 +85,21 @@ async fn write_contacts(node: &Node, start: u64, n: u64, batch: u64) -> Result<u
 /// runs from A's first write until A's `acked_by_peer` cursor for B (only
 /// moved after B has applied durably) reaches A's log head.
 pub async fn replication(n: u64, sled_baseline: f64) -> Result<Vec<Row>> {
-    let (_root, mut a, mut b) = started_pair(false).await?;
+    let root = tempfile::tempdir()?;
+    let (mut a, mut b) = paired(root.path())?;
+    replication_on(&mut a, &mut b, n, sled_baseline).await
+}
+
+/// Scenario 1 on two paired instances, not started yet.
+async fn replication_on(
+    a: &mut Node,
+    b: &mut Node,
+    n: u64,
+    sled_baseline: f64,
+) -> Result<Vec<Row>> {
+    start_pair(a, b, false).await?;
     let start = Instant::now();
-    let head = write_contacts(&a, 0, n, 1_000).await?;
+    let head = write_contacts(a, 0, n, 1_000).await?;
     let written = start.elapsed();
     let store = a.daemon().store().clone();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -67,8 +111,8 @@ pub async fn replication(n: u64, sled_baseline: f64) -> Result<Vec<Row>> {
     }
     let secs = start.elapsed().as_secs_f64();
     // B's own cursor says the same, durably.
-    wait_applied(&b, &a.org, head, Duration::from_millis(1), CONNECT_TIMEOUT).await?;
-    let len = cluster::logged_change_len(&a)?;
+    wait_applied(b, &a.org, head, Duration::from_millis(1), CONNECT_TIMEOUT).await?;
+    let len = cluster::logged_change_len(a)?;
     eprintln!(
         "replication: {n} contacts ({len} B each as logged) written on A in {:.2} s, acked by B after {secs:.2} s",
         written.as_secs_f64()
@@ -95,13 +139,26 @@ pub async fn replication(n: u64, sled_baseline: f64) -> Result<Vec<Row>> {
 }
 
 /// Scenario 2: `n` changes one at a time through A's local API (HTTP over
-/// the unix socket, a new connection per request as the CLI does), each
+/// the unix socket, one keep-alive connection as an application holds it), each
 /// timed until B's API event stream (`GET /v1/events`) reports it. B emits
 /// the event once the change is durable on B; A answers the POST once it
 /// is durable on A.
 pub async fn latency(n: usize, rtt_p50: f64, rtt_p99: f64) -> Result<Vec<Row>> {
-    let (_root, mut a, mut b) = started_pair(true).await?;
-    let client_a = Client::new(&a.dir);
+    let root = tempfile::tempdir()?;
+    let (mut a, mut b) = paired(root.path())?;
+    latency_on(&mut a, &mut b, n, rtt_p50, rtt_p99).await
+}
+
+/// Scenario 2 on two paired instances, not started yet.
+async fn latency_on(
+    a: &mut Node,
+    b: &mut Node,
+    n: usize,
+    rtt_p50: f64,
+    rtt_p99: f64,
+) -> Result<Vec<Row>> {
+    start_pair(a, b, true).await?;
+    let mut client_a = KeepAlive::connect(&a.dir).await?;
     let client_b = Client::new(&b.dir);
     let mut events = client_b.events(None).await?;
     let mut samples = Vec::with_capacity(n);
@@ -109,13 +166,16 @@ pub async fn latency(n: usize, rtt_p50: f64, rtt_p99: f64) -> Result<Vec<Row>> {
     for i in 0..n + warmup {
         let t = Instant::now();
         let created = client_a
-            .create(&json!({
-                "kind": "contact",
-                "fields": {
-                    "first_name": format!("Latency{i:06}"),
-                    "email": format!("latency{i:06}@example.org"),
-                },
-            }))
+            .post(
+                "/v1/objects",
+                &json!({
+                    "kind": "contact",
+                    "fields": {
+                        "first_name": format!("Latency{i:06}"),
+                        "email": format!("latency{i:06}@example.org"),
+                    },
+                }),
+            )
             .await?;
         let id = created["id"]
             .as_str()
@@ -230,79 +290,67 @@ pub async fn resume_file(size: usize, quinn_aead_mbps: f64) -> Result<Vec<Row>> 
     }])
 }
 
-/// Samples this process's RSS every 50 ms until stopped; keeps the peak.
-struct RssSampler {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
-    thread: std::thread::JoinHandle<()>,
+/// The RSS of both processes, for the progress line (the peaks come from
+/// the kernel's `VmHWM`).
+fn rss_line(a: &procs::Daemon, b: &procs::Daemon) -> String {
+    format!(
+        "RSS A {:.0} MiB, B {:.0} MiB",
+        a.rss() as f64 / MIB,
+        b.rss() as f64 / MIB
+    )
 }
 
-impl RssSampler {
-    fn start() -> RssSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(cluster::rss_bytes()));
-        let thread = std::thread::spawn({
-            let (stop, peak) = (stop.clone(), peak.clone());
-            move || {
-                while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(cluster::rss_bytes(), Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        });
-        RssSampler { stop, peak, thread }
-    }
+const MIB: f64 = 1024.0 * 1024.0;
 
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-        self.peak.load(Ordering::Relaxed).max(cluster::rss_bytes())
+/// Writes `n` contacts straight into the store of the (stopped) instance
+/// in `dir`, in batches of 10,000.
+async fn prefill_log(dir: &std::path::Path, n: u64) -> Result<u64> {
+    let store = cluster::open_store(dir)?;
+    let mut i = 0;
+    while i < n {
+        let k = 10_000.min(n - i);
+        store.write((i..i + k).map(contact).collect()).await?;
+        i += k;
     }
+    let head = store.log_head();
+    // Dropping the last handle flushes and releases sled's lock.
+    drop(store);
+    Ok(head)
 }
 
-/// Scenarios 4 and 5: A holds `n` objects (written before B exists, not
-/// timed); B is created, paired with A and started; the clock runs from
-/// B's start until B has durably applied A's whole log. RSS of this
-/// process (both daemons live in it) is sampled throughout; then, unless
+/// Scenarios 4 and 5, with each daemon a separate `orgsyncd` process and
+/// default config: A's store gets `n` contacts (written before any daemon
+/// starts, not timed); A is started; B is created, paired and started; the
+/// clock runs from B's start until `orgsync wait-synced` on A (progress on
+/// stderr) reports that B acknowledged everything (B acks only what it
+/// applied durably). Peak RSS is each process's `VmHWM`; then, unless
 /// `idle` is zero, both stay idle that long and RSS is read again.
 pub async fn initial_sync(n: u64, idle: Duration) -> Result<Vec<Row>> {
+    let bins = procs::bin_dir()?;
     let root = tempfile::tempdir()?;
-    let mut a = Node::create(root.path(), "Acme")?;
-    let mut b = Node::create(root.path(), "Globex")?;
-    a.start(false).await?;
+    let a = Node::create(root.path(), "Acme")?;
+    let b = Node::create(root.path(), "Globex")?;
     let t = Instant::now();
-    let head = write_contacts(&a, 0, n, 10_000).await?;
+    let head = prefill_log(&a.dir, n).await?;
     eprintln!(
-        "initial-sync: {n} contacts written on A in {:.1} s; pairing a fresh B",
+        "initial-sync: {n} contacts written into A's store in {:.1} s; starting orgsyncd A, pairing a fresh B",
         t.elapsed().as_secs_f64()
     );
     pair(&a, &b)?;
-    let rss_start = cluster::rss_bytes();
-    let sampler = RssSampler::start();
+    let pa = procs::Daemon::spawn(&bins, &a.dir).await?;
     let start = Instant::now();
-    b.start(false).await?;
-    let mut last_print = Instant::now();
-    let store_b = b.daemon().store().clone();
-    loop {
-        let applied = store_b.cursor(&a.org)?.applied_from_peer;
-        if applied >= head {
-            break;
-        }
-        if last_print.elapsed() > Duration::from_secs(2) {
-            eprintln!(
-                "initial-sync: {applied}/{head} after {:.1} s",
-                start.elapsed().as_secs_f64()
-            );
-            last_print = Instant::now();
-        }
-        if start.elapsed() > Duration::from_secs(900) {
-            bail!("initial sync not done after 900 s ({applied}/{head})");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let pb = procs::Daemon::spawn(&bins, &b.dir).await?;
+    let (a_start, b_start) = (pa.rss(), pb.rss());
+    procs::wait_synced(&bins, &a.dir, Duration::from_secs(900)).await?;
     let secs = start.elapsed().as_secs_f64();
-    let peak = sampler.finish();
-    let rss_done = cluster::rss_bytes();
+    let applied = Client::new(&b.dir).status().await?;
+    eprintln!(
+        "initial-sync: done in {secs:.1} s (head {head}); {}; B status: {}",
+        rss_line(&pa, &pb),
+        applied["partners"]
+    );
+    let (a_peak, b_peak) = (pa.peak_rss(), pb.peak_rss());
+    let (a_done, b_done) = (pa.rss(), pb.rss());
     let mut rows = vec![Row {
         scenario: format!("4 initial sync of {n} objects to a fresh partner"),
         metric: "s".into(),
@@ -320,39 +368,244 @@ pub async fn initial_sync(n: u64, idle: Duration) -> Result<Vec<Row>> {
         "objects/s",
         n as f64 / secs,
     ));
-    const MIB: f64 = 1024.0 * 1024.0;
-    rows.push(Row {
-        scenario: "5 memory: peak RSS during 4 (both daemons, one process)".into(),
-        metric: "MiB".into(),
-        value: peak as f64 / MIB,
-        baseline: None,
-        target: "<= 512 MiB".into(),
-        pass: Some(peak as f64 <= 512.0 * MIB),
-    });
-    rows.push(Row::info(
-        "5 memory: RSS when 4 began",
-        "MiB",
-        rss_start as f64 / MIB,
-    ));
-    rows.push(Row::info(
-        "5 memory: RSS when 4 ended",
-        "MiB",
-        rss_done as f64 / MIB,
-    ));
+    for (who, peak) in [("A (sender)", a_peak), ("B (receiver)", b_peak)] {
+        rows.push(Row {
+            scenario: format!("5 memory: peak RSS of orgsyncd {who} during 4"),
+            metric: "MiB".into(),
+            value: peak as f64 / MIB,
+            baseline: None,
+            target: "<= 512 MiB".into(),
+            pass: Some(peak as f64 <= 512.0 * MIB),
+        });
+    }
+    for (who, begin, done) in [("A", a_start, a_done), ("B", b_start, b_done)] {
+        rows.push(Row::info(
+            &format!("5 memory: RSS of {who} when 4 began"),
+            "MiB",
+            begin as f64 / MIB,
+        ));
+        rows.push(Row::info(
+            &format!("5 memory: RSS of {who} when 4 ended"),
+            "MiB",
+            done as f64 / MIB,
+        ));
+    }
     if !idle.is_zero() {
         eprintln!("memory: idle for {} s...", idle.as_secs());
         tokio::time::sleep(idle).await;
-        let rss_idle = cluster::rss_bytes();
-        rows.push(Row {
-            scenario: format!("5 memory: RSS after {} s idle", idle.as_secs()),
-            metric: "MiB".into(),
-            value: rss_idle as f64 / MIB,
-            baseline: Some(rss_start as f64 / MIB),
-            target: "<= 1.2x start".into(),
-            pass: Some(rss_idle as f64 <= 1.2 * rss_start as f64),
-        });
+        for (who, d, begin) in [("A", &pa, a_start), ("B", &pb, b_start)] {
+            let now = d.rss();
+            rows.push(Row {
+                scenario: format!("5 memory: RSS of {who} after {} s idle", idle.as_secs()),
+                metric: "MiB".into(),
+                value: now as f64 / MIB,
+                baseline: Some(begin as f64 / MIB),
+                target: "<= 1.2x start".into(),
+                pass: Some(now as f64 <= 1.2 * begin as f64),
+            });
+        }
     }
+    pa.stop().await?;
+    pb.stop().await?;
+    Ok(rows)
+}
+
+/// Scenario 6: A writes `n` contacts (batches of 1,000) while `partners`
+/// fresh partners, each a whole instance in this process, receive them.
+/// Aggregate throughput is `n * partners` over the time until every
+/// partner has acknowledged A's head; the slowest partner's lag is how long
+/// after A's last write it finished, and its largest backlog seen.
+pub async fn fan_out(n: u64, partners: usize) -> Result<Vec<Row>> {
+    let root = tempfile::tempdir()?;
+    let mut a = Node::create(root.path(), "Hub")?;
+    let mut others = Vec::with_capacity(partners);
+    for i in 0..partners {
+        let b = Node::create(root.path(), &format!("Partner{i:02}"))?;
+        pair(&a, &b)?;
+        others.push(b);
+    }
+    a.start(false).await?;
+    for b in &mut others {
+        b.start(false).await?;
+    }
+    for b in &others {
+        wait_connected(&a, &b.org, CONNECT_TIMEOUT).await?;
+    }
+    let store = a.daemon().store().clone();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut i = 0;
+            while i < n {
+                let k = 1_000.min(n - i);
+                store.write((i..i + k).map(contact).collect()).await?;
+                i += k;
+            }
+            Ok::<_, anyhow::Error>(Instant::now())
+        })
+    };
+    let start = Instant::now();
+    let mut max_backlog = 0u64;
+    let mut done_at = vec![None; partners];
+    let deadline = start + Duration::from_secs(900);
+    let mut written_at = None;
+    loop {
+        let head = store.log_head();
+        if written_at.is_none() && writer.is_finished() {
+            written_at = Some(head);
+        }
+        for (b, done) in others.iter().zip(done_at.iter_mut()) {
+            let acked = store.cursor(&b.org)?.acked_by_peer;
+            max_backlog = max_backlog.max(head.saturating_sub(acked));
+            if done.is_none() && written_at.is_some() && acked >= head {
+                *done = Some(Instant::now());
+            }
+        }
+        if done_at.iter().all(Option::is_some) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("fan-out: partners did not catch up in time");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let wrote_end = writer.await??;
+    // Every entry is `Some` (the loop above exits only then).
+    let last = done_at.iter().flatten().max().copied().unwrap_or(wrote_end);
+    let secs = last.duration_since(start).as_secs_f64();
+    let lag = last.saturating_duration_since(wrote_end).as_secs_f64() * 1e3;
+    eprintln!("fan-out: {n} contacts to {partners} partners in {secs:.2} s");
     a.stop().await;
-    b.stop().await;
+    for mut b in others {
+        b.stop().await;
+    }
+    Ok(vec![
+        Row::info(
+            &format!("6 fan-out A -> {partners} partners, aggregate"),
+            "objects/s",
+            (n * partners as u64) as f64 / secs,
+        ),
+        Row::info(
+            "6 fan-out: A's local write rate meanwhile",
+            "objects/s",
+            n as f64 / wrote_end.duration_since(start).as_secs_f64(),
+        ),
+        Row::info(
+            "6 fan-out: slowest partner done after A's last write",
+            "ms",
+            lag,
+        ),
+        Row::info(
+            "6 fan-out: largest backlog of any partner",
+            "changes",
+            max_backlog as f64,
+        ),
+    ])
+}
+
+/// A stored contact as a partner's change (versions in the past), for
+/// filling a store without going through its log.
+fn prefill_change(i: u64) -> SequencedChange {
+    let edit = contact(10_000_000 + i);
+    let version = Version {
+        hlc: Timestamp::new(1_600_000_000_000 + i / 16, (i % 16) as u16),
+        instance: InstanceId(7),
+    };
+    SequencedChange {
+        seq: i + 1,
+        change: Change {
+            id: edit.id,
+            kind: edit.kind,
+            fields: edit
+                .fields
+                .into_iter()
+                .map(|(k, value)| (k, FieldState { version, value }))
+                .collect(),
+            deleted: None,
+        },
+    }
+}
+
+/// Puts `n` objects in the store of the (stopped) instance in `dir`, as if
+/// received from an unpaired partner: they are in the store, not in the
+/// log, so nothing of them is sent during the measurement.
+async fn prefill_objects(dir: &std::path::Path, n: u64) -> Result<()> {
+    let store = cluster::open_store(dir)?;
+    let source = OrgId([0xEE; 32]);
+    let mut i = 0;
+    while i < n {
+        let k = 10_000.min(n - i);
+        let batch: Vec<_> = (i..i + k).map(prefill_change).collect();
+        store.apply_from_partner(source, &batch, i + k).await?;
+        i += k;
+    }
+    drop(store);
+    Ok(())
+}
+
+/// Scenario 7: scenarios 1 and 2 on a fresh pair whose two stores already
+/// hold `pre` objects each, for every `pre` in `sizes`. The rows give the
+/// figures per size and the change from the smallest to the largest.
+pub async fn cost_growth(
+    sizes: &[u64],
+    replicate: u64,
+    changes: usize,
+    sled_baseline: f64,
+    rtt: (f64, f64),
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut figures = Vec::new();
+    for &pre in sizes {
+        eprintln!("cost growth: {pre} objects already stored on both sides...");
+        let t = Instant::now();
+        let root = tempfile::tempdir()?;
+        let (mut a, mut b) = paired(root.path())?;
+        let (fa, fb) = tokio::join!(prefill_objects(&a.dir, pre), prefill_objects(&b.dir, pre));
+        fa?;
+        fb?;
+        eprintln!("cost growth: filled in {:.1} s", t.elapsed().as_secs_f64());
+        let rep = replication_on(&mut a, &mut b, replicate, sled_baseline).await?;
+        let rate = rep.last().map(|r| r.value).unwrap_or(0.0);
+        // Scenario 2 on the same pair (restarted), its stores now hold
+        // `pre + replicate` objects.
+        let lat = latency_on(&mut a, &mut b, changes, rtt.0, rtt.1).await?;
+        let p50 = lat.first().map(|r| r.value).unwrap_or(0.0);
+        let p99 = lat.get(1).map(|r| r.value).unwrap_or(0.0);
+        for (label, value, metric) in [
+            ("replication", rate, "objects/s"),
+            ("latency p50", p50, "ms"),
+            ("latency p99", p99, "ms"),
+        ] {
+            rows.push(Row::info(
+                &format!("7 growth: {label} with {pre} stored"),
+                metric,
+                value,
+            ));
+        }
+        figures.push((rate, p50, p99));
+    }
+    if let (Some(first), Some(last)) = (figures.first(), figures.last()) {
+        // Figure at the largest size next to the smallest size's as its
+        // baseline: the ratio column is the growth factor.
+        let (small, large) = (sizes[0], sizes[sizes.len() - 1]);
+        rows.push(Row {
+            scenario: format!("7 growth: replication, {large} vs {small} stored"),
+            metric: "objects/s".into(),
+            value: last.0,
+            baseline: Some(first.0),
+            target: ">= 0.8x".into(),
+            pass: Some(last.0 >= 0.8 * first.0),
+        });
+        for (label, f, l) in [("p50", first.1, last.1), ("p99", first.2, last.2)] {
+            rows.push(Row {
+                scenario: format!("7 growth: latency {label}, {large} vs {small} stored"),
+                metric: "ms".into(),
+                value: l,
+                baseline: Some(f),
+                target: "<= 1.2x".into(),
+                pass: Some(l <= 1.2 * f),
+            });
+        }
+    }
     Ok(rows)
 }

@@ -28,7 +28,13 @@ fn tiny_all_runs_every_scenario() {
         "2 latency API write A -> event on B, p99",
         "3 resume file",
         "4 initial sync of 10000 objects",
-        "5 memory: peak RSS during 4",
+        "5 memory: peak RSS of orgsyncd A (sender) during 4",
+        "5 memory: peak RSS of orgsyncd B (receiver) during 4",
+        "6 fan-out A -> 3 partners, aggregate",
+        "6 fan-out: slowest partner done after A's last write",
+        "7 growth: replication with 5000 stored",
+        "7 growth: replication, 5000 vs 1000 stored",
+        "7 growth: latency p99, 5000 vs 1000 stored",
     ] {
         assert!(
             stdout.contains(row),
@@ -41,5 +47,5 @@ fn tiny_all_runs_every_scenario() {
         .map(str::trim_end)
         .filter(|l| l.ends_with("PASS") || l.ends_with("FAIL"))
         .count();
-    assert!(verdicts >= 6, "expected a verdict per target:\n{stdout}");
+    assert!(verdicts >= 10, "expected a verdict per target:\n{stdout}");
 }

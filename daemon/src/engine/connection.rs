@@ -152,6 +152,10 @@ fn resume_blob(change: &orgsync_protocol::model::Change) -> Option<(BlobHash, u6
     Some((hash, size))
 }
 
+/// Most changes merged into one apply: bounds the memory of one batch and
+/// the time the store's writer lock is held.
+const MAX_MERGED_APPLY: usize = 8_192;
+
 fn spawn_applier(
     shared: Arc<Shared>,
     peer: TrustedPeer,
@@ -160,8 +164,20 @@ fn spawn_applier(
     let (tx, mut rx) = mpsc::unbounded_channel::<ApplyJob>();
     let handle = tokio::spawn(async move {
         // Jobs are applied one after the other, in the order the session
-        // gave them: cursors only move forward in that order.
-        while let Some(job) = rx.recv().await {
+        // gave them: cursors only move forward in that order. Jobs that
+        // queued up while the previous apply waited for its flush are merged
+        // into one apply (their sequences are increasing across jobs), so a
+        // backlog costs one flush per round instead of one per batch.
+        while let Some(mut job) = rx.recv().await {
+            while job.changes.len() < MAX_MERGED_APPLY {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        job.changes.extend(next.changes);
+                        job.up_to_seq = next.up_to_seq;
+                    }
+                    Err(_) => break,
+                }
+            }
             let policy = shared.policy.clone();
             let org = peer.org;
             let decide = move |c: &orgsync_protocol::model::Change| policy.incoming(&org, c);

@@ -6,10 +6,13 @@
 //! - [`Store::write`] and [`Store::apply_from_partner`] return only once
 //!   what they wrote is durable (group commit: concurrent callers share one
 //!   flush; see the `commit` module).
-//! - A local write merges into `objects` and appends to `log` in one sled
-//!   transaction; applying a partner's batch merges into `objects` and
-//!   advances that partner's cursor in one transaction. A crash never keeps
-//!   one half without the other.
+//! - A local write merges into the objects and appends to the log in one
+//!   sled batch; applying a partner's batch merges into the objects and
+//!   advances that partner's cursor in one batch. Every section lives in
+//!   one tree (see the `keys` module) and sled applies a batch atomically,
+//!   so a crash never keeps one half without the other. All batches are
+//!   built and applied under the writer lock, so the reads they are based
+//!   on cannot go stale.
 //! - The log is append-only, numbered from 1 without gaps. Readers
 //!   ([`Store::load_log`], [`Store::log_head`], [`Store::subscribe_head`])
 //!   only ever see durable entries, so a change sent to a partner can never
@@ -25,6 +28,7 @@ mod keys;
 
 pub use blobs::{hash_hex, BlobError, BlobFiles, BlobHash, PartialBlob};
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,7 +42,6 @@ use orgsync_protocol::model::{
     Value, Version,
 };
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::{broadcast, watch};
 
 use crate::policy::Incoming;
@@ -138,13 +141,6 @@ pub enum StoreError {
 
 fn db_err(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
     move |source| StoreError::Db { op, source }
-}
-
-fn txn_err(op: &'static str) -> impl FnOnce(TransactionError<StoreError>) -> StoreError {
-    move |e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(source) => StoreError::Db { op, source },
-    }
 }
 
 /// Options of [`Store::open_with`].
@@ -293,15 +289,6 @@ pub struct BlobEntry {
     pub object: Option<ObjectId>,
 }
 
-struct Trees {
-    objects: sled::Tree,
-    log: sled::Tree,
-    cursors: sled::Tree,
-    blobs: sled::Tree,
-    inbox: sled::Tree,
-    meta: sled::Tree,
-}
-
 /// State only one writer may touch at a time.
 struct Writer {
     next_seq: u64,
@@ -313,7 +300,8 @@ struct Inner {
     // pending) while the database is still open.
     commit: GroupCommit,
     db: sled::Db,
-    trees: Trees,
+    /// The one tree holding every section (see `keys`).
+    data: sled::Tree,
     writer: Mutex<Writer>,
     durable_head: AtomicU64,
     head: watch::Sender<u64>,
@@ -390,18 +378,10 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        let open_tree = |name: &'static str| db.open_tree(name).map_err(db_err("open tree"));
-        let trees = Trees {
-            objects: open_tree("objects")?,
-            log: open_tree("log")?,
-            cursors: open_tree("cursors")?,
-            blobs: open_tree("blobs")?,
-            inbox: open_tree("inbox")?,
-            meta: open_tree("meta")?,
-        };
+        let data = db.open_tree(keys::TREE).map_err(db_err("open tree"))?;
+        migrate_legacy_trees(&db, &data)?;
 
-        let stored = trees
-            .meta
+        let stored = data
             .get(keys::META_INSTANCE)
             .map_err(db_err("read instance"))?
             .map(|v| keys::u64_value("meta", keys::META_INSTANCE, &v).map(InstanceId))
@@ -413,23 +393,25 @@ impl Store {
             (Some(stored), _) => stored,
             (None, given) => {
                 let id = given.unwrap_or_else(InstanceId::random);
-                trees
-                    .meta
-                    .insert(keys::META_INSTANCE, &id.0.to_be_bytes())
+                data.insert(keys::META_INSTANCE, &id.0.to_be_bytes())
                     .map_err(db_err("record instance"))?;
                 db.flush().map_err(db_err("flush"))?;
                 id
             }
         };
-        let last_hlc = trees
-            .meta
+        let last_hlc = data
             .get(keys::META_HLC)
             .map_err(db_err("read clock"))?
             .map(|v| keys::u64_value("meta", keys::META_HLC, &v))
             .transpose()?
             .unwrap_or(0);
-        let head = match trees.log.last().map_err(db_err("read log head"))? {
-            Some((k, _)) => keys::u64_value("log", &k, &k)?,
+        let head = match data
+            .scan_prefix([keys::LOG])
+            .next_back()
+            .transpose()
+            .map_err(db_err("read log head"))?
+        {
+            Some((k, _)) => keys::u64_value("log", &k, &k[1..])?,
             None => 0,
         };
 
@@ -440,7 +422,7 @@ impl Store {
             inner: Arc::new(Inner {
                 commit,
                 db,
-                trees,
+                data,
                 writer: Mutex::new(Writer {
                     next_seq: head + 1,
                     clock: Clock::resume(Timestamp(last_hlc), options.max_drift_ms),
@@ -476,7 +458,7 @@ impl Store {
 
     /// Writes local edits: each gets versions from the store's hybrid
     /// logical clock, is merged into its object and appended to the log, all
-    /// in one transaction. Returns once the write is durable.
+    /// in one atomic batch. Returns once the write is durable.
     pub async fn write(&self, edits: Vec<Edit>) -> Result<WriteReceipt, StoreError> {
         let instance = self.inner.instance;
         self.commit_local(move |clock, wall| {
@@ -541,7 +523,6 @@ impl Store {
         &self,
         build: impl FnOnce(&mut Clock, u64) -> Vec<Change>,
     ) -> Result<WriteReceipt, StoreError> {
-        let t = &self.inner.trees;
         let (ticket, receipt) = {
             let mut w = self
                 .inner
@@ -556,23 +537,19 @@ impl Store {
                 });
             }
             let first = w.next_seq;
-            let encoded = changes
-                .iter()
-                .map(|c| encode_as("change", c))
-                .collect::<Result<Vec<_>, _>>()?;
-            let hlc = w.clock.last().0.to_be_bytes();
-            let objects = (&t.objects, &t.log, &t.meta)
-                .transaction(|(objects, log, meta)| {
-                    let mut out = Vec::with_capacity(changes.len());
-                    for (i, (change, bytes)) in changes.iter().zip(&encoded).enumerate() {
-                        let obj = merge_into(objects, change)?;
-                        log.insert(&(first + i as u64).to_be_bytes(), bytes.as_slice())?;
-                        out.push(obj);
-                    }
-                    meta.insert(keys::META_HLC, &hlc)?;
-                    Ok(out)
-                })
-                .map_err(txn_err("write"))?;
+            let mut batch = sled::Batch::default();
+            let mut merged = Merged::default();
+            for (i, change) in changes.iter().enumerate() {
+                let bytes = encode_as("change", change)?;
+                batch.insert(&keys::log(first + i as u64)[..], bytes);
+                merged.merge(&self.inner.data, &mut batch, change)?;
+            }
+            batch.insert(keys::META_HLC, &w.clock.last().0.to_be_bytes());
+            self.inner
+                .data
+                .apply_batch(batch)
+                .map_err(db_err("write"))?;
+            let objects = merged.objects;
             w.next_seq = first + changes.len() as u64;
             let receipt = WriteReceipt {
                 changes: changes
@@ -621,7 +598,7 @@ impl Store {
     // -----------------------------------------------------------------
 
     /// Applies a batch of a partner's log and advances that partner's
-    /// `applied_from_peer` cursor to `up_to_seq`, in one transaction, and
+    /// `applied_from_peer` cursor to `up_to_seq`, in one atomic batch, and
     /// returns once that is durable: the caller may then acknowledge
     /// `up_to_seq`. Changes at or below the cursor are skipped (already
     /// applied). Every change must have `seq <= up_to_seq`.
@@ -636,7 +613,7 @@ impl Store {
     }
 
     /// [`Store::apply_from_partner`] with a decision per change: applied,
-    /// held in the inbox, or rejected (dropped), all in the same transaction.
+    /// held in the inbox, or rejected (dropped), all in the same batch.
     pub async fn apply_from_partner_with(
         &self,
         partner: OrgId,
@@ -657,8 +634,8 @@ impl Store {
             });
         }
         let decisions: Vec<Incoming> = changes.iter().map(|c| decide(&c.change)).collect();
-        let t = &self.inner.trees;
         let applied_key = keys::cursor(&partner, keys::CURSOR_APPLIED);
+        let data = &self.inner.data;
         let (ticket, outcome, events) = {
             let mut w = self
                 .inner
@@ -682,74 +659,53 @@ impl Store {
                     .check(newest, wall)
                     .map_err(|source| StoreError::ClockDrift { partner, source })?;
             }
-            // Encoded up front (outside the retryable transaction), aligned
-            // with `changes`.
-            let held_values = changes
-                .iter()
-                .zip(&decisions)
-                .map(|(c, d)| match d {
-                    Incoming::Hold => encode_as("held change", &c.change).map(Some),
-                    _ => Ok(None),
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let result = (&t.objects, &t.cursors, &t.inbox)
-                .transaction(|(objects, cursors, inbox)| {
-                    let cursor = match cursors.get(applied_key)? {
-                        Some(v) => keys::u64_value("cursors", &applied_key, &v)
-                            .map_err(ConflictableTransactionError::Abort)?,
-                        None => 0,
-                    };
-                    let mut outcome = ApplyOutcome::default();
-                    let mut events = Vec::new();
-                    for ((c, d), held) in changes.iter().zip(&decisions).zip(&held_values) {
-                        if c.seq <= cursor {
-                            outcome.skipped += 1;
-                            continue;
-                        }
-                        match d {
-                            Incoming::Apply => {
-                                let obj = merge_into(objects, &c.change)?;
-                                outcome.applied += 1;
-                                events.push(StoreEvent {
-                                    origin: Origin::Partner(partner),
-                                    seq: None,
-                                    id: obj.id,
-                                    kind: obj.kind,
-                                    deleted: obj.is_deleted(),
-                                });
-                            }
-                            Incoming::Hold => {
-                                // Always `Some` for a held change (built above).
-                                if let Some(bytes) = held {
-                                    inbox.insert(
-                                        keys::inbox(&partner, c.seq).as_slice(),
-                                        bytes.as_slice(),
-                                    )?;
-                                }
-                                outcome.held += 1;
-                            }
-                            Incoming::Reject => outcome.rejected += 1,
-                        }
+            let cursor = match data.get(applied_key).map_err(db_err("read cursor"))? {
+                Some(v) => keys::u64_value("cursors", &applied_key, &v)?,
+                None => 0,
+            };
+            let mut batch = sled::Batch::default();
+            let mut merged = Merged::default();
+            let mut outcome = ApplyOutcome::default();
+            let mut events = Vec::new();
+            for (c, d) in changes.iter().zip(&decisions) {
+                if c.seq <= cursor {
+                    outcome.skipped += 1;
+                    continue;
+                }
+                match d {
+                    Incoming::Apply => {
+                        let obj = merged.merge(data, &mut batch, &c.change)?;
+                        outcome.applied += 1;
+                        events.push(StoreEvent {
+                            origin: Origin::Partner(partner),
+                            seq: None,
+                            id: obj.id,
+                            kind: obj.kind,
+                            deleted: obj.is_deleted(),
+                        });
                     }
-                    outcome.cursor = cursor.max(up_to_seq);
-                    if outcome.cursor != cursor {
-                        cursors.insert(applied_key.as_slice(), &outcome.cursor.to_be_bytes())?;
+                    Incoming::Hold => {
+                        let bytes = encode_as("held change", &c.change)?;
+                        batch.insert(&keys::inbox(&partner, c.seq)[..], bytes);
+                        outcome.held += 1;
                     }
-                    Ok((outcome, events))
-                })
-                .map_err(txn_err("apply partner batch"))?;
-            if !result.1.is_empty() {
+                    Incoming::Reject => outcome.rejected += 1,
+                }
+            }
+            outcome.cursor = cursor.max(up_to_seq);
+            if outcome.cursor != cursor {
+                batch.insert(&applied_key[..], &outcome.cursor.to_be_bytes()[..]);
+            }
+            if !events.is_empty() {
                 // Later local writes must order after what we applied.
                 if let Some(newest) = newest {
                     let _ = w.clock.observe(newest, wall);
-                    self.inner
-                        .trees
-                        .meta
-                        .insert(keys::META_HLC, &w.clock.last().0.to_be_bytes())
-                        .map_err(db_err("record clock"))?;
+                    batch.insert(keys::META_HLC, &w.clock.last().0.to_be_bytes());
                 }
             }
-            (self.inner.commit.ticket(), result.0, result.1)
+            data.apply_batch(batch)
+                .map_err(db_err("apply partner batch"))?;
+            (self.inner.commit.ticket(), outcome, events)
         };
         self.inner
             .commit
@@ -765,12 +721,11 @@ impl Store {
     /// The changes held in the inbox for `partner`, by the partner's sequence.
     pub fn inbox(&self, partner: &OrgId) -> Result<Vec<(u64, Change)>, StoreError> {
         self.inner
-            .trees
-            .inbox
-            .scan_prefix(partner.0)
+            .data
+            .scan_prefix(keys::inbox_prefix(partner))
             .map(|kv| {
                 let (k, v) = kv.map_err(db_err("read inbox"))?;
-                let seq = keys::u64_value("inbox", &k, &k[32..])?;
+                let seq = keys::u64_value("inbox", &k, &k[33..])?;
                 Ok((seq, decode_at("inbox", &k, &v)?))
             })
             .collect()
@@ -784,13 +739,7 @@ impl Store {
     pub fn cursor(&self, partner: &OrgId) -> Result<Cursor, StoreError> {
         let read = |tag| -> Result<u64, StoreError> {
             let key = keys::cursor(partner, tag);
-            match self
-                .inner
-                .trees
-                .cursors
-                .get(key)
-                .map_err(db_err("read cursor"))?
-            {
+            match self.inner.data.get(key).map_err(db_err("read cursor"))? {
                 Some(v) => keys::u64_value("cursors", &key, &v),
                 None => Ok(0),
             }
@@ -807,8 +756,7 @@ impl Store {
     pub fn set_acked(&self, partner: &OrgId, seq: u64) -> Result<(), StoreError> {
         let key = keys::cursor(partner, keys::CURSOR_ACKED);
         self.inner
-            .trees
-            .cursors
+            .data
             .fetch_and_update(key, |old| {
                 let old = old
                     .and_then(|v| <[u8; 8]>::try_from(v).ok())
@@ -842,17 +790,16 @@ impl Store {
         if after >= head || limit == 0 {
             return Ok(Vec::new());
         }
-        let from = (after + 1).to_be_bytes();
-        let to = head.to_be_bytes();
+        let from = keys::log(after + 1);
+        let to = keys::log(head);
         self.inner
-            .trees
-            .log
+            .data
             .range(from..=to)
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv.map_err(db_err("read log"))?;
                 Ok(SequencedChange {
-                    seq: keys::u64_value("log", &k, &k)?,
+                    seq: keys::u64_value("log", &k, &k[1..])?,
                     change: decode_at("log", &k, &v)?,
                 })
             })
@@ -867,9 +814,8 @@ impl Store {
     pub fn get(&self, id: ObjectId) -> Result<Option<Object>, StoreError> {
         match self
             .inner
-            .trees
-            .objects
-            .get(id.0)
+            .data
+            .get(keys::object(&id))
             .map_err(db_err("read object"))?
         {
             Some(v) => Ok(Some(decode_at("objects", &id.0, &v)?)),
@@ -888,16 +834,15 @@ impl Store {
     ) -> Result<Vec<Object>, StoreError> {
         use std::ops::Bound;
         let start = match after {
-            Some(id) => Bound::Excluded(id.0),
-            None => Bound::Unbounded,
+            Some(id) => Bound::Excluded(keys::object(&id)),
+            None => Bound::Included(keys::object(&ObjectId([0; 16]))),
         };
+        let end = Bound::Excluded([keys::OBJECTS + 1]);
         let mut out = Vec::new();
-        for kv in self
-            .inner
-            .trees
-            .objects
-            .range::<[u8; 16], _>((start, Bound::Unbounded))
-        {
+        for kv in self.inner.data.range::<&[u8], _>((
+            start.as_ref().map(|k| k.as_slice()),
+            end.as_ref().map(|k| k.as_slice()),
+        )) {
             if out.len() >= limit {
                 break;
             }
@@ -918,9 +863,8 @@ impl Store {
     pub fn blob(&self, hash: &BlobHash) -> Result<Option<BlobEntry>, StoreError> {
         match self
             .inner
-            .trees
-            .blobs
-            .get(hash)
+            .data
+            .get(keys::blob(hash))
             .map_err(db_err("read blob"))?
         {
             Some(v) => Ok(Some(decode_at("blobs", hash, &v)?)),
@@ -931,11 +875,11 @@ impl Store {
     /// Blobs referenced by received objects whose content is not here yet.
     pub fn missing_blobs(&self) -> Result<Vec<(BlobHash, BlobEntry)>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.inner.trees.blobs.iter() {
+        for kv in self.inner.data.scan_prefix([keys::BLOBS]) {
             let (k, v) = kv.map_err(db_err("read blobs"))?;
             let entry: BlobEntry = decode_at("blobs", &k, &v)?;
             if entry.state == BlobState::Missing {
-                let hash: BlobHash = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                let hash: BlobHash = k[1..].try_into().map_err(|_| StoreError::Corrupt {
                     tree: "blobs",
                     key: data_encoding::HEXLOWER.encode(&k),
                     source: CodecError::Malformed {
@@ -959,9 +903,8 @@ impl Store {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             self.inner
-                .trees
-                .blobs
-                .insert(hash, encode_as("blob entry", &entry)?)
+                .data
+                .insert(keys::blob(hash), encode_as("blob entry", &entry)?)
                 .map_err(db_err("write blob"))?;
             self.inner.commit.ticket()
         };
@@ -1006,28 +949,70 @@ impl Store {
     }
 }
 
-/// Merges `change` into its stored object inside a transaction and returns
-/// the result.
-fn merge_into(
-    objects: &sled::transaction::TransactionalTree,
-    change: &Change,
-) -> Result<Object, ConflictableTransactionError<StoreError>> {
-    let existing = match objects.get(change.id.0)? {
-        Some(v) => Some(
-            decode_at::<Object>("objects", &change.id.0, &v)
-                .map_err(ConflictableTransactionError::Abort)?,
-        ),
-        None => None,
-    };
-    let obj = merge::apply_change(existing, change).map_err(|source| {
-        ConflictableTransactionError::Abort(StoreError::Merge {
+/// Objects merged into one batch: a later change to the same object in the
+/// batch must merge into the result of the earlier one, which is not in the
+/// tree yet.
+#[derive(Default)]
+struct Merged {
+    /// The objects after each merge, in order.
+    objects: Vec<Object>,
+    /// Index in `objects` of the latest state of each object merged.
+    latest: HashMap<ObjectId, usize>,
+}
+
+impl Merged {
+    /// Merges `change` into the object as of this batch (or as stored), adds
+    /// the result to `batch` and returns it.
+    fn merge(
+        &mut self,
+        data: &sled::Tree,
+        batch: &mut sled::Batch,
+        change: &Change,
+    ) -> Result<&Object, StoreError> {
+        let key = keys::object(&change.id);
+        let existing = match self.latest.get(&change.id) {
+            Some(&i) => Some(self.objects[i].clone()),
+            None => match data.get(key).map_err(db_err("read object"))? {
+                Some(v) => Some(decode_at::<Object>("objects", &key, &v)?),
+                None => None,
+            },
+        };
+        let obj = merge::apply_change(existing, change).map_err(|source| StoreError::Merge {
             id: change.id,
             source,
-        })
-    })?;
-    let bytes = encode_as("object", &obj).map_err(ConflictableTransactionError::Abort)?;
-    objects.insert(&change.id.0, bytes)?;
-    Ok(obj)
+        })?;
+        batch.insert(&key[..], encode_as("object", &obj)?);
+        self.latest.insert(change.id, self.objects.len());
+        self.objects.push(obj);
+        // Just pushed.
+        Ok(&self.objects[self.objects.len() - 1])
+    }
+}
+
+/// Moves the content of a store written with one tree per section (before
+/// the single-tree layout) into the single tree, once, then drops the old
+/// trees. One batch per old tree; the old tree is dropped only after the
+/// batch is flushed, so a crash midway redoes the copy (idempotent).
+fn migrate_legacy_trees(db: &sled::Db, data: &sled::Tree) -> Result<(), StoreError> {
+    let names = db.tree_names();
+    for (name, tag) in keys::LEGACY_TREES {
+        if !names.iter().any(|n| n.as_ref() == name.as_bytes()) {
+            continue;
+        }
+        let old = db.open_tree(name).map_err(db_err("open legacy tree"))?;
+        let mut batch = sled::Batch::default();
+        for kv in old.iter() {
+            let (k, v) = kv.map_err(db_err("read legacy tree"))?;
+            let mut key = Vec::with_capacity(k.len() + 1);
+            key.push(tag);
+            key.extend_from_slice(&k);
+            batch.insert(key, v);
+        }
+        data.apply_batch(batch).map_err(db_err("migrate"))?;
+        db.flush().map_err(db_err("flush"))?;
+        db.drop_tree(name).map_err(db_err("drop legacy tree"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

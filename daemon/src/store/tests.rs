@@ -324,3 +324,40 @@ async fn group_commit_window_gathers_writers() {
         "{flushes} flushes for 100 writers with a 2 ms window"
     );
 }
+
+/// A store written with one tree per section (the layout before the single
+/// tree) opens with its instance, log, objects and cursors intact.
+#[tokio::test]
+async fn legacy_multi_tree_store_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = OrgId([3; 32]);
+    let change = partner_change(1, new_id(), "Ada", now_hlc()).change;
+    let obj = merge::apply_change(None, &change).unwrap();
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        let tree = |name: &str| db.open_tree(name).unwrap();
+        tree("meta")
+            .insert(b"instance", &77u64.to_be_bytes())
+            .unwrap();
+        tree("log")
+            .insert(1u64.to_be_bytes(), codec::encode(&change).unwrap())
+            .unwrap();
+        tree("objects")
+            .insert(change.id.0, codec::encode(&obj).unwrap())
+            .unwrap();
+        let mut cursor = partner.0.to_vec();
+        cursor.push(keys::CURSOR_APPLIED);
+        tree("cursors").insert(cursor, &5u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    assert_eq!(store.instance(), InstanceId(77));
+    assert_eq!(store.log_head(), 1);
+    assert_eq!(store.load_log(0, 10).unwrap()[0].change, change);
+    assert_eq!(store.get(change.id).unwrap(), Some(obj));
+    assert_eq!(store.cursor(&partner).unwrap().applied_from_peer, 5);
+    // The old trees are gone: a second open has nothing left to move.
+    drop(store);
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    assert_eq!(store.log_head(), 1);
+}
