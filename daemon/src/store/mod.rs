@@ -936,8 +936,7 @@ impl Store {
     /// `seq` from the inbox (an admin decided on it); durable on return.
     pub async fn remove_from_inbox(&self, partner: &OrgId, seq: u64) -> Result<(), StoreError> {
         self.inner
-            .trees
-            .inbox
+            .data
             .remove(keys::inbox(partner, seq))
             .map_err(db_err("remove from inbox"))?;
         self.flush().await
