@@ -52,13 +52,6 @@ fn set_partner_addresses(dir: &std::path::Path, name: &str, addresses: Vec<Strin
     inst.save_partners(&partners).expect("save partners.toml");
 }
 
-/// `name VALUE` from Prometheus text.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// One side's writers for one phase: two drop-folder writers of
 /// FILES_PER_PHASE files each, `sizes[w * FILES_PER_PHASE + f]` records in
 /// file `f` of writer `w` (records numbered from `next`), run concurrently
@@ -222,8 +215,8 @@ fn lossy_link_with_a_partition_converges_with_every_write() {
         }
     }
     // Each side applied each change of the other exactly once.
-    let applied_a = metric(&a.cli_ok(&["metrics"]), "orgsync_changes_applied_total");
-    let applied_b = metric(&b.cli_ok(&["metrics"]), "orgsync_changes_applied_total");
+    let applied_a = a.metric("orgsync_changes_applied_total");
+    let applied_b = b.metric("orgsync_changes_applied_total");
     assert_eq!(applied_a, per_side as u64, "changes applied on Acme");
     assert_eq!(applied_b, per_side as u64, "changes applied on Globex");
     let stats = proxy.stats();

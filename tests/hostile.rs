@@ -23,13 +23,6 @@ use support::{wait_for, Instance};
 
 const STEP: Duration = Duration::from_secs(60);
 
-/// `name VALUE` from Prometheus text.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Waits until Acme's log, after byte `from`, has a line with every one of
 /// `needles`; returns that line.
 fn logged(a: &Instance, from: usize, needles: &[&str]) -> String {
@@ -117,7 +110,7 @@ fn hostile_peers_are_refused_and_the_daemon_keeps_serving() {
         let conn = rogue.connect();
         let id = ObjectId::new_v7(now_ms());
         let env = seal_changes(conn.keys(), 1, &contact_batch(id, "Genuine once", 1, 7));
-        let applied = || metric(&a.cli_ok(&["metrics"]), "orgsync_changes_applied_total");
+        let applied = || a.metric("orgsync_changes_applied_total");
         let before = applied();
         conn.send_uni(&[Message::Changes(env.clone())]);
         wait_for("the genuine batch to be applied", STEP, || {

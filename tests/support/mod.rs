@@ -480,6 +480,20 @@ impl Drop for Instance {
     }
 }
 
+/// The value of counter or gauge `name` in Prometheus text (0 when absent).
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Instance {
+    /// The daemon's metric `name` (from `orgsync metrics`; 0 when absent).
+    pub fn metric(&self, name: &str) -> u64 {
+        metric(&self.cli_ok(&["metrics"]), name)
+    }
+}
+
 /// Acknowledged count for `partner` in a `status --json` answer.
 pub fn acked_in(status: &Json, partner: &str) -> u64 {
     let head = status["log_head"].as_u64().expect("log_head");

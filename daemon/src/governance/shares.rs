@@ -467,6 +467,15 @@ async fn on_changes(
         }
         return gov.db().flush().await;
     }
+    // One decision per object, however many of its changes the batch holds;
+    // remember whether a partner's change was among them.
+    let mut touched: std::collections::BTreeMap<ObjectId, Option<OrgId>> = Default::default();
+    for ev in batch {
+        let from = touched.entry(ev.id).or_default();
+        if let Origin::Partner(p) = ev.origin {
+            *from = Some(p);
+        }
+    }
     let lookup = gov.lookup();
     let mut relog: Vec<Change> = Vec::new();
     for s in &shares {
@@ -474,9 +483,9 @@ async fn on_changes(
         let Some(partner) = s.partner else { continue };
         let mut entering = Vec::new();
         let mut leaving = Vec::new();
-        for ev in batch {
-            let member = gov.db().is_member(&s.id, &ev.id)?;
-            let obj = match gov.store().get(ev.id)? {
+        for (id, from) in &touched {
+            let member = gov.db().is_member(&s.id, id)?;
+            let obj = match gov.store().get(*id)? {
                 Some(o) if !o.is_deleted() => o,
                 _ => continue,
             };
@@ -487,7 +496,7 @@ async fn on_changes(
                 (true, false) => leaving.push(obj.id),
                 // A partner's update of a copy we pass on is not in our
                 // log: re-log it so the onward recipient gets it too.
-                (true, true) if matches!(ev.origin, Origin::Partner(p) if p != partner) => {
+                (true, true) if from.is_some_and(|p| p != partner) => {
                     relog.push(Change::from_object(&obj))
                 }
                 _ => {}
