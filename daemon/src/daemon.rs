@@ -449,6 +449,9 @@ impl Daemon {
             w.task.abort();
         }
         self.engine.shutdown().await;
+        if let Some(g) = &self.governance {
+            g.shutdown().await;
+        }
         tracing::info!("orgsyncd stopped");
     }
 }

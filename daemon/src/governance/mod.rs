@@ -161,6 +161,10 @@ pub(crate) struct Inner {
     pub(crate) op: tokio::sync::Mutex<()>,
     /// How to pair with an accepted pending peer (set by the daemon).
     pub(crate) pairing: Mutex<Option<Arc<dyn pending::Pairing>>>,
+    /// The background tasks, stopped by [`Governance::shutdown`]: each
+    /// holds a clone of the governance (and so of the store), which would
+    /// otherwise keep the sled database open after the daemon stops.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The daemon's sharing governance. Cheap to clone.
@@ -216,15 +220,47 @@ impl Governance {
                 frames: frames_tx,
                 op: tokio::sync::Mutex::new(()),
                 pairing: Mutex::new(None),
+                tasks: Mutex::default(),
             }),
         };
-        tokio::spawn(frame_loop(gov.clone(), frames_rx));
         // Subscribed here, not in the task: no change committed after
         // start may be missed.
         let events = gov.store().subscribe_events();
-        tokio::spawn(shares::membership_loop(gov.clone(), events));
-        tokio::spawn(inbox::linked_loop(gov.clone()));
+        let tasks = vec![
+            tokio::spawn(frame_loop(gov.clone(), frames_rx)),
+            tokio::spawn(shares::membership_loop(gov.clone(), events)),
+            tokio::spawn(inbox::linked_loop(gov.clone())),
+        ];
+        *gov.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = tasks;
         Ok(gov)
+    }
+
+    /// Stops the background tasks and forgets the pairing hook, so that
+    /// nothing keeps the store open once the daemon has stopped. Called by
+    /// the daemon after the engine stopped (no more frames arrive).
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            // Cancelled is the expected outcome; a panic was logged already.
+            let _ = t.await;
+        }
+        self.inner
+            .pairing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// Lets admins accept pending peers: `pairing` pairs with a bundle.
