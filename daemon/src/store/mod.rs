@@ -368,13 +368,8 @@ impl Store {
     /// [`Store::open`] with every option.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let path = dir.join("store");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(options.cache_capacity_bytes)
-            // Durability comes from the group-commit flusher, not a timer.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| StoreError::Open {
+        let db =
+            open_sled(&path, options.cache_capacity_bytes).map_err(|source| StoreError::Open {
                 path: path.clone(),
                 source,
             })?;
@@ -1016,3 +1011,32 @@ fn migrate_legacy_trees(db: &sled::Db, data: &sled::Tree) -> Result<(), StoreErr
 
 #[cfg(test)]
 mod tests;
+
+/// Opens the sled database at `path`. sled's I/O threads may still hold
+/// the file lock for a moment after the previous `Db` in this process was
+/// dropped (a restart in place, as tests and the bench do), so a lock
+/// conflict is retried for up to [`LOCK_WAIT`] before it is reported: a
+/// database really held by another process still fails, just not at once.
+fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let result = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            // Durability comes from the group-commit flusher, not a timer.
+            .flush_every_ms(None)
+            .open();
+        match result {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long [`open_sled`] retries a held file lock.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
