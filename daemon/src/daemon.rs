@@ -125,7 +125,9 @@ impl crate::governance::pending::Pairing for PartnerReloader {
 #[derive(Clone)]
 struct LiveConfig {
     dir: PathBuf,
-    config: Arc<RwLock<Config>>,
+    /// The configuration read at start: keys that need a restart are
+    /// compared against it, so a change is reported until the restart.
+    started: Arc<Config>,
     schema: watch::Sender<Schema>,
     log_level: watch::Sender<String>,
 }
@@ -136,11 +138,7 @@ impl LiveConfig {
     /// not validate changes nothing.
     fn reload(&self) -> Result<Vec<&'static str>, DaemonError> {
         let new = Config::load(&self.dir)?;
-        let restart = self
-            .config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .restart_needed(&new);
+        let restart = self.started.restart_needed(&new);
         self.schema.send_if_modified(|s| {
             let changed = *s != new.schema;
             *s = new.schema.clone();
@@ -151,11 +149,6 @@ impl LiveConfig {
             l.clone_from(&new.log.level);
             changed
         });
-        let mut current = self.config.write().unwrap_or_else(PoisonError::into_inner);
-        // Keys that need a restart keep the value in force, so the next
-        // reload reports them again until the daemon is restarted.
-        current.schema = new.schema;
-        current.log.level = new.log.level;
         Ok(restart)
     }
 }
@@ -353,7 +346,7 @@ impl Daemon {
         }
         let live = LiveConfig {
             dir: dir.to_path_buf(),
-            config: Arc::new(RwLock::new(config.clone())),
+            started: Arc::new(config.clone()),
             schema: watch::Sender::new(config.schema.clone()),
             log_level: watch::Sender::new(config.log.level.clone()),
         };
@@ -489,16 +482,22 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_daemons_from_instance_dirs_sync() {
+    /// Acme and Globex, paired, with their daemons started. The temp dir
+    /// must outlive the daemons.
+    async fn two_paired_daemons() -> (tempfile::TempDir, PathBuf, Daemon, Daemon) {
         let root = tempfile::tempdir().unwrap();
         let (a, b) = (root.path().join("a"), root.path().join("b"));
         InstanceDir::create(&a, "Acme", &format!("127.0.0.1:{}", free_port())).unwrap();
         InstanceDir::create(&b, "Globex", &format!("127.0.0.1:{}", free_port())).unwrap();
         pair(&a, &b);
-
         let da = Daemon::start(&a).await.unwrap();
         let db = Daemon::start(&b).await.unwrap();
+        (root, b, da, db)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_daemons_from_instance_dirs_sync() {
+        let (_root, _, da, db) = two_paired_daemons().await;
         assert_eq!(da.store().instance(), da.identity().instance_id);
         let edit = Edit::new(ObjectId::new_v7(1_700_000_000_000), Kind::Contact)
             .set_std("first_name", Value::Text("Ada".into()));
@@ -533,13 +532,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn editing_partners_toml_revokes_at_once() {
-        let root = tempfile::tempdir().unwrap();
-        let (a, b) = (root.path().join("a"), root.path().join("b"));
-        InstanceDir::create(&a, "Acme", &format!("127.0.0.1:{}", free_port())).unwrap();
-        InstanceDir::create(&b, "Globex", &format!("127.0.0.1:{}", free_port())).unwrap();
-        pair(&a, &b);
-        let da = Daemon::start(&a).await.unwrap();
-        let db = Daemon::start(&b).await.unwrap();
+        let (_root, b, da, db) = two_paired_daemons().await;
         let org_a = da.identity().org_id;
         let org_b = db.identity().org_id;
         let mut status = da.engine().subscribe_status(&org_b).unwrap();
