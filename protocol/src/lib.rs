@@ -16,9 +16,12 @@
 //!   chunks with the header bound as associated data.
 //! - [`share`]: sharing governance rules (share request statuses, access
 //!   types, selections) and the control messages daemons exchange about shares.
+//! - [`authority`]: who may change, withdraw, erase and re-share what (owner,
+//!   provenance, mirrors), as pure functions.
 //! - [`session`]: the state machine of one partner connection, fed messages,
 //!   local events and time, returning messages to send and effects to perform.
 
+pub mod authority;
 pub mod bundle;
 pub mod clock;
 pub mod codec;

@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{FieldKey, Kind, Object, ObjectId, Value};
+use crate::model::{FieldKey, Kind, Object, ObjectId, OrgId, Value};
 
 // ---------------------------------------------------------------------------
 // Identifiers
@@ -635,12 +635,23 @@ pub enum ShareBody {
     Delivered(u64),
     /// Owner to recipient: a share exists, with its access and terms.
     Grant(Grant),
-    /// Owner to recipient: these objects are now in the share.
+    /// Giver to recipient: these objects are now in the share. The
+    /// recipient records each copy's provenance (see
+    /// [`crate::authority::check_offer`]) before it applies their data.
     Objects {
         /// The share.
         share: ShareId,
+        /// The organisation that created these objects (the giver, or
+        /// whoever it received them from under a share it may pass on).
+        owner: OrgId,
         /// Objects entering it.
         added: Vec<ObjectId>,
+    },
+    /// Either side: we make (or stop making) the other side our mirror,
+    /// another copy of the same organisation. Both sides must say so.
+    Mirror {
+        /// Whether we mirror the partner now.
+        on: bool,
     },
     /// Owner to recipient: these objects left the share; remove the copies.
     Withdraw {
@@ -751,6 +762,7 @@ impl ShareBody {
             ShareBody::Delivered(_) => "delivered",
             ShareBody::Grant(_) => "grant",
             ShareBody::Objects { .. } => "objects",
+            ShareBody::Mirror { .. } => "mirror",
             ShareBody::Withdraw { .. } => "withdraw",
             ShareBody::Request(_) => "request",
             ShareBody::Status(_) => "status",
@@ -820,9 +832,10 @@ impl ShareFrame {
     pub fn validate(&self) -> Result<(), ShareWireError> {
         let name = self.body.name();
         match &self.body {
-            ShareBody::Delivered(_) | ShareBody::Received { .. } | ShareBody::EraseAck { .. } => {
-                Ok(())
-            }
+            ShareBody::Delivered(_)
+            | ShareBody::Received { .. }
+            | ShareBody::EraseAck { .. }
+            | ShareBody::Mirror { .. } => Ok(()),
             ShareBody::Grant(g) => {
                 check_len(name, "label", &g.label, MAX_NAME_LEN)?;
                 match &g.terms {
@@ -858,7 +871,7 @@ pub(crate) mod testing {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::wire::testing::{kind, object_id};
+    use crate::wire::testing::{kind, object_id, org_id};
 
     pub fn share_id() -> impl Strategy<Value = ShareId> {
         any::<[u8; 16]>().prop_map(ShareId)
@@ -911,8 +924,14 @@ pub(crate) mod testing {
                         request,
                     })
                 }),
-            (share_id(), vec(object_id(), 0..6))
-                .prop_map(|(share, added)| ShareBody::Objects { share, added }),
+            (share_id(), org_id(), vec(object_id(), 0..6)).prop_map(|(share, owner, added)| {
+                ShareBody::Objects {
+                    share,
+                    owner,
+                    added,
+                }
+            }),
+            any::<bool>().prop_map(|on| ShareBody::Mirror { on }),
             (share_id(), vec(object_id(), 0..6))
                 .prop_map(|(share, objects)| ShareBody::Withdraw { share, objects }),
             (
