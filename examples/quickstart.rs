@@ -138,7 +138,7 @@ async fn main() -> Result<()> {
         // This tour shows sync; `orgsync share add` narrows what a partner gets.
         std::fs::write(
             dir.path().join(orgsync_daemon::governance::CONFIG_FILE),
-            "share_all_partners = true\n",
+            "mirror_all_partners = true\n",
         )?;
         println!("  {name:<16} account {}  listens on {listen}", id.org_id);
     }

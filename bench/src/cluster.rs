@@ -44,7 +44,7 @@ impl Node {
         // The bench measures sync, so every partner gets everything.
         std::fs::write(
             dir.join(orgsync_daemon::governance::CONFIG_FILE),
-            "share_all_partners = true\n",
+            "mirror_all_partners = true\n",
         )?;
         let org = InstanceDir::new(&dir).load_identity()?.org_id;
         Ok(Node {

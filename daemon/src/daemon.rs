@@ -300,14 +300,18 @@ impl Daemon {
             TransportOptions::new(config.listen, tls, identity.org_id),
             trust,
         )?;
+        let engine_options = EngineOptions::from_config(&config.sync);
+        let metrics = engine_options.metrics.clone();
         let (policy, governance) = match policy {
             Some(p) => (p, None),
             None => {
                 let g = Governance::start(
+                    identity.org_id,
                     store.clone(),
                     transport.trust().clone(),
                     GovConfig::load(dir)?,
                     system_clock(),
+                    metrics.clone(),
                 )?;
                 (Arc::new(g.clone()) as Arc<dyn SharePolicy>, Some(g))
             }
@@ -317,8 +321,6 @@ impl Daemon {
             identity: identity.clone(),
             partners: partners.clone(),
         });
-        let engine_options = EngineOptions::from_config(&config.sync);
-        let metrics = engine_options.metrics.clone();
         let engine = Engine::start(
             store.clone(),
             transport.clone(),
@@ -476,7 +478,7 @@ mod tests {
             // These tests are about syncing, not about what is shared.
             std::fs::write(
                 dir.path().join(crate::governance::CONFIG_FILE),
-                "share_all_partners = true\n",
+                "mirror_all_partners = true\n",
             )
             .unwrap();
         }

@@ -203,6 +203,7 @@ pub struct Importer {
     schema: watch::Receiver<Schema>,
     metrics: Arc<Metrics>,
     options: ImportOptions,
+    governance: Option<crate::governance::Governance>,
 }
 
 /// Watches `DIR/import/` of the instance directory `instance_dir` with
@@ -252,7 +253,15 @@ impl Importer {
             schema,
             metrics: Arc::new(Metrics::new()),
             options: ImportOptions::default(),
+            governance: None,
         }
+    }
+
+    /// Refuses records that edit a partner's copy (see
+    /// [`crate::governance::Governance::check_local_edit`]).
+    pub fn with_governance(mut self, governance: Option<crate::governance::Governance>) -> Self {
+        self.governance = governance;
+        self
     }
 
     /// Types custom fields by `schema`.
@@ -501,6 +510,13 @@ impl Importer {
                 )))
             }
         };
+        if let Some(g) = &self.governance {
+            for (i, e) in edits.iter().enumerate() {
+                g.check_local_edit(&e.id).map_err(|err| {
+                    FileError::whole(format!("record {} (object {}): {err}", i + 1, e.id))
+                })?;
+            }
+        }
         let n = edits.len();
         if n > 0 {
             let receipt = self.store.write(edits).await?;

@@ -17,7 +17,8 @@ pub struct Metrics {
     pub changes_written: AtomicU64,
     /// Changes sent to partners (counted once per partner).
     pub changes_sent: AtomicU64,
-    /// Changes received from partners and applied.
+    /// Changes received from partners and applied that changed something
+    /// (those that changed nothing count in `changes_unchanged`).
     pub changes_applied: AtomicU64,
     /// Payload bytes sent to partners (envelopes and blob chunks).
     pub bytes_sent: AtomicU64,
@@ -35,6 +36,14 @@ pub struct Metrics {
     pub imports_failed: AtomicU64,
     /// Records ingested from the drop folder.
     pub records_imported: AtomicU64,
+    /// Partner changes applied that changed nothing (already known): a
+    /// steady rise means changes are going round in circles.
+    pub changes_unchanged: AtomicU64,
+    /// Partner changes refused by the authority rules (the sender may not
+    /// change that object): dropped whole, audited.
+    pub changes_refused: AtomicU64,
+    /// Governance frames (or parts of them) refused by the authority rules.
+    pub governance_refused: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -52,7 +61,7 @@ impl Metrics {
     /// gauges from `partners`.
     pub fn render(&self, partners: &[PartnerStatus]) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "orgsync_changes_written_total",
                 "Local changes committed to the change log.",
@@ -65,7 +74,7 @@ impl Metrics {
             ),
             (
                 "orgsync_changes_applied_total",
-                "Changes received from partners and applied.",
+                "Changes received from partners that changed something here.",
                 &self.changes_applied,
             ),
             (
@@ -107,6 +116,21 @@ impl Metrics {
                 "orgsync_records_imported_total",
                 "Records ingested from the drop folder.",
                 &self.records_imported,
+            ),
+            (
+                "orgsync_changes_unchanged_total",
+                "Partner changes applied that changed nothing.",
+                &self.changes_unchanged,
+            ),
+            (
+                "orgsync_changes_refused_total",
+                "Partner changes refused by the authority rules.",
+                &self.changes_refused,
+            ),
+            (
+                "orgsync_governance_refused_total",
+                "Governance frames or items refused by the authority rules.",
+                &self.governance_refused,
             ),
         ];
         for (name, help, c) in counters {

@@ -171,7 +171,7 @@ impl Instance {
         // sharing governance.
         std::fs::write(
             inst.dir.join("governance.toml"),
-            "share_all_partners = true\n",
+            "mirror_all_partners = true\n",
         )
         .expect("write governance.toml");
         inst

@@ -12,7 +12,7 @@
 //! | `POST /v1/inbox/decide` | `{ids, all_from?, action: approve/reject, link?, flag?, by?}` |
 //! | `POST /v1/inbox/policy` | `{partner, mode: auto/manual, by?}` |
 //! | `GET /v1/governance/partners` | settings of every partner |
-//! | `POST /v1/governance/partners` | `{partner, subcontractor?, child?, map?, by?}` |
+//! | `POST /v1/governance/partners` | `{partner, subcontractor?, child?, mirror?, map?, by?}` |
 //! | `GET /v1/governance/pending` | peers refused at the handshake, not dismissed |
 //! | `POST /v1/governance/pending/accept` | `{fingerprint, bundle, by?}`: pair after the check |
 //! | `POST /v1/governance/pending/dismiss` | `{fingerprint, by?}` |
@@ -37,7 +37,7 @@ use serde_json::{json, Value as Json};
 
 use super::{ApiResult, ApiState, Failure, JsonBody};
 use crate::governance::audit::AuditFilter;
-use crate::governance::db::{InShare, OutShare, Received, RequestRecord, RequestRole};
+use crate::governance::db::{InShare, OutShare, ProvRecord, RequestRecord, RequestRole};
 use crate::governance::inbox::{self, Action};
 use crate::governance::shares::{self, NewShare};
 use crate::governance::{pending, requests, GovError, Governance};
@@ -445,11 +445,22 @@ async fn partner_settings(State(st): State<ApiState>) -> ApiResult<AxJson<Json>>
                 "inbox": if s.auto_approve { "auto" } else { "manual" },
                 "subcontractor": s.subcontractor,
                 "child": s.child,
+                "mirror": mirror_state(&s),
                 "field_map": s.field_map,
             })
         })
         .collect();
     Ok(AxJson(json!({ "partners": partners })))
+}
+
+/// A mirror as admins see it: both sides must say so.
+fn mirror_state(s: &crate::governance::db::PartnerSettings) -> &'static str {
+    match (s.mirror, s.peer_mirror) {
+        (true, true) => "active",
+        (true, false) => "waiting for the partner",
+        (false, true) => "asked by the partner",
+        (false, false) => "no",
+    }
 }
 
 #[derive(Deserialize)]
@@ -458,6 +469,7 @@ struct PartnerBody {
     partner: String,
     subcontractor: Option<bool>,
     child: Option<bool>,
+    mirror: Option<bool>,
     #[serde(default)]
     map: BTreeMap<String, String>,
     by: Option<String>,
@@ -490,9 +502,21 @@ async fn set_partner(
             s.field_map.extend(b.map.clone());
         })
         .await?;
+    let s = match b.mirror {
+        Some(on) => {
+            crate::governance::mirror::set(g, &p, on, &by(&b.by)).await?;
+            g.all_settings()
+                .into_iter()
+                .find(|(org, _, _)| *org == p)
+                .map(|(_, _, s)| s)
+                .unwrap_or(s)
+        }
+        None => s,
+    };
     Ok(AxJson(json!({
         "subcontractor": s.subcontractor,
         "child": s.child,
+        "mirror": mirror_state(&s),
         "field_map": s.field_map,
     })))
 }
@@ -650,10 +674,15 @@ async fn received(
         .map(|s| share_id(s))
         .transpose()?;
     let mut objects = Vec::new();
-    for kv in g.db().received.iter() {
+    for kv in g.db().prov.iter() {
         let (k, v) = kv.map_err(|e| Failure::internal(e.to_string()))?;
-        let r: Received = crate::governance::db::decode("received", &v)?;
-        if partner.is_some_and(|p| p != r.partner) || share.is_some_and(|s| s != r.share) {
+        let r: ProvRecord = crate::governance::db::decode("provenance", &v)?;
+        let (from, under) = match r.prov.source {
+            orgsync_protocol::authority::Source::Share { from, share, .. } => (from, Some(share)),
+            orgsync_protocol::authority::Source::Mirror { from } => (from, None),
+            orgsync_protocol::authority::Source::Own => continue,
+        };
+        if partner.is_some_and(|p| p != from) || share.is_some_and(|s| Some(s) != under) {
             continue;
         }
         let Ok(id) = <[u8; 16]>::try_from(k.as_ref()) else {

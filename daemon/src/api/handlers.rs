@@ -72,8 +72,12 @@ impl From<FlagCheck> for Failure {
     }
 }
 
-/// Writes one edit (durably) and returns the object as stored.
+/// Writes one edit (durably) and returns the object as stored. A
+/// partner's copy is a replica: its edits are refused (governance).
 async fn commit_one(st: &ApiState, edit: Edit) -> ApiResult<Object> {
+    if let Some(g) = &st.governance {
+        g.check_local_edit(&edit.id)?;
+    }
     let receipt = st.store.write(vec![edit]).await?;
     metrics::add(&st.metrics.changes_written, receipt.changes.len() as u64);
     receipt

@@ -58,7 +58,8 @@ impl LocalServices {
         });
         let importer = Importer::new(daemon.store().clone(), dir.join(IMPORT_DIR))
             .with_metrics(metrics.clone())
-            .with_schema(daemon.schema());
+            .with_schema(daemon.schema())
+            .with_governance(daemon.governance().cloned());
         let import = tokio::spawn(async move {
             if let Err(e) = importer.run(stopped(stop_rx)).await {
                 tracing::error!(error = %e, "drop folder stopped");

@@ -188,8 +188,12 @@ fn spawn_applier(
             let result = match result {
                 Ok(outcome) => {
                     let m = &shared.options.metrics;
-                    crate::metrics::add(&m.changes_applied, outcome.applied as u64);
-                    needed_blobs(&shared, &peer, &job.changes)
+                    crate::metrics::add(
+                        &m.changes_applied,
+                        (outcome.applied - outcome.unchanged) as u64,
+                    );
+                    crate::metrics::add(&m.changes_unchanged, outcome.unchanged as u64);
+                    needed_blobs(&shared, &job.changes)
                         .await
                         .map(|needed| Applied {
                             up_to_seq: job.up_to_seq,
@@ -211,7 +215,6 @@ fn spawn_applier(
 /// (held or rejected résumés fetch nothing until approved).
 async fn needed_blobs(
     shared: &Shared,
-    peer: &TrustedPeer,
     changes: &[SequencedChange],
 ) -> Result<Vec<(BlobHash, BlobEntry)>, StoreError> {
     let mut needed = Vec::new();
@@ -219,8 +222,11 @@ async fn needed_blobs(
         let Some((hash, size)) = resume_blob(&c.change) else {
             continue;
         };
-        if shared.policy.incoming(&peer.org, &c.change) != crate::policy::Incoming::Apply {
-            continue;
+        // Only résumés that were applied (held or refused ones fetch
+        // nothing; asking the policy again would decide a second time).
+        match shared.store.get(c.change.id)? {
+            Some(o) if o.get_std("hash") == Some(&Value::Hash(hash)) => {}
+            _ => continue,
         }
         if shared.store.blob_files().size(&hash)?.is_some() {
             continue;

@@ -4,7 +4,10 @@
 //! - `gov_out`: ShareId → [`OutShare`] (shares this instance gives)
 //! - `gov_in`: ShareId → [`InShare`] (shares partners give us)
 //! - `gov_partner`: OrgId → [`PartnerSettings`]
-//! - `gov_received`: ObjectId → [`Received`] (origin and access of a copy)
+//! - `gov_prov`: ObjectId → [`ProvRecord`] (owner and source of a copy we
+//!   did not create; absent for our own objects)
+//! - `gov_link`: local ObjectId → [`LinkRecord`]s (partners' copies linked
+//!   into one of our objects)
 //! - `gov_decision`: ObjectId → [`Decision`] (the admin's inbox decision)
 //! - `gov_member`: ShareId ++ ObjectId → () (objects currently in a share)
 //! - `gov_outbox`: OrgId ++ frame id (u64 BE) → encoded `ShareFrame`
@@ -15,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use orgsync_protocol::authority::Provenance;
 use orgsync_protocol::codec;
 use orgsync_protocol::model::{ObjectId, OrgId};
 use orgsync_protocol::share::{
@@ -113,17 +117,39 @@ pub struct PartnerSettings {
     pub child: bool,
     /// Custom-field names of this partner → our names, for linked objects.
     pub field_map: BTreeMap<String, String>,
+    /// We make this partner our mirror (another copy of our organisation).
+    pub mirror: bool,
+    /// The partner said it makes us its mirror. A mirror works only when
+    /// both sides say so.
+    pub peer_mirror: bool,
 }
 
-/// Where a received copy came from.
+impl PartnerSettings {
+    /// Both sides made each other mirrors.
+    pub fn is_mirror(&self) -> bool {
+        self.mirror && self.peer_mirror
+    }
+}
+
+/// The provenance of a copy we did not create (see
+/// [`orgsync_protocol::authority`]).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Received {
-    /// The partner that sent it.
-    pub partner: OrgId,
-    /// The share it came under.
-    pub share: ShareId,
-    /// What we may do with it.
-    pub access: AccessType,
+pub struct ProvRecord {
+    /// Owner and source.
+    pub prov: Provenance,
+    /// The giver withdrew it from its share (unshare): our approved copy
+    /// stays but is no longer updated.
+    pub detached: bool,
+}
+
+/// A partner's copy linked into one of our objects: its updates land on
+/// ours, and ours is re-shared no more widely than the copy allows.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkRecord {
+    /// The partner's object id.
+    pub remote: ObjectId,
+    /// Its provenance.
+    pub prov: Provenance,
 }
 
 /// An admin's decision on a partner's object.
@@ -196,7 +222,8 @@ pub struct GovDb {
     pub(crate) out: sled::Tree,
     pub(crate) inc: sled::Tree,
     pub(crate) partner: sled::Tree,
-    pub(crate) received: sled::Tree,
+    pub(crate) prov: sled::Tree,
+    pub(crate) link: sled::Tree,
     pub(crate) decision: sled::Tree,
     pub(crate) member: sled::Tree,
     pub(crate) outbox: sled::Tree,
@@ -248,7 +275,8 @@ impl GovDb {
             out: t("gov_out")?,
             inc: t("gov_in")?,
             partner: t("gov_partner")?,
-            received: t("gov_received")?,
+            prov: t("gov_prov")?,
+            link: t("gov_link")?,
             decision: t("gov_decision")?,
             member: t("gov_member")?,
             outbox: t("gov_outbox")?,

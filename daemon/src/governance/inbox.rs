@@ -10,31 +10,140 @@
 
 use std::collections::BTreeMap;
 
+use orgsync_protocol::authority::{self, ChangeVerdict, Provenance, Source};
 use orgsync_protocol::merge;
 use orgsync_protocol::model::{Change, FieldKey, Kind, Object, ObjectId, OrgId, Value};
 use serde::Serialize;
 
-use super::db::{Decision, Received};
+use super::db::{Decision, LinkRecord, ProvRecord};
 use super::{GovError, Governance, DAEMON, RECHECK};
 use crate::policy::Incoming;
 use crate::store::{BlobEntry, BlobState, Edit};
 
-/// The engine's question for each change a partner sends.
+/// The engine's question for each change a partner sends: first who may
+/// change the object ([`authority::check_change`]), then what the admin
+/// decided about it.
 pub(super) fn decide_incoming(gov: &Governance, partner: &OrgId, change: &Change) -> Incoming {
-    let decision: Option<Decision> = gov
-        .db()
-        .get(&gov.db().decision, "decision", &change.id.0)
-        .ok()
-        .flatten();
-    match decision {
+    match decide_change(gov, partner, change) {
+        Ok(d) => d,
+        Err(e) => {
+            // Refusing is safe: the change is counted as received and
+            // dropped; the partner's next full send brings it again.
+            tracing::error!(error = %e, "cannot decide on a partner's change; refused");
+            Incoming::Reject
+        }
+    }
+}
+
+fn decide_change(gov: &Governance, partner: &OrgId, change: &Change) -> Result<Incoming, GovError> {
+    let prov = gov.provenance(&change.id)?;
+    let mirror = gov.is_mirror(partner);
+    match authority::check_change(change.id, prov.as_ref(), partner, mirror) {
+        Err(refusal) => {
+            gov.refused(partner, "change", &refusal);
+            return Ok(Incoming::Reject);
+        }
+        // Held until the share announces it (then `on_offered` decides).
+        Ok(ChangeVerdict::Unannounced) => return Ok(Incoming::Hold),
+        Ok(ChangeVerdict::NewFromMirror) => {
+            gov.set_provenance(
+                &change.id,
+                &ProvRecord {
+                    prov: Provenance {
+                        owner: *partner,
+                        source: Source::Mirror { from: *partner },
+                    },
+                    detached: false,
+                },
+            )?;
+            return Ok(Incoming::Apply);
+        }
+        Ok(ChangeVerdict::Allowed) => {}
+    }
+    if mirror && !matches!(prov.map(|p| p.source), Some(Source::Share { .. })) {
+        return Ok(Incoming::Apply);
+    }
+    let decision: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &change.id.0)?;
+    Ok(match decision {
         Some(Decision::Rejected) => Incoming::Reject,
         Some(Decision::Approved) => Incoming::Apply,
         Some(Decision::Linked(_)) => Incoming::Hold,
         None if gov.settings_of(partner).auto_approve => Incoming::Apply,
-        // Our own object (or one we hold already) coming back updated.
-        None if matches!(gov.store().get(change.id), Ok(Some(_))) => Incoming::Apply,
         None => Incoming::Hold,
+    })
+}
+
+/// Changes held because no share had announced their object yet, now
+/// that `ids` are announced by `partner`: auto-approved partners' objects
+/// are applied, linked ones land on their local object, the rest wait for
+/// an admin in the inbox.
+pub(super) async fn on_offered(
+    gov: &Governance,
+    partner: &OrgId,
+    ids: &[ObjectId],
+) -> Result<(), GovError> {
+    let wanted: std::collections::BTreeSet<ObjectId> = ids.iter().copied().collect();
+    let held: Vec<(u64, Change)> = gov
+        .store()
+        .inbox(partner)?
+        .into_iter()
+        .filter(|(_, c)| wanted.contains(&c.id))
+        .collect();
+    if held.is_empty() {
+        return Ok(());
     }
+    let mut apply: BTreeMap<ObjectId, Vec<u64>> = BTreeMap::new();
+    for (seq, c) in &held {
+        let decision: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &c.id.0)?;
+        match decision {
+            Some(Decision::Rejected) => gov.store().remove_from_inbox(partner, *seq).await?,
+            // Linked updates are picked up by the linked loop.
+            Some(Decision::Linked(_)) => {}
+            Some(Decision::Approved) => apply.entry(c.id).or_default().push(*seq),
+            None if gov.settings_of(partner).auto_approve => {
+                apply.entry(c.id).or_default().push(*seq)
+            }
+            None => {}
+        }
+    }
+    if apply.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<ObjectId> = apply.keys().copied().collect();
+    approve_held(gov, partner, &ids, &held, None).await?;
+    gov.audit(
+        DAEMON,
+        "inbox.auto-approve",
+        Some(partner),
+        None,
+        format!(
+            "{} object(s) applied once their share announced them",
+            ids.len()
+        ),
+    )?;
+    Ok(())
+}
+
+/// Applies the held changes of `ids` as approved (same id), marks them
+/// approved and empties their inbox entries.
+async fn approve_held(
+    gov: &Governance,
+    partner: &OrgId,
+    ids: &[ObjectId],
+    held: &[(u64, Change)],
+    add_flag: Option<ObjectId>,
+) -> Result<(), GovError> {
+    for id in ids {
+        let mine: Vec<&(u64, Change)> = held.iter().filter(|(_, c)| c.id == *id).collect();
+        let changes: Vec<Change> = mine.iter().map(|(_, c)| c.clone()).collect();
+        approve_changes(gov, partner, &changes, add_flag).await?;
+        gov.db()
+            .put(&gov.db().decision, "decision", &id.0, &Decision::Approved)?;
+        for (seq, _) in mine {
+            gov.store().remove_from_inbox(partner, *seq).await?;
+        }
+    }
+    Ok(())
 }
 
 /// One object waiting in the inbox.
@@ -103,18 +212,33 @@ pub fn list(gov: &Governance, partner: Option<&OrgId>) -> Result<Vec<InboxItem>,
         let Some(object) = merged(&h.changes) else {
             continue;
         };
-        let received: Option<Received> = gov.db().get(&gov.db().received, "received", &id.0)?;
+        // Not announced by a share of the sender yet: not decidable.
+        let Some(share) = announced(gov, &h.partner, &id)? else {
+            continue;
+        };
         out.push(InboxItem {
             id,
             partner: h.partner,
             partner_name: gov.partner_name(&h.partner),
             kind: object.kind,
-            share: received.map(|r| r.share.to_string()),
+            share: Some(share.to_string()),
             object,
             seqs: h.seqs,
         });
     }
     Ok(out)
+}
+
+/// The share of `partner` that announced object `id` to us, if any.
+fn announced(
+    gov: &Governance,
+    partner: &OrgId,
+    id: &ObjectId,
+) -> Result<Option<orgsync_protocol::share::ShareId>, GovError> {
+    Ok(match gov.prov_record(id)?.map(|r| r.prov.source) {
+        Some(Source::Share { from, share, .. }) if from == *partner => Some(share),
+        _ => None,
+    })
 }
 
 /// An admin's decision.
@@ -190,8 +314,15 @@ pub async fn decide(
     let all = held(gov)?;
     // Check everything first: a bulk decision is all or nothing.
     for id in ids {
-        if !all.contains_key(id) {
+        let Some(h) = all.get(id) else {
             return Err(GovError::NotFound(format!("no object {id} in the inbox")));
+        };
+        if announced(gov, &h.partner, id)?.is_none() {
+            return Err(GovError::Invalid(format!(
+                "object {id} from {} is not announced by any of its shares yet: it cannot be \
+                 decided on until it is",
+                gov.partner_name(&h.partner)
+            )));
         }
     }
     let local = match action {
@@ -227,37 +358,22 @@ pub async fn decide(
         let (decision, what) = match action {
             Action::Reject => (Decision::Rejected, "inbox.reject"),
             Action::AsNew => {
-                let mapped: Vec<Change> = h
-                    .changes
-                    .iter()
-                    .map(|c| {
-                        let mut c = c.clone();
-                        c.fields = c
-                            .fields
-                            .into_iter()
-                            .map(|(k, mut s)| {
-                                s.value = map_value(gov, &s.value);
-                                (map_key(gov, &h.partner, &k), s)
-                            })
-                            .collect();
-                        c
-                    })
-                    .collect();
-                let receipt = gov.store().write_changes(mapped).await?;
-                if let Some(obj) = receipt.objects.last() {
-                    fetch_resume(gov, obj).await?;
-                    if let Some(flag) = add_flag {
-                        let edit = Edit::new(obj.id, obj.kind)
-                            .set(FieldKey::Flag(flag), Value::Bool(true));
-                        gov.store().write(vec![edit]).await?;
-                    }
-                }
+                approve_changes(gov, &h.partner, &h.changes, add_flag).await?;
                 (Decision::Approved, "inbox.approve")
             }
             Action::Link(l) => {
                 // Checked above: `local` is Some for a link.
                 if let Some(local) = &local {
                     apply_linked(gov, &h.partner, local, &h.changes).await?;
+                }
+                if let Some(rec) = gov.prov_record(id)? {
+                    let mut links = gov.links(&l)?;
+                    links.retain(|x| x.remote != *id);
+                    links.push(LinkRecord {
+                        remote: *id,
+                        prov: rec.prov,
+                    });
+                    gov.set_links(&l, &links)?;
                 }
                 (Decision::Linked(l), "inbox.link")
             }
@@ -276,6 +392,40 @@ pub async fn decide(
     }
     gov.db().flush().await?;
     Ok(ids.len())
+}
+
+/// Keeps a partner's changes as a local object with the same id (ids and
+/// custom fields mapped), fetching its résumé file and adding `add_flag`.
+async fn approve_changes(
+    gov: &Governance,
+    partner: &OrgId,
+    changes: &[Change],
+    add_flag: Option<ObjectId>,
+) -> Result<(), GovError> {
+    let mapped: Vec<Change> = changes
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            c.fields = c
+                .fields
+                .into_iter()
+                .map(|(k, mut s)| {
+                    s.value = map_value(gov, &s.value);
+                    (map_key(gov, partner, &k), s)
+                })
+                .collect();
+            c
+        })
+        .collect();
+    let receipt = gov.store().write_changes(mapped).await?;
+    if let Some(obj) = receipt.objects.last() {
+        fetch_resume(gov, obj).await?;
+        if let Some(flag) = add_flag {
+            let edit = Edit::new(obj.id, obj.kind).set(FieldKey::Flag(flag), Value::Bool(true));
+            gov.store().write(vec![edit]).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Marks the résumé file of an approved résumé as wanted: it is fetched on

@@ -19,7 +19,9 @@
 pub mod audit;
 pub mod db;
 pub mod inbox;
+pub mod mirror;
 pub mod pending;
+pub mod provenance;
 pub mod requests;
 pub mod shares;
 
@@ -95,11 +97,16 @@ pub enum GovError {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GovConfig {
-    /// Share everything with every paired partner and apply everything
-    /// received, as before governance (default false: a partner receives
-    /// nothing until a share selects something for it).
+    /// Replaced by mirrors; kept only to refuse it with a message that says
+    /// what to do instead.
     #[serde(default)]
-    pub share_all_partners: bool,
+    share_all_partners: Option<bool>,
+    /// Make every paired partner our mirror (`partner set P --mirror true`
+    /// for each, now and for partners paired later). For two instances of
+    /// one organisation and for test rigs; each partner must say the same
+    /// for anything to flow.
+    #[serde(default)]
+    pub mirror_all_partners: bool,
     /// A shell command run for notifications (a partner received a share,
     /// an erase was acknowledged), with the audit entry as JSON on stdin.
     #[serde(default)]
@@ -111,10 +118,22 @@ impl GovConfig {
     pub fn load(dir: &Path) -> Result<GovConfig, GovError> {
         let path = dir.join(CONFIG_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| GovError::Config {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }),
+            Ok(text) => {
+                let config: GovConfig = toml::from_str(&text).map_err(|e| GovError::Config {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                if config.share_all_partners.is_some() {
+                    return Err(GovError::Config {
+                        path: path.display().to_string(),
+                        message: "share_all_partners is gone: to keep two copies of one \
+                            organisation in step, run `orgsync partner set PARTNER --mirror true` \
+                            on both sides; to share with a partner, `orgsync share add`"
+                            .into(),
+                    });
+                }
+                Ok(config)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(GovConfig::default()),
             Err(e) => Err(GovError::Config {
                 path: path.display().to_string(),
@@ -144,6 +163,11 @@ pub fn system_clock() -> Clock {
 }
 
 pub(crate) struct Inner {
+    pub(crate) us: OrgId,
+    /// Whether any copy here came under a partner's share (then a mirror
+    /// does not get everything: such copies stay here).
+    pub(crate) holds_share_copies: std::sync::atomic::AtomicBool,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) store: Store,
     pub(crate) db: GovDb,
     pub(crate) trust: Trust,
@@ -186,11 +210,15 @@ impl Governance {
     /// Opens the governance trees of `store`'s database and starts the
     /// background tasks (control frames, membership tracking, the inbox
     /// of linked objects). Must be called inside a tokio runtime.
+    /// `us`: this instance's organisation; `metrics`: where refusals are
+    /// counted.
     pub fn start(
+        us: OrgId,
         store: Store,
         trust: Trust,
         config: GovConfig,
         clock: Clock,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Governance, GovError> {
         let db = GovDb::open(store.db())?;
         let shares: Vec<OutShare> = db.all(&db.out, "share")?;
@@ -204,10 +232,28 @@ impl Governance {
                 settings.insert(OrgId(org), db::decode("partner settings", &v)?);
             }
         }
+        let mut holds_share_copies = false;
+        for kv in db.prov.iter() {
+            let (_, v) = kv.map_err(|source| GovError::Db {
+                op: "read provenance",
+                source,
+            })?;
+            let r: db::ProvRecord = db::decode("provenance", &v)?;
+            if matches!(
+                r.prov.source,
+                orgsync_protocol::authority::Source::Share { .. }
+            ) {
+                holds_share_copies = true;
+                break;
+            }
+        }
         let (frames_tx, frames_rx) = mpsc::unbounded_channel();
         let (outbox_changed, _) = watch::channel(0);
         let gov = Governance {
             inner: Arc::new(Inner {
+                us,
+                holds_share_copies: std::sync::atomic::AtomicBool::new(holds_share_copies),
+                metrics,
                 store,
                 db,
                 trust,
@@ -226,6 +272,11 @@ impl Governance {
         // Subscribed here, not in the task: no change committed after
         // start may be missed.
         let events = gov.store().subscribe_events();
+        if gov.inner.config.mirror_all_partners {
+            for p in gov.inner.trust.peers().iter() {
+                mirror::declare(&gov, &p.org)?;
+            }
+        }
         let tasks = vec![
             tokio::spawn(frame_loop(gov.clone(), frames_rx)),
             tokio::spawn(shares::membership_loop(gov.clone(), events)),
@@ -429,7 +480,12 @@ impl Governance {
         let result = match frame.body {
             ShareBody::Delivered(_) => Ok(()),
             ShareBody::Grant(g) => shares::on_grant(self, partner, g),
-            ShareBody::Objects { share, added } => shares::on_objects(self, partner, share, added),
+            ShareBody::Objects {
+                share,
+                owner,
+                added,
+            } => shares::on_objects(self, partner, share, owner, added).await,
+            ShareBody::Mirror { on } => mirror::on_mirror(self, partner, on).await,
             ShareBody::Withdraw { share, objects } => {
                 shares::on_withdraw(self, partner, share, objects).await
             }
@@ -485,21 +541,21 @@ async fn frame_loop(gov: Governance, mut rx: mpsc::UnboundedReceiver<(OrgId, Sha
 
 impl SharePolicy for Governance {
     fn shares(&self, partner: &OrgId, object: &Object) -> bool {
-        if self.inner.config.share_all_partners {
-            return true;
-        }
         shares::shares_with(self, partner, object)
     }
 
     fn incoming(&self, partner: &OrgId, change: &Change) -> Incoming {
-        if self.inner.config.share_all_partners {
-            return Incoming::Apply;
-        }
         inbox::decide_incoming(self, partner, change)
     }
 
-    fn shares_everything(&self, _partner: &OrgId) -> bool {
-        self.inner.config.share_all_partners
+    fn shares_everything(&self, partner: &OrgId) -> bool {
+        // A mirror gets every object owned by either side; when we hold no
+        // copy received under a share, that is every object we hold.
+        self.is_mirror(partner)
+            && !self
+                .inner
+                .holds_share_copies
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn share_outbox(&self, partner: &OrgId) -> Vec<ShareFrame> {

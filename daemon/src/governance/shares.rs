@@ -14,15 +14,26 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::db::{CodeRecord, Decision, InShare, OutShare, PendingErase, Received};
+use orgsync_protocol::authority::{self, InShareView, Provenance, Refusal, Source};
+
+use super::db::{CodeRecord, Decision, InShare, OutShare, PendingErase, ProvRecord};
 use super::{GovError, Governance, DAEMON};
 use crate::store::Origin;
 
 /// Page size when scanning every object.
 const SCAN_PAGE: usize = 1000;
 
-/// Whether `partner` may receive `obj` now (the engine's per-object check).
+/// Whether `partner` may receive `obj` now (the engine's per-object check):
+/// a mirror gets the objects of either copy of the organisation; anyone
+/// else what a flowing share of theirs selects and the send rules allow.
 pub(super) fn shares_with(gov: &Governance, partner: &OrgId, obj: &Object) -> bool {
+    // A read error counts as "not shared": nothing leaves by mistake.
+    let Ok(Some(prov)) = gov.provenance(&obj.id) else {
+        return false;
+    };
+    if gov.is_mirror(partner) && authority::mirror_sends(&prov, &gov.us(), partner) {
+        return true;
+    }
     let shares = gov
         .inner
         .shares
@@ -34,45 +45,48 @@ pub(super) fn shares_with(gov: &Governance, partner: &OrgId, obj: &Object) -> bo
         s.partner.as_ref() == Some(partner)
             && s.is_flowing()
             && s.selection.selects(obj, &lookup)
-            && reshare_allowed(gov, partner, obj.id, s.access).is_ok()
+            && gov.check_send(obj.id, &prov, partner, s.access).is_ok()
     })
 }
 
-/// Whether a copy we received may go to `partner` as `access`: never back
-/// to where it came from, and only as its access type allows.
+/// Whether object `id` may go to `partner` as `access`: never back to its
+/// owner or to where it came from, and only as its access type (and that
+/// of anything linked into it) allows.
 pub(super) fn reshare_allowed(
     gov: &Governance,
     partner: &OrgId,
     id: ObjectId,
     access: AccessType,
 ) -> Result<(), String> {
-    let received: Option<Received> = gov
-        .db()
-        .get(&gov.db().received, "received", &id.0)
-        .ok()
-        .flatten();
-    match received {
-        None => Ok(()),
-        Some(r) if r.partner == *partner => Err(format!(
-            "object {id} came from this partner (under share {})",
-            r.share
-        )),
-        Some(r) => {
-            let sub = gov.settings_of(partner).subcontractor;
-            r.access.may_reshare(access, sub).map_err(|e| {
-                format!(
-                    "object {id} (received from {} under share {} as {}): {e}",
-                    gov.partner_name(&r.partner),
-                    r.share,
-                    r.access
-                )
-            })
+    let prov = gov
+        .provenance(&id)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| Provenance::own(gov.us()));
+    gov.check_send(id, &prov, partner, access)
+        .map_err(|e| describe(gov, &prov, e))
+}
+
+/// A send refusal with the names of the organisations involved.
+fn describe(gov: &Governance, prov: &Provenance, e: Refusal) -> String {
+    match prov.source {
+        Source::Own => e.to_string(),
+        Source::Share {
+            from,
+            share,
+            access,
+        } => format!(
+            "{e} (owner {}, received from {} under share {share} as {access})",
+            gov.partner_name(&prov.owner),
+            gov.partner_name(&from)
+        ),
+        Source::Mirror { from } => {
+            format!("{e} (received from mirror {})", gov.partner_name(&from))
         }
     }
 }
 
 /// Every live object, page by page.
-fn all_objects(gov: &Governance) -> Result<Vec<Object>, GovError> {
+pub(super) fn all_objects(gov: &Governance) -> Result<Vec<Object>, GovError> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
@@ -396,14 +410,22 @@ async fn enter(
         gov.store().write_changes(chunk.to_vec()).await?;
     }
     let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
-    for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
-        gov.send(
-            partner,
-            ShareBody::Objects {
-                share: share.id,
-                added: chunk.to_vec(),
-            },
-        )?;
+    let mut by_owner: std::collections::BTreeMap<OrgId, Vec<ObjectId>> = Default::default();
+    for id in &ids {
+        let owner = gov.provenance(id)?.map_or(gov.us(), |p| p.owner);
+        by_owner.entry(owner).or_default().push(*id);
+    }
+    for (owner, ids) in by_owner {
+        for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
+            gov.send(
+                partner,
+                ShareBody::Objects {
+                    share: share.id,
+                    owner,
+                    added: chunk.to_vec(),
+                },
+            )?;
+        }
     }
     gov.audit(
         DAEMON,
@@ -729,88 +751,200 @@ pub(super) fn on_grant(gov: &Governance, partner: OrgId, g: Grant) -> Result<(),
     Ok(())
 }
 
-pub(super) fn on_objects(
+/// Records refusals of several items of one frame as one audit entry.
+#[derive(Default)]
+struct Refusals {
+    count: usize,
+    first: Option<Refusal>,
+}
+
+impl Refusals {
+    fn add(&mut self, r: Refusal) {
+        self.count += 1;
+        self.first.get_or_insert(r);
+    }
+
+    fn report(self, gov: &Governance, partner: &OrgId, frame: &str) {
+        if let Some(first) = self.first {
+            let what = if self.count > 1 {
+                format!("{frame} ({} item(s) refused; the first)", self.count)
+            } else {
+                frame.to_string()
+            };
+            gov.refused(partner, &what, &first);
+        }
+    }
+}
+
+/// The incoming share `id` as the authority rules see it.
+fn in_view(gov: &Governance, id: &ShareId) -> Result<Option<InShareView>, GovError> {
+    let share: Option<InShare> = gov.db().get(&gov.db().inc, "incoming share", &id.0)?;
+    Ok(share.map(|s| InShareView {
+        id: s.id,
+        from: s.partner,
+        access: s.access,
+        revoked: s.revoked_ms.is_some(),
+    }))
+}
+
+/// The incoming share `id`, which must be one `partner` gave us.
+fn senders_share(gov: &Governance, partner: &OrgId, id: &ShareId) -> Result<InShare, Refusal> {
+    match gov
+        .db()
+        .get::<InShare>(&gov.db().inc, "incoming share", &id.0)
+    {
+        Ok(Some(s)) if s.partner == *partner => Ok(s),
+        _ => Err(Refusal::NotSendersShare { share: *id }),
+    }
+}
+
+pub(super) async fn on_objects(
     gov: &Governance,
     partner: OrgId,
     share_id: ShareId,
+    owner: OrgId,
     added: Vec<ObjectId>,
 ) -> Result<(), GovError> {
-    let mut share = in_share(gov, &share_id)?;
-    if share.partner != partner {
-        return Err(GovError::Refused(format!(
-            "share {share_id} is not from this partner"
-        )));
-    }
+    let view = in_view(gov, &share_id)?;
+    let us = gov.us();
+    let mut accepted = Vec::new();
+    let mut refusals = Refusals::default();
     for id in &added {
-        let r = Received {
-            partner,
-            share: share_id,
-            access: share.access,
+        let rec = gov.prov_record(id)?;
+        let ours = match rec {
+            Some(r) => Some(r.prov),
+            None => gov.provenance(id)?,
         };
-        gov.db().put(&gov.db().received, "received", &id.0, &r)?;
+        match authority::check_offer(*id, &us, ours.as_ref(), &partner, view.as_ref(), &owner) {
+            Ok(Some(prov)) => {
+                gov.set_provenance(
+                    id,
+                    &ProvRecord {
+                        prov,
+                        detached: false,
+                    },
+                )?;
+                accepted.push(*id);
+            }
+            Ok(None) => {
+                // Offered again (it re-entered the share): updates resume.
+                if let Some(mut r) = rec.filter(|r| r.detached) {
+                    r.detached = false;
+                    gov.set_provenance(id, &r)?;
+                }
+                accepted.push(*id);
+            }
+            Err(r) => refusals.add(r),
+        }
     }
-    share.expected.extend(added);
+    refusals.report(gov, &partner, "objects");
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let mut share = in_share(gov, &share_id)?;
+    share.expected.extend(accepted.iter().copied());
     gov.db()
         .put(&gov.db().inc, "incoming share", &share_id.0, &share)?;
-    Ok(())
+    super::inbox::on_offered(gov, &partner, &accepted).await
 }
 
 /// Erases the local copies of `objects` that came from `partner` under
-/// `share`: deletes them (or drops them from the inbox); a local object
-/// linked to one is ours and stays. Returns how many copies went.
+/// `share`: purges them (and their inbox entries), forgets where they came
+/// from and unlinks them from local objects (which are ours and stay).
+/// Anything else named is refused. Returns the ids erased.
 async fn erase_copies(
     gov: &Governance,
     partner: &OrgId,
     share: &ShareId,
     objects: &[ObjectId],
-) -> Result<u64, GovError> {
-    let mut erased = 0;
+    refusals: &mut Refusals,
+) -> Result<Vec<ObjectId>, GovError> {
     let inbox = gov.store().inbox(partner)?;
+    let mut allowed = Vec::new();
     for id in objects {
-        let received: Option<Received> = gov.db().get(&gov.db().received, "received", &id.0)?;
-        if received.is_some_and(|r| r.share != *share) {
+        let prov = gov.prov_record(id)?.map(|r| r.prov);
+        let prov = match prov {
+            Some(p) => Some(p),
+            None => gov.provenance(id)?,
+        };
+        if let Err(r) = authority::check_withdraw(*id, prov.as_ref(), partner, share) {
+            refusals.add(r);
             continue;
         }
-        let mut gone = false;
-        for (seq, c) in &inbox {
-            if c.id == *id {
-                gov.store().remove_from_inbox(partner, *seq).await?;
-                gone = true;
-            }
-        }
-        let decision: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &id.0)?;
-        if !matches!(decision, Some(Decision::Linked(_))) {
-            if let Some(obj) = gov.store().get(*id)? {
-                // Already deleted (e.g. by the sender's own erase tombstone
-                // of a re-shared copy): the copy is gone all the same.
-                if !obj.is_deleted() {
-                    gov.store().delete(*id).await?;
-                }
-                gone = true;
-            }
-        }
-        gov.db().remove(&gov.db().received, &id.0)?;
-        gov.db().remove(&gov.db().decision, &id.0)?;
-        if gone {
-            erased += 1;
+        allowed.push(*id);
+    }
+    for (seq, c) in &inbox {
+        if allowed.contains(&c.id) {
+            gov.store().remove_from_inbox(partner, *seq).await?;
         }
     }
-    Ok(erased)
+    gov.store().purge(&allowed).await?;
+    for id in &allowed {
+        let decision: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &id.0)?;
+        if let Some(Decision::Linked(local)) = decision {
+            let mut links = gov.links(&local)?;
+            links.retain(|l| l.remote != *id);
+            gov.set_links(&local, &links)?;
+        }
+        gov.forget_provenance(id)?;
+        gov.db().remove(&gov.db().decision, &id.0)?;
+    }
+    Ok(allowed)
 }
 
+/// The giver took objects out of its share (unshare): what still waits in
+/// the inbox goes; approved copies stay, no longer updated.
 pub(super) async fn on_withdraw(
     gov: &Governance,
     partner: OrgId,
     share: ShareId,
     objects: Vec<ObjectId>,
 ) -> Result<(), GovError> {
-    let n = erase_copies(gov, &partner, &share, &objects).await?;
+    if let Err(r) = senders_share(gov, &partner, &share) {
+        gov.refused(&partner, "withdraw", &r);
+        return Ok(());
+    }
+    let mut refusals = Refusals::default();
+    let mut allowed = Vec::new();
+    for id in &objects {
+        let prov = gov.provenance(id)?;
+        match authority::check_withdraw(*id, prov.as_ref(), &partner, &share) {
+            Ok(()) => allowed.push(*id),
+            Err(r) => refusals.add(r),
+        }
+    }
+    refusals.report(gov, &partner, "withdraw");
+    let mut dropped = 0;
+    for (seq, c) in gov.store().inbox(&partner)? {
+        if allowed.contains(&c.id) {
+            gov.store().remove_from_inbox(&partner, seq).await?;
+            dropped += 1;
+        }
+    }
+    let mut kept = 0;
+    for id in &allowed {
+        let Some(mut rec) = gov.prov_record(id)? else {
+            continue;
+        };
+        if gov.store().get(*id)?.is_some() {
+            rec.detached = true;
+            gov.set_provenance(id, &rec)?;
+            kept += 1;
+        } else {
+            // Never approved: nothing of it stays here.
+            gov.forget_provenance(id)?;
+        }
+    }
     gov.audit(
         DAEMON,
         "share.withdrawn",
         Some(&partner),
         Some(share.to_string()),
-        format!("{n} copy(ies) removed: the objects left the partner's selection"),
+        format!(
+            "{} object(s) left the partner's selection: {dropped} waiting item(s) dropped, \
+             {kept} approved copy(ies) kept, no longer updated",
+            allowed.len()
+        ),
     )?;
     Ok(())
 }
@@ -821,12 +955,20 @@ pub(super) async fn on_erase(
     share_id: ShareId,
     objects: Vec<ObjectId>,
 ) -> Result<(), GovError> {
-    if let Ok(mut s) = in_share(gov, &share_id) {
-        s.revoked_ms = Some(gov.now_ms());
-        gov.db()
-            .put(&gov.db().inc, "incoming share", &share_id.0, &s)?;
-    }
-    let erased = erase_copies(gov, &partner, &share_id, &objects).await?;
+    let mut s = match senders_share(gov, &partner, &share_id) {
+        Ok(s) => s,
+        Err(r) => {
+            gov.refused(&partner, "erase", &r);
+            return Ok(());
+        }
+    };
+    s.revoked_ms.get_or_insert(gov.now_ms());
+    gov.db()
+        .put(&gov.db().inc, "incoming share", &share_id.0, &s)?;
+    let mut refusals = Refusals::default();
+    let erased_ids = erase_copies(gov, &partner, &share_id, &objects, &mut refusals).await?;
+    refusals.report(gov, &partner, "erase");
+    let erased = erased_ids.len() as u64;
     // Pass the erase on to whoever we re-shared these copies to.
     let onward: Vec<OutShare> = gov
         .inner
@@ -838,7 +980,7 @@ pub(super) async fn on_erase(
     for s in onward {
         let Some(to) = s.partner else { continue };
         let mut ids = Vec::new();
-        for id in &objects {
+        for id in &erased_ids {
             if gov.db().is_member(&s.id, id)? {
                 gov.db().set_member(&s.id, id, false)?;
                 ids.push(*id);
@@ -899,6 +1041,15 @@ pub(super) async fn on_erase(
     Ok(())
 }
 
+/// Our share `id`, which must have been given to `partner` (replies about
+/// a share count only from its recipient).
+fn recipients_share(gov: &Governance, partner: &OrgId, id: &ShareId) -> Result<OutShare, Refusal> {
+    let share: Option<OutShare> = gov.db().get(&gov.db().out, "share", &id.0).ok().flatten();
+    authority::check_share_reply(id, share.as_ref().and_then(|s| s.partner.as_ref()), partner)?;
+    // check_share_reply succeeds only when the share exists.
+    share.ok_or(Refusal::NotRecipient { share: *id })
+}
+
 pub(super) fn on_erase_ack(
     gov: &Governance,
     partner: OrgId,
@@ -906,10 +1057,26 @@ pub(super) fn on_erase_ack(
     erased: u64,
     onward: u64,
 ) -> Result<(), GovError> {
-    if let Ok(mut s) = out_share(gov, &share_id) {
-        s.erase_acked_ms = Some(gov.now_ms());
-        put_share(gov, &s)?;
+    let mut s = match recipients_share(gov, &partner, &share_id) {
+        Ok(s) => s,
+        Err(r) => {
+            gov.refused(&partner, "erase-ack", &r);
+            return Ok(());
+        }
+    };
+    if s.revoked_ms.is_none() {
+        gov.refused(
+            &partner,
+            "erase-ack",
+            &Refusal::NotFromShare {
+                id: ObjectId([0; 16]),
+                share: share_id,
+            },
+        );
+        return Ok(());
     }
+    s.erase_acked_ms = Some(gov.now_ms());
+    put_share(gov, &s)?;
     gov.audit(
         DAEMON,
         "erase.acked",
@@ -950,20 +1117,26 @@ pub(super) async fn on_terms_accepted(
     by: String,
     at_ms: u64,
 ) -> Result<(), GovError> {
-    let mut share = out_share(gov, &share_id)?;
-    if share.partner != Some(partner) {
-        return Err(GovError::Refused(format!(
-            "share {share_id} is not for this partner"
-        )));
-    }
-    share.terms_accepted = Some((by.clone(), at_ms));
+    let mut share = match recipients_share(gov, &partner, &share_id) {
+        Ok(s) => s,
+        Err(r) => {
+            gov.refused(&partner, "terms-accepted", &r);
+            return Ok(());
+        }
+    };
+    share.terms_accepted = Some((format!("{by} (the partner's claim)"), at_ms));
     put_share(gov, &share)?;
+    // `by` is what the partner says: recorded as its claim, never as a
+    // local actor.
     gov.audit(
-        &by,
+        DAEMON,
         "terms.accepted",
         Some(&partner),
         Some(share_id.to_string()),
-        "the partner accepted the data-protection agreement; data released".into(),
+        format!(
+            "the partner accepted the data-protection agreement (accepted by {by:?}, the \
+             partner's claim); data released"
+        ),
     )?;
     sync_members(gov, &share).await?;
     Ok(())
@@ -975,7 +1148,13 @@ pub(super) fn on_received(
     share_id: ShareId,
     objects: u64,
 ) -> Result<(), GovError> {
-    let mut share = out_share(gov, &share_id)?;
+    let mut share = match recipients_share(gov, &partner, &share_id) {
+        Ok(s) => s,
+        Err(r) => {
+            gov.refused(&partner, "received", &r);
+            return Ok(());
+        }
+    };
     if share.processed_ms.is_none() {
         share.processed_ms = Some(gov.now_ms());
         put_share(gov, &share)?;

@@ -17,6 +17,7 @@ use super::*;
 use crate::store::Edit;
 use crate::transport::TrustedPeer;
 
+const US: OrgId = OrgId([9; 32]);
 const P1: OrgId = OrgId([1; 32]);
 const P2: OrgId = OrgId([2; 32]);
 const T0: u64 = 1_800_000_000_000;
@@ -47,7 +48,15 @@ fn fixture() -> Fixture {
         let now = now.clone();
         Arc::new(move || now.load(Ordering::SeqCst))
     };
-    let gov = Governance::start(store.clone(), trust, GovConfig::default(), clock).unwrap();
+    let gov = Governance::start(
+        US,
+        store.clone(),
+        trust,
+        GovConfig::default(),
+        clock,
+        Arc::new(crate::metrics::Metrics::new()),
+    )
+    .unwrap();
     Fixture {
         gov,
         store,
@@ -115,13 +124,213 @@ async fn without_a_share_nothing_goes_and_unknown_objects_are_held() {
         Kind::Contact,
     ));
     assert_eq!(f.gov.incoming(&P1, &foreign), Incoming::Hold);
-    // Our own object coming back updated is applied.
+    // Our own object "coming back" from a partner is refused: only a
+    // mirror may change our objects.
     let back = orgsync_protocol::model::Change::from_object(&own);
-    assert_eq!(f.gov.incoming(&P1, &back), Incoming::Apply);
-    // With auto-approve, unknown objects apply too.
+    assert_eq!(f.gov.incoming(&P1, &back), Incoming::Reject);
+    // Auto-approve does not apply what no share announced: it waits.
     inbox::set_auto(&f.gov, &P1, true, "tester").await.unwrap();
+    assert_eq!(f.gov.incoming(&P1, &foreign), Incoming::Hold);
+    // Once P1's share announces it, P1's changes apply; P2's never do.
+    offer(
+        &f,
+        P1,
+        ShareId([5; 16]),
+        AccessType::Operator,
+        P1,
+        foreign.id,
+        1,
+    )
+    .await;
     assert_eq!(f.gov.incoming(&P1, &foreign), Incoming::Apply);
-    assert_eq!(f.gov.incoming(&P2, &foreign), Incoming::Hold);
+    assert_eq!(f.gov.incoming(&P2, &foreign), Incoming::Reject);
+    assert_eq!(
+        f.gov.inner.metrics.changes_refused.load(Ordering::Relaxed),
+        2
+    );
+}
+
+/// P sends a Grant and an Objects frame (frame ids `first`, `first + 1`)
+/// and we wait until both are handled.
+async fn offer(
+    f: &Fixture,
+    from: OrgId,
+    share: ShareId,
+    access: AccessType,
+    owner: OrgId,
+    id: ObjectId,
+    first: u64,
+) {
+    let frames = [
+        ShareBody::Grant(Grant {
+            share,
+            access,
+            terms: None,
+            label: "test".into(),
+            request: None,
+        }),
+        ShareBody::Objects {
+            share,
+            owner,
+            added: vec![id],
+        },
+    ];
+    send_frames(f, from, first, frames.to_vec()).await;
+}
+
+/// Hands `bodies` to governance as frames of `from` numbered from `first`
+/// and waits until they are handled.
+async fn send_frames(f: &Fixture, from: OrgId, first: u64, bodies: Vec<ShareBody>) {
+    let last = first + bodies.len() as u64 - 1;
+    for (i, body) in bodies.into_iter().enumerate() {
+        f.gov.share_received(
+            &from,
+            ShareFrame {
+                id: first + i as u64,
+                body,
+            },
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while f.gov.db().handled(&from).unwrap() < last {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("frames handled");
+}
+
+fn refusals(f: &Fixture) -> Vec<String> {
+    f.gov
+        .audit_log(&audit::AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "authority.refused")
+        .map(|e| e.detail)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_cannot_withdraw_erase_or_offer_our_own_objects() {
+    let f = fixture();
+    let ada = contact(&f.store, "Ada", None).await;
+    // P1 gives us a real share, then names our Ada in it.
+    let share = ShareId([6; 16]);
+    offer(
+        &f,
+        P1,
+        share,
+        AccessType::Operator,
+        P1,
+        ObjectId::new_v7(T0),
+        1,
+    )
+    .await;
+    send_frames(
+        &f,
+        P1,
+        3,
+        vec![
+            ShareBody::Objects {
+                share,
+                owner: US,
+                added: vec![ada.id],
+            },
+            ShareBody::Withdraw {
+                share,
+                objects: vec![ada.id],
+            },
+            ShareBody::Erase {
+                share,
+                objects: vec![ada.id],
+            },
+        ],
+    )
+    .await;
+    let now = f.store.get(ada.id).unwrap().unwrap();
+    assert_eq!(now, ada, "our own object is untouched");
+    assert!(f.gov.prov_record(&ada.id).unwrap().is_none(), "still ours");
+    let why = refusals(&f);
+    assert_eq!(why.len(), 3, "{why:?}");
+    assert!(why[0].contains("offered as ours"), "{why:?}");
+    assert!(why[1].contains("belongs to this organisation"), "{why:?}");
+    // A share P2 never gave cannot be named at all.
+    send_frames(
+        &f,
+        P2,
+        1,
+        vec![ShareBody::Erase {
+            share,
+            objects: vec![ada.id],
+        }],
+    )
+    .await;
+    assert!(refusals(&f)[3].contains("was not given to us by this partner"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_keeps_its_first_source() {
+    let f = fixture();
+    let x = ObjectId::new_v7(T0);
+    offer(&f, P1, ShareId([1; 16]), AccessType::OnLoan, P1, x, 1).await;
+    // P2 offers the same object under an operator share: refused, so the
+    // on-loan copy cannot be laundered into a freely re-shareable one.
+    offer(&f, P2, ShareId([2; 16]), AccessType::Operator, P1, x, 1).await;
+    let rec = f.gov.prov_record(&x).unwrap().unwrap();
+    assert!(rec.prov.is_from_share(&P1, &ShareId([1; 16])));
+    assert!(refusals(&f)[0].contains("already held from another source"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_about_a_share_count_only_from_its_recipient() {
+    let f = fixture();
+    let ada = contact(&f.store, "Ada", None).await;
+    let created = shares::create(
+        &f.gov,
+        new_share(P1, vec![Selector::Object(ada.id)], AccessType::Manager),
+    )
+    .await
+    .unwrap();
+    let id: ShareId = created.shares[0].parse().unwrap();
+    send_frames(
+        &f,
+        P2,
+        1,
+        vec![
+            ShareBody::Received {
+                share: id,
+                objects: 1,
+            },
+            ShareBody::EraseAck {
+                share: id,
+                erased: 1,
+                onward: 0,
+            },
+        ],
+    )
+    .await;
+    let s = shares::out_share(&f.gov, &id).unwrap();
+    assert!(
+        s.processed_ms.is_none(),
+        "P2 cannot shorten the revoke window"
+    );
+    assert!(s.erase_acked_ms.is_none());
+    assert_eq!(refusals(&f).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_copy_is_read_only_here() {
+    let f = fixture();
+    let x = ObjectId::new_v7(T0);
+    offer(&f, P1, ShareId([1; 16]), AccessType::Operator, P1, x, 1).await;
+    let err = f.gov.check_local_edit(&x).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("link it to one of your records to keep your own changes"),
+        "{err}"
+    );
+    let ours = contact(&f.store, "Ada", None).await;
+    f.gov.check_local_edit(&ours.id).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +360,7 @@ async fn a_share_relogs_whole_objects_and_withdraws_those_leaving() {
     let out = bodies(&f.gov, &P1);
     assert!(matches!(&out[0], ShareBody::Grant(g) if g.access == AccessType::OnLoan));
     assert!(
-        matches!(&out[1], ShareBody::Objects { added, .. } if added.len() == 2 && added.contains(&ada.id))
+        matches!(&out[1], ShareBody::Objects { added, owner, .. } if added.len() == 2 && added.contains(&ada.id) && *owner == US)
     );
 
     // Ada loses the flag: she leaves the share and is withdrawn.
@@ -227,7 +436,7 @@ async fn manager_revoke_window_follows_the_injected_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_loan_copies_are_not_reshared_and_frames_are_handled_once() {
     let f = fixture();
-    let ada = contact(&f.store, "Ada", None).await;
+    let ada = Object::new(ObjectId::new_v7(T0), Kind::Contact);
     let share = ShareId([7; 16]);
     let frames = [
         ShareBody::Grant(Grant {
@@ -239,6 +448,7 @@ async fn on_loan_copies_are_not_reshared_and_frames_are_handled_once() {
         }),
         ShareBody::Objects {
             share,
+            owner: P1,
             added: vec![ada.id],
         },
     ];
@@ -277,6 +487,25 @@ async fn on_loan_copies_are_not_reshared_and_frames_are_handled_once() {
         .filter(|e| e.action == "share.granted")
         .count();
     assert_eq!(granted, 1, "a resent frame is not handled twice");
+    // The copy arrives from P1.
+    let mut change = orgsync_protocol::model::Change::from_object(&ada);
+    change.fields.insert(
+        FieldKey::Std("first_name".into()),
+        orgsync_protocol::model::FieldState {
+            version: orgsync_protocol::model::Version {
+                hlc: orgsync_protocol::clock::Timestamp(T0 << 16),
+                instance: orgsync_protocol::model::InstanceId(1),
+            },
+            value: Some(Value::Text("Ada".into())),
+        },
+    );
+    let ada = f
+        .store
+        .write_changes(vec![change])
+        .await
+        .unwrap()
+        .objects
+        .remove(0);
     // Not back to where it came from, and not onward either.
     assert!(!f.gov.shares(&P1, &ada));
     let err = shares::create(

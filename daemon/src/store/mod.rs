@@ -225,6 +225,9 @@ pub struct WriteReceipt {
 pub struct ApplyOutcome {
     /// Changes merged into objects.
     pub applied: usize,
+    /// Of those, changes that changed nothing (already known): not stored
+    /// again and not announced to event subscribers.
+    pub unchanged: usize,
     /// Changes put in the inbox.
     pub held: usize,
     /// Changes dropped by the policy.
@@ -537,6 +540,8 @@ impl Store {
             for (i, change) in changes.iter().enumerate() {
                 let bytes = encode_as("change", change)?;
                 batch.insert(&keys::log(first + i as u64)[..], bytes);
+                // A local write is logged even when it changes nothing:
+                // governance re-logs whole objects to send them onward.
                 merged.merge(&self.inner.data, &mut batch, change)?;
             }
             batch.insert(keys::META_HLC, &w.clock.last().0.to_be_bytes());
@@ -669,8 +674,14 @@ impl Store {
                 }
                 match d {
                     Incoming::Apply => {
-                        let obj = merged.merge(data, &mut batch, &c.change)?;
+                        let (obj, changed) = merged.merge(data, &mut batch, &c.change)?;
                         outcome.applied += 1;
+                        if !changed {
+                            // Nothing new (a copy coming back, a resend):
+                            // no event, so nobody passes it on again.
+                            outcome.unchanged += 1;
+                            continue;
+                        }
                         events.push(StoreEvent {
                             origin: Origin::Partner(partner),
                             seq: None,
@@ -937,6 +948,45 @@ impl Store {
         self.flush().await
     }
 
+    /// Erases objects outright: no tombstone, no log entry (an erase asked
+    /// by the partner a copy came from is a governance act, passed on by
+    /// governance frames, not a change). A later copy of the same object
+    /// arrives as new. Durable on return; subscribers see each as deleted.
+    pub async fn purge(&self, ids: &[ObjectId]) -> Result<usize, StoreError> {
+        let mut gone = Vec::new();
+        {
+            let _w = self
+                .inner
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut batch = sled::Batch::default();
+            for id in ids {
+                let key = keys::object(id);
+                if let Some(v) = self.inner.data.get(key).map_err(db_err("read object"))? {
+                    let obj: Object = decode_at("objects", &key, &v)?;
+                    batch.remove(&key[..]);
+                    gone.push((obj.id, obj.kind));
+                }
+            }
+            self.inner
+                .data
+                .apply_batch(batch)
+                .map_err(db_err("purge"))?;
+        }
+        self.flush().await?;
+        for (id, kind) in &gone {
+            let _ = self.inner.events.send(StoreEvent {
+                origin: Origin::Local,
+                seq: None,
+                id: *id,
+                kind: *kind,
+                deleted: true,
+            });
+        }
+        Ok(gone.len())
+    }
+
     /// Bytes the database uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.inner.db.size_on_disk().map_err(db_err("size"))
@@ -956,13 +1006,14 @@ struct Merged {
 
 impl Merged {
     /// Merges `change` into the object as of this batch (or as stored), adds
-    /// the result to `batch` and returns it.
+    /// the result to `batch` when it differs from what was there, and
+    /// returns it with whether it changed anything.
     fn merge(
         &mut self,
         data: &sled::Tree,
         batch: &mut sled::Batch,
         change: &Change,
-    ) -> Result<&Object, StoreError> {
+    ) -> Result<(&Object, bool), StoreError> {
         let key = keys::object(&change.id);
         let existing = match self.latest.get(&change.id) {
             Some(&i) => Some(self.objects[i].clone()),
@@ -971,15 +1022,20 @@ impl Merged {
                 None => None,
             },
         };
-        let obj = merge::apply_change(existing, change).map_err(|source| StoreError::Merge {
-            id: change.id,
-            source,
-        })?;
-        batch.insert(&key[..], encode_as("object", &obj)?);
+        let obj =
+            merge::apply_change(existing.clone(), change).map_err(|source| StoreError::Merge {
+                id: change.id,
+                source,
+            })?;
+        // Merge output is in normal form: equal objects are equal values.
+        let changed = existing.as_ref() != Some(&obj);
+        if changed {
+            batch.insert(&key[..], encode_as("object", &obj)?);
+        }
         self.latest.insert(change.id, self.objects.len());
         self.objects.push(obj);
         // Just pushed.
-        Ok(&self.objects[self.objects.len() - 1])
+        Ok((&self.objects[self.objects.len() - 1], changed))
     }
 }
 

@@ -299,9 +299,9 @@ pub enum PartnerCmd {
         #[arg(long)]
         by: Option<String>,
     },
-    /// Mark a partner as subcontractor or child account; map custom fields.
+    /// Mark a partner as subcontractor, child account or mirror; map custom fields.
     #[command(
-        after_help = "Examples:\n  orgsync partner set Initech --subcontractor true\n  orgsync partner set Globex --map level=grade"
+        after_help = "Examples:\n  orgsync partner set Initech --subcontractor true\n  orgsync partner set Globex --map level=grade\n  orgsync partner set acme-backup --mirror true   # run on both instances"
     )]
     Set {
         /// The partner.
@@ -312,6 +312,11 @@ pub enum PartnerCmd {
         /// It is one of our child accounts.
         #[arg(long)]
         child: Option<bool>,
+        /// It is another copy of our own organisation: keep the same records
+        /// both ways, each side may edit the other's. Works only once both
+        /// sides have set it.
+        #[arg(long)]
+        mirror: Option<bool>,
         /// Rename a partner's custom field on linked objects: THEIRS=OURS.
         #[arg(long, value_name = "THEIRS=OURS")]
         map: Vec<String>,
@@ -737,6 +742,7 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
                             text_of(&p["inbox"]),
                             text_of(&p["subcontractor"]),
                             text_of(&p["child"]),
+                            text_of(&p["mirror"]),
                             p["field_map"]
                                 .as_object()
                                 .map(|m| {
@@ -750,7 +756,14 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
                     })
                     .collect();
                 print_table(
-                    &["PARTNER", "INBOX", "SUBCONTRACTOR", "CHILD", "FIELD MAP"],
+                    &[
+                        "PARTNER",
+                        "INBOX",
+                        "SUBCONTRACTOR",
+                        "CHILD",
+                        "MIRROR",
+                        "FIELD MAP",
+                    ],
                     &rows,
                 );
             }
@@ -817,6 +830,7 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
             partner,
             subcontractor,
             child,
+            mirror,
             map,
             by,
         } => {
@@ -827,15 +841,16 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
                 })?;
                 m.insert(a.trim().to_string(), b.trim().to_string());
             }
-            let body = json!({"partner": partner, "subcontractor": subcontractor, "child": child, "map": m, "by": who(&by)});
+            let body = json!({"partner": partner, "subcontractor": subcontractor, "child": child, "mirror": mirror, "map": m, "by": who(&by)});
             let out = call(client, Method::POST, "/v1/governance/partners", Some(&body)).await?;
             if json_out {
                 print_json(&out);
             } else {
                 println!(
-                    "{partner}: subcontractor={} child={}",
+                    "{partner}: subcontractor={} child={} mirror={}",
                     text_of(&out["subcontractor"]),
-                    text_of(&out["child"])
+                    text_of(&out["child"]),
+                    text_of(&out["mirror"])
                 );
             }
         }

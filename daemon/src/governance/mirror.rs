@@ -1,0 +1,127 @@
+//! Mirrors: two instances of one organisation that keep the same records
+//! both ways (the seeds' ObjectSync between "multiple copies").
+//!
+//! `orgsync partner set P --mirror true` on both sides: each side tells the
+//! other with a [`ShareBody::Mirror`] frame, and only when both said so do
+//! changes flow both ways, each side allowed to edit the other's objects
+//! (merged per field). One side alone enables nothing. A mirror carries the
+//! objects owned by either side, never data received from third parties
+//! (their access types bind the instance that received them).
+
+use orgsync_protocol::authority;
+use orgsync_protocol::model::{Change, OrgId};
+use orgsync_protocol::share::ShareBody;
+
+use super::{GovError, Governance, DAEMON};
+
+/// Sets whether we make `partner` our mirror and tells it.
+pub async fn set(gov: &Governance, partner: &OrgId, on: bool, by: &str) -> Result<(), GovError> {
+    let before = gov.is_mirror(partner);
+    let what = if on {
+        "mirror: on (works once the partner says so too)"
+    } else {
+        "mirror: off"
+    };
+    gov.update_settings(partner, by, what, |s| s.mirror = on)
+        .await?;
+    let _op = gov.inner.op.lock().await;
+    gov.send(partner, ShareBody::Mirror { on })?;
+    if !before && gov.is_mirror(partner) {
+        send_all(gov, partner).await?;
+    }
+    gov.db().flush().await
+}
+
+/// With `mirror_all_partners`: makes `partner` our mirror and tells it,
+/// unless that was done before.
+pub(super) fn declare(gov: &Governance, partner: &OrgId) -> Result<(), GovError> {
+    let mut s = gov.db().settings(partner)?;
+    if s.mirror {
+        return Ok(());
+    }
+    s.mirror = true;
+    store_settings(gov, partner, &s)?;
+    gov.send(partner, ShareBody::Mirror { on: true })?;
+    gov.audit(
+        DAEMON,
+        "partner.settings",
+        Some(partner),
+        None,
+        "mirror: on (mirror_all_partners in governance.toml)".into(),
+    )?;
+    Ok(())
+}
+
+fn store_settings(
+    gov: &Governance,
+    partner: &OrgId,
+    s: &super::db::PartnerSettings,
+) -> Result<(), GovError> {
+    gov.db()
+        .put(&gov.db().partner, "partner settings", &partner.0, s)?;
+    gov.inner
+        .settings
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(*partner, s.clone());
+    Ok(())
+}
+
+/// The partner says whether it makes us its mirror.
+pub(super) async fn on_mirror(gov: &Governance, partner: OrgId, on: bool) -> Result<(), GovError> {
+    let before = gov.is_mirror(&partner);
+    if on && gov.inner.config.mirror_all_partners {
+        // A partner paired after start.
+        declare(gov, &partner)?;
+    }
+    let mut s = gov.db().settings(&partner)?;
+    s.peer_mirror = on;
+    store_settings(gov, &partner, &s)?;
+    gov.audit(
+        DAEMON,
+        "mirror.partner",
+        Some(&partner),
+        None,
+        format!(
+            "the partner {} us as its mirror{}",
+            if on { "makes" } else { "no longer makes" },
+            match (on, s.mirror) {
+                (true, true) => ": mirror active",
+                (true, false) =>
+                    " (we do not: nothing flows until `partner set --mirror true` here)",
+                _ => "",
+            }
+        ),
+    )?;
+    if !before && s.is_mirror() {
+        send_all(gov, &partner).await?;
+    }
+    Ok(())
+}
+
+/// Re-logs every object the mirror should hold, so the engine sends them
+/// (objects written before the mirror was on were skipped for it).
+async fn send_all(gov: &Governance, partner: &OrgId) -> Result<(), GovError> {
+    let us = gov.us();
+    let mut relog = Vec::new();
+    for obj in super::shares::all_objects(gov)? {
+        let Some(prov) = gov.provenance(&obj.id)? else {
+            continue;
+        };
+        if authority::mirror_sends(&prov, &us, partner) {
+            relog.push(Change::from_object(&obj));
+        }
+    }
+    let n = relog.len();
+    for chunk in relog.chunks(1000) {
+        gov.store().write_changes(chunk.to_vec()).await?;
+    }
+    gov.audit(
+        DAEMON,
+        "mirror.sync",
+        Some(partner),
+        None,
+        format!("mirror active: {n} object(s) sent"),
+    )?;
+    Ok(())
+}
