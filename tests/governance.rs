@@ -238,11 +238,19 @@ fn flagged_contacts_reach_only_b_and_its_admin_decides() {
     );
     assert!(!exists(&b, &dan));
 
-    // Ada leaves the selection: B's copy is withdrawn.
+    // Ada leaves the selection (unshare): B's approved copy stays, no
+    // longer updated; only a revoke erases.
     a.cli_ok(&["set", &ada, "--remove-flag", &vip]);
-    wait_for("Ada's copy at B to be withdrawn", SYNC, || {
-        (!exists(&b, &ada)).then_some(())
+    wait_for("B to hear that Ada was withdrawn", SYNC, || {
+        audit_actions(&b, Some("Acme"))
+            .iter()
+            .any(|(a, d)| a == "share.withdrawn" && d.contains("1 approved copy(ies) kept"))
+            .then_some(())
     });
+    assert!(
+        exists(&b, &ada),
+        "an approved copy was removed by an unshare"
+    );
 
     // Every decision is in B's audit log, about A.
     let actions: Vec<String> = audit_actions(&b, Some("Acme"))

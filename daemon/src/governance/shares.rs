@@ -135,13 +135,16 @@ pub fn preview(
         if !selection.selects(&obj, &lookup) {
             continue;
         }
-        let check = match partner {
-            Some(p) => reshare_allowed(gov, p, obj.id, access),
-            None => reshare_allowed(gov, &OrgId([0; 32]), obj.id, access),
-        };
-        match check {
+        let to = partner.copied().unwrap_or(OrgId([0; 32]));
+        let prov = gov
+            .provenance(&obj.id)?
+            .unwrap_or_else(|| Provenance::own(gov.us()));
+        match gov.check_send(obj.id, &prov, &to, access) {
             Ok(()) => selected.push(obj),
-            Err(why) => refused.push((obj.id, why)),
+            // Never sent back where it came from: not a refusal, just not
+            // part of what this partner gets.
+            Err(Refusal::BackToOwner { .. } | Refusal::BackToSource { .. }) => {}
+            Err(e) => refused.push((obj.id, describe(gov, &prov, e))),
         }
     }
     Ok(Preview { selected, refused })
@@ -1064,19 +1067,22 @@ pub(super) fn on_erase_ack(
             return Ok(());
         }
     };
-    if s.revoked_ms.is_none() {
+    // Acknowledges either our revocation or an erase we passed on under
+    // this (still live) share; anything else was never asked.
+    let pendings: Vec<PendingErase> = gov.db().all(&gov.db().erase, "pending erase")?;
+    let forwarded = pendings.iter().any(|p| p.waiting.contains(&share_id));
+    if s.revoked_ms.is_none() && !forwarded {
         gov.refused(
             &partner,
             "erase-ack",
-            &Refusal::NotFromShare {
-                id: ObjectId([0; 16]),
-                share: share_id,
-            },
+            &Refusal::NotRecipient { share: share_id },
         );
         return Ok(());
     }
-    s.erase_acked_ms = Some(gov.now_ms());
-    put_share(gov, &s)?;
+    if s.revoked_ms.is_some() {
+        s.erase_acked_ms = Some(gov.now_ms());
+        put_share(gov, &s)?;
+    }
     gov.audit(
         DAEMON,
         "erase.acked",
@@ -1085,7 +1091,6 @@ pub(super) fn on_erase_ack(
         format!("partner erased {erased} copy(ies); {onward} onward erase(s) acknowledged"),
     )?;
     // An onward erase we were waiting for on behalf of an origin?
-    let pendings: Vec<PendingErase> = gov.db().all(&gov.db().erase, "pending erase")?;
     for mut p in pendings {
         if !p.waiting.contains(&share_id) {
             continue;
