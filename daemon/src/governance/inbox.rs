@@ -457,7 +457,8 @@ async fn fetch_resume(gov: &Governance, obj: &Object) -> Result<(), GovError> {
     Ok(())
 }
 
-/// Sets a partner's inbox policy.
+/// Sets a partner's inbox policy; turning auto-approve on also approves
+/// what already waits from that partner.
 pub async fn set_auto(
     gov: &Governance,
     partner: &OrgId,
@@ -474,8 +475,21 @@ pub async fn set_auto(
         },
         |s| s.auto_approve = auto,
     )
-    .await
-    .map(|_| ())
+    .await?;
+    if auto {
+        // What already waits from this partner is approved too.
+        let _op = gov.inner.op.lock().await;
+        let ids: Vec<ObjectId> = gov
+            .store()
+            .inbox(partner)?
+            .into_iter()
+            .map(|(_, c)| c.id)
+            .filter(|id| announced(gov, partner, id).ok().flatten().is_some())
+            .collect();
+        on_offered(gov, partner, &ids).await?;
+        gov.db().flush().await?;
+    }
+    Ok(())
 }
 
 /// Applies held updates of linked objects and reports arrived shares, in
