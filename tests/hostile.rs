@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use orgsync_protocol::model::ObjectId;
+use orgsync_protocol::share::{AccessType, Grant, ShareBody, ShareId};
 use orgsync_protocol::wire::Message;
 use rogue::{contact_batch, now_ms, seal_changes, Rogue};
 use support::{wait_for, Instance};
@@ -108,6 +109,17 @@ fn hostile_peers_are_refused_and_the_daemon_keeps_serving() {
     //    before it has been handled.
     {
         let conn = rogue.connect();
+        // Acme mirrors every partner (the test rig's governance.toml); Mallory
+        // offers it too in its Hello, so its own new records apply without
+        // a share.
+        wait_for("Acme to mirror Mallory", STEP, || {
+            let s = a.cli_json(&["partner", "settings"]);
+            s["partners"]
+                .as_array()?
+                .iter()
+                .any(|p| p["name"] == "Mallory" && p["mirror"] == "active")
+                .then_some(())
+        });
         let id = ObjectId::new_v7(now_ms());
         let env = seal_changes(conn.keys(), 1, &contact_batch(id, "Genuine once", 1, 7));
         let applied = || a.metric("orgsync_changes_applied_total");
@@ -272,4 +284,226 @@ fn hostile_peers_are_refused_and_the_daemon_keeps_serving() {
     }
     a.stop();
     b.stop();
+}
+
+/// The id of the share listed under `side` ("given" or "received") whose
+/// partner is `partner`.
+fn share_with(inst: &Instance, side: &str, partner: &str) -> String {
+    let list = inst.cli_json(&["share", "list"]);
+    list[side]
+        .as_array()
+        .expect("shares")
+        .iter()
+        .find(|s| s["partner"]["name"] == partner)
+        .and_then(|s| s["id"].as_str())
+        .unwrap_or_else(|| panic!("no {side} share with {partner} in {list}"))
+        .to_string()
+}
+
+fn refusals(inst: &Instance) -> Vec<String> {
+    inst.cli_json(&["audit"])["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "authority.refused")
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A paired partner is authenticated, not trusted: every governance frame
+/// and every change Mallory sends about objects and shares that are not
+/// hers is refused with a recorded reason, and Acme's data is unchanged.
+#[test]
+fn a_partner_cannot_touch_what_is_not_its_own() {
+    let mut a = Instance::governed("Acme");
+    let mut b = Instance::governed("Globex");
+    let mallory = Instance::governed("Mallory"); // never started
+    Instance::pair(&a, &b);
+    Instance::pair(&a, &mallory);
+    a.start();
+    b.start();
+    // Globex shares with Acme; Acme shares with Globex; Acme lends one
+    // record to Mallory (so Mallory is a real share recipient too).
+    b.cli_ok(&["share", "add", "Acme", "--all", "--access", "operator"]);
+    a.cli_ok(&["inbox", "policy", "Globex", "auto"]);
+    let gx = b.put("contact", &["--set", "first_name=Gina"]);
+    let own = a.put("contact", &["--set", "first_name=Olga"]);
+    a.cli_ok(&["share", "add", "Globex", "--all", "--access", "on-loan"]);
+    a.cli_ok(&[
+        "share", "add", "Mallory", "--object", &own, "--access", "on-loan",
+    ]);
+    wait_for("Gina's copy at Acme", STEP, || {
+        a.cli(&["get", &gx]).status.success().then_some(())
+    });
+    let from_globex: ShareId = share_with(&a, "received", "Globex").parse().unwrap();
+    let to_globex: ShareId = share_with(&a, "given", "Globex").parse().unwrap();
+    let before = a.digest();
+    let gx_id: ObjectId = gx.parse().unwrap();
+    let own_id: ObjectId = own.parse().unwrap();
+
+    let a_addr = SocketAddr::from(([127, 0, 0, 1], a.port));
+    let rogue = Rogue::new(&mallory.dir, "Acme", a_addr);
+    let mut conn = rogue.connect();
+    let mine = ShareId([0x4d; 16]);
+    let frames: Vec<(&str, ShareBody)> = vec![
+        (
+            "withdraw under Globex's share",
+            ShareBody::Withdraw {
+                share: from_globex,
+                objects: vec![gx_id, own_id],
+            },
+        ),
+        (
+            "erase under Globex's share",
+            ShareBody::Erase {
+                share: from_globex,
+                objects: vec![gx_id, own_id],
+            },
+        ),
+        (
+            "",
+            ShareBody::Grant(Grant {
+                share: mine,
+                access: AccessType::Operator,
+                terms: None,
+                label: "mine".into(),
+                request: None,
+            }),
+        ),
+        (
+            "offer Acme's own record as Acme's",
+            ShareBody::Objects {
+                share: mine,
+                owner: org_of(&a),
+                added: vec![own_id],
+            },
+        ),
+        (
+            "offer Globex's copy again (launder)",
+            ShareBody::Objects {
+                share: mine,
+                owner: org_of(&b),
+                added: vec![gx_id],
+            },
+        ),
+        (
+            "withdraw under its own share",
+            ShareBody::Withdraw {
+                share: mine,
+                objects: vec![own_id, gx_id],
+            },
+        ),
+        (
+            "erase under its own share",
+            ShareBody::Erase {
+                share: mine,
+                objects: vec![own_id, gx_id],
+            },
+        ),
+        (
+            "received for Globex's share",
+            ShareBody::Received {
+                share: to_globex,
+                objects: 1,
+            },
+        ),
+        (
+            "erase-ack for Globex's share",
+            ShareBody::EraseAck {
+                share: to_globex,
+                erased: 1,
+                onward: 0,
+            },
+        ),
+        (
+            "terms accepted for Globex's share",
+            ShareBody::TermsAccepted {
+                share: to_globex,
+                by: "admin".into(),
+                at_ms: now_ms(),
+            },
+        ),
+    ];
+    let attacks = frames.iter().filter(|(w, _)| !w.is_empty()).count();
+    // Changes to Acme's own record and to Globex's copy (one stream, in
+    // order, as a daemon sends its log).
+    let own_change = seal_changes(conn.keys(), 1, &contact_batch(own_id, "Hijacked", 1, 7));
+    let gx_change = seal_changes(conn.keys(), 2, &contact_batch(gx_id, "Hijacked", 2, 7));
+    conn.send_uni(&[Message::Changes(own_change), Message::Changes(gx_change)]);
+    wait_for("the two changes to be counted as refused", STEP, || {
+        (a.metric("orgsync_changes_refused_total") == 2).then_some(())
+    });
+    for (i, (_, body)) in frames.into_iter().enumerate() {
+        conn.send_share(i as u64 + 1, body);
+    }
+    // A replay of an old frame id is not handled again.
+    conn.send_share(
+        1,
+        ShareBody::Erase {
+            share: from_globex,
+            objects: vec![gx_id],
+        },
+    );
+
+    let deadline = std::time::Instant::now() + STEP;
+    let why = loop {
+        let r = refusals(&a);
+        if r.len() >= attacks + 2 {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {} attacks refused: {r:#?}\naudit:\n{}\nlog:\n{}",
+            r.len(),
+            attacks + 2,
+            a.cli_ok(&["audit"]),
+            a.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for want in [
+        "was not given to us by this partner",
+        "offered as ours",
+        "already held from another source",
+        "belongs to this organisation",
+        "was not given to this partner",
+    ] {
+        assert!(
+            why.iter().any(|w| w.contains(want)),
+            "no refusal says {want:?}: {why:#?}"
+        );
+    }
+    assert_eq!(
+        why.len(),
+        attacks + 2,
+        "each attack refused once (the replay not at all): {why:#?}"
+    );
+    assert_eq!(a.digest(), before, "Acme's stored data changed");
+    let given = a.cli_json(&["share", "list"])["given"].clone();
+    let g = given
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == to_globex.to_string().as_str())
+        .unwrap()
+        .clone();
+    assert!(
+        g["processed_ms"].is_null(),
+        "a forged Received counted: {g}"
+    );
+    assert!(
+        g["erase_acked_ms"].is_null(),
+        "a forged EraseAck counted: {g}"
+    );
+    for w in &why {
+        eprintln!("refused: {w}");
+    }
+    drop(conn);
+    a.stop();
+    b.stop();
+}
+
+/// The organisation of an instance.
+fn org_of(inst: &Instance) -> orgsync_protocol::model::OrgId {
+    inst.account().parse().expect("account number")
 }

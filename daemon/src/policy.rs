@@ -54,6 +54,17 @@ pub trait SharePolicy: Send + Sync + 'static {
     /// policy handles it in its own task.
     fn share_received(&self, _partner: &OrgId, _frame: ShareFrame) {}
 
+    /// Extra feature bits this side offers `partner` in the session Hello
+    /// (e.g. [`orgsync_protocol::wire::FEATURE_MIRROR`]).
+    fn hello_features(&self, _partner: &OrgId) -> u64 {
+        0
+    }
+
+    /// A session with `partner` is established with the negotiated
+    /// `features` (both sides offered them). Called before anything of our
+    /// log is loaded for the partner. Must not block.
+    fn session_established(&self, _partner: &OrgId, _features: u64) {}
+
     /// Changes whenever [`SharePolicy::share_outbox`] may have something new.
     fn share_outbox_changed(&self) -> Option<watch::Receiver<u64>> {
         None

@@ -28,6 +28,10 @@ pub const ALPN: &[u8] = b"orgsync/1";
 
 /// Feature bit: the sender can transfer blobs (résumé files).
 pub const FEATURE_BLOBS: u64 = 1 << 0;
+/// The sender makes the receiver its mirror (another copy of the same
+/// organisation). Features are negotiated as the intersection, so a session
+/// has this bit only when both sides said so, before any change flows.
+pub const FEATURE_MIRROR: u64 = 1 << 1;
 
 /// Every message of the sync protocol.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]

@@ -30,7 +30,8 @@ use orgsync_protocol::model::{
     Change, FieldKey, FieldState, Kind, ObjectId, SequencedChange, Value, Version,
 };
 use orgsync_protocol::session::{Cursors, Session, SessionConfig};
-use orgsync_protocol::wire::{ChangeBatch, Channel, Message};
+use orgsync_protocol::share::{ShareBody, ShareFrame};
+use orgsync_protocol::wire::{ChangeBatch, Channel, Message, FEATURE_MIRROR};
 
 /// How long the rogue waits for the daemon at each step.
 const STEP: Duration = Duration::from_secs(30);
@@ -185,7 +186,13 @@ impl Rogue {
         let keys = self.keys(epoch);
         let pc = self.dial().expect("the rogue's TLS handshake");
         let session = Session::new(
-            SessionConfig::default(),
+            SessionConfig {
+                // Offers to be the target's mirror, like a test rig daemon
+                // (`mirror_all_partners`); a target that does not offer it
+                // back enables nothing.
+                features: SessionConfig::default().features | FEATURE_MIRROR,
+                ..SessionConfig::default()
+            },
             self.keys(epoch),
             self.identity.instance_id,
             // Claims nothing applied from the target (it resends its log,
@@ -250,6 +257,14 @@ impl RogueConn<'_> {
                     .expect("writing to the control stream");
             }
         }
+    }
+
+    /// Sends a governance frame (`id`, `body`) on the control stream, as a
+    /// daemon does.
+    pub fn send_share(&mut self, id: u64, body: ShareBody) {
+        let msg = Message::Share(ShareFrame { id, body });
+        // The target may already have closed the connection.
+        let _ = self.rogue.rt.block_on(self.control.write(&msg));
     }
 
     /// The keys of this session.

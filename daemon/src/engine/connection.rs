@@ -374,8 +374,16 @@ impl Driver<'_> {
 
     async fn effect(&mut self, effect: Effect) {
         match effect {
-            Effect::Established { peer_instance, .. } => {
+            Effect::Established {
+                peer_instance,
+                features,
+                ..
+            } => {
                 self.established = true;
+                // Before the first load: what the partner may get depends on it.
+                self.shared
+                    .policy
+                    .session_established(&self.peer.org, features);
                 let remote = self.conn.remote_address();
                 tracing::info!(partner = %self.peer.name, %remote, %peer_instance, "session established");
                 self.status.send_modify(|s| {
@@ -679,8 +687,10 @@ pub(super) async fn run(
         }
     };
     let mut head_rx = store.subscribe_head();
+    let mut config = shared.options.session_config();
+    config.features |= shared.policy.hello_features(&peer.org);
     let session = Session::new(
-        shared.options.session_config(),
+        config,
         keys,
         store.instance(),
         Cursors {

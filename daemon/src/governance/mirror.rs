@@ -99,9 +99,59 @@ pub(super) async fn on_mirror(gov: &Governance, partner: OrgId, on: bool) -> Res
     Ok(())
 }
 
+/// A session with `partner` started with the negotiated `features`: when we
+/// offered to mirror it, the session says whether it offered too (the
+/// Hello carries it, so the mirror is in force before the first change is
+/// loaded for the partner).
+pub(super) fn on_session(gov: &Governance, partner: &OrgId, features: u64) {
+    let mut s = gov.settings_of(partner);
+    if !s.mirror {
+        return;
+    }
+    let both = features & orgsync_protocol::wire::FEATURE_MIRROR != 0;
+    if s.peer_mirror == both {
+        return;
+    }
+    let before = s.is_mirror();
+    s.peer_mirror = both;
+    if let Err(e) = store_settings(gov, partner, &s) {
+        tracing::error!(error = %e, "cannot record the partner's mirror setting");
+        return;
+    }
+    if !before && s.is_mirror() {
+        let gov = gov.clone();
+        let partner = *partner;
+        // Not awaited here (the engine's callback must not block); the
+        // op lock orders it with frames and admin actions.
+        tokio::spawn(async move {
+            let _op = gov.inner.op.lock().await;
+            let result = async {
+                gov.audit(
+                    DAEMON,
+                    "mirror.partner",
+                    Some(&partner),
+                    None,
+                    "mirror active (both sides said so in the session Hello)".into(),
+                )?;
+                send_all(&gov, &partner).await?;
+                gov.db().flush().await
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "cannot start the mirror");
+            }
+        });
+    }
+}
+
 /// Re-logs every object the mirror should hold, so the engine sends them
 /// (objects written before the mirror was on were skipped for it).
 async fn send_all(gov: &Governance, partner: &OrgId) -> Result<(), GovError> {
+    if gov.store().cursor(partner)?.acked_by_peer == 0 {
+        // The partner has acknowledged nothing of our log yet: the whole
+        // log goes to it anyway, nothing needs re-logging.
+        return Ok(());
+    }
     let us = gov.us();
     let mut relog = Vec::new();
     for obj in super::shares::all_objects(gov)? {

@@ -548,6 +548,18 @@ impl SharePolicy for Governance {
         inbox::decide_incoming(self, partner, change)
     }
 
+    fn hello_features(&self, partner: &OrgId) -> u64 {
+        if self.settings_of(partner).mirror {
+            orgsync_protocol::wire::FEATURE_MIRROR
+        } else {
+            0
+        }
+    }
+
+    fn session_established(&self, partner: &OrgId, features: u64) {
+        mirror::on_session(self, partner, features);
+    }
+
     fn shares_everything(&self, partner: &OrgId) -> bool {
         // A mirror gets every object owned by either side; when we hold no
         // copy received under a share, that is every object we hold.
