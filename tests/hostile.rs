@@ -328,7 +328,20 @@ fn a_partner_cannot_touch_what_is_not_its_own() {
     a.cli_ok(&["inbox", "policy", "Globex", "auto"]);
     let gx = b.put("contact", &["--set", "first_name=Gina"]);
     let own = a.put("contact", &["--set", "first_name=Olga"]);
-    a.cli_ok(&["share", "add", "Globex", "--all", "--access", "on-loan"]);
+    // With terms Globex has not accepted: nothing flows, so Globex itself
+    // never reports it received (only a forgery could).
+    let dpa = a.dir.parent().unwrap().join("dpa.txt");
+    std::fs::write(&dpa, "Data stays in the EU.").unwrap();
+    a.cli_ok(&[
+        "share",
+        "add",
+        "Globex",
+        "--all",
+        "--access",
+        "on-loan",
+        "--terms",
+        dpa.to_str().unwrap(),
+    ]);
     a.cli_ok(&[
         "share", "add", "Mallory", "--object", &own, "--access", "on-loan",
     ]);
@@ -494,6 +507,10 @@ fn a_partner_cannot_touch_what_is_not_its_own() {
     assert!(
         g["erase_acked_ms"].is_null(),
         "a forged EraseAck counted: {g}"
+    );
+    assert!(
+        g["terms_accepted"].is_null(),
+        "a forged terms acceptance released data: {g}"
     );
     for w in &why {
         eprintln!("refused: {w}");

@@ -54,6 +54,10 @@ pub trait SharePolicy: Send + Sync + 'static {
     /// policy handles it in its own task.
     fn share_received(&self, _partner: &OrgId, _frame: ShareFrame) {}
 
+    /// A batch of `partner`'s changes is durable: `held` went to the inbox,
+    /// `applied` were merged. Must not block.
+    fn batch_applied(&self, _partner: &OrgId, _held: usize, _applied: usize) {}
+
     /// Extra feature bits this side offers `partner` in the session Hello
     /// (e.g. [`orgsync_protocol::wire::FEATURE_MIRROR`]).
     fn hello_features(&self, _partner: &OrgId) -> u64 {

@@ -15,7 +15,7 @@
 //!   record ([`check_offer`]).
 //! - **Changes** from a partner apply only to a copy that came from that
 //!   partner, or when both sides made each other a mirror and the object is
-//!   owned by one of the two ([`check_change`]). A change for an object no
+//!   not a third party's ([`check_change`]). A change for an object no
 //!   share has announced yet waits ([`ChangeVerdict::Unannounced`]).
 //! - **Withdraw and erase** touch only copies received from the sender
 //!   under the share named ([`check_withdraw`]); never our own objects.
@@ -264,7 +264,9 @@ pub fn check_change(
             // A mirror may edit our own objects; nobody else may.
             Source::Own if mirror => Ok(ChangeVerdict::Allowed),
             Source::Own => Err(Refusal::OurObject { id }),
-            Source::Mirror { from } if from == *sender && mirror => Ok(ChangeVerdict::Allowed),
+            // Every mirror is a copy of our own organisation: any of them
+            // may edit what came from another (three copies in a mesh).
+            Source::Mirror { .. } if mirror => Ok(ChangeVerdict::Allowed),
             Source::Share { from, .. } if from == *sender => Ok(ChangeVerdict::Allowed),
             Source::Mirror { from } | Source::Share { from, .. } => Err(Refusal::OtherSource {
                 id,
@@ -415,11 +417,12 @@ pub fn check_send(
     Ok(())
 }
 
-/// Whether a mirror partner `to` gets object `prov` (everything owned by
-/// either of the two copies of the organisation; never third parties'
-/// data, whose access types bind us alone).
-pub fn mirror_sends(prov: &Provenance, us: &OrgId, to: &OrgId) -> bool {
-    (prov.owner == *us || prov.owner == *to) && !matches!(prov.source, Source::Share { .. })
+/// Whether a mirror partner gets object `prov`: everything the copies of
+/// our organisation own (our objects and those from mirrors, whichever copy
+/// created them); never data received from third parties under a share,
+/// whose access types bind this instance alone.
+pub fn mirror_sends(prov: &Provenance) -> bool {
+    !matches!(prov.source, Source::Share { .. })
 }
 
 /// May an admin (or a host application) edit object `prov` here? Only our

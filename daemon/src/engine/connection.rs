@@ -193,6 +193,10 @@ fn spawn_applier(
                         (outcome.applied - outcome.unchanged) as u64,
                     );
                     crate::metrics::add(&m.changes_unchanged, outcome.unchanged as u64);
+                    crate::metrics::add(&m.changes_refused, outcome.invalid as u64);
+                    shared
+                        .policy
+                        .batch_applied(&peer.org, outcome.held, outcome.applied);
                     needed_blobs(&shared, &job.changes)
                         .await
                         .map(|needed| Applied {

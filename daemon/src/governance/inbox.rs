@@ -16,7 +16,7 @@ use orgsync_protocol::model::{Change, FieldKey, Kind, Object, ObjectId, OrgId, V
 use serde::Serialize;
 
 use super::db::{Decision, LinkRecord, ProvRecord};
-use super::{GovError, Governance, DAEMON, RECHECK};
+use super::{GovError, Governance, DAEMON};
 use crate::policy::Incoming;
 use crate::store::{BlobEntry, BlobState, Edit};
 
@@ -493,15 +493,23 @@ pub async fn set_auto(
 }
 
 /// Applies held updates of linked objects and reports arrived shares, in
-/// the background (held changes land after the engine asked the policy).
+/// the background: woken by the engine after each partner batch is durable
+/// ([`crate::policy::SharePolicy::batch_applied`]; held changes land after
+/// the engine asked the policy), with a slow timer as a safety net.
 pub(super) async fn linked_loop(gov: Governance) {
     loop {
-        tokio::time::sleep(RECHECK).await;
+        tokio::select! {
+            _ = gov.inner.batch_applied.notified() => {}
+            _ = tokio::time::sleep(SAFETY_NET) => {}
+        }
         if let Err(e) = linked_once(&gov).await {
             tracing::warn!(error = %e, "cannot process linked objects");
         }
     }
 }
+
+/// How often the linked loop looks again when no batch woke it.
+const SAFETY_NET: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn linked_once(gov: &Governance) -> Result<(), GovError> {
     let _op = gov.inner.op.lock().await;

@@ -152,13 +152,12 @@ async fn send_all(gov: &Governance, partner: &OrgId) -> Result<(), GovError> {
         // log goes to it anyway, nothing needs re-logging.
         return Ok(());
     }
-    let us = gov.us();
     let mut relog = Vec::new();
     for obj in super::shares::all_objects(gov)? {
         let Some(prov) = gov.provenance(&obj.id)? else {
             continue;
         };
-        if authority::mirror_sends(&prov, &us, partner) {
+        if authority::mirror_sends(&prov) {
             relog.push(Change::from_object(&obj));
         }
     }

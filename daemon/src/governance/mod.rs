@@ -28,7 +28,7 @@ pub mod shares;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use orgsync_protocol::model::{Change, Object, ObjectId, OrgId};
 use orgsync_protocol::share::{ShareBody, ShareFrame};
@@ -164,6 +164,8 @@ pub fn system_clock() -> Clock {
 
 pub(crate) struct Inner {
     pub(crate) us: OrgId,
+    /// Woken after each partner batch is durable (the linked loop waits).
+    pub(crate) batch_applied: tokio::sync::Notify,
     /// Whether any copy here came under a partner's share (then a mirror
     /// does not get everything: such copies stay here).
     pub(crate) holds_share_copies: std::sync::atomic::AtomicBool,
@@ -252,6 +254,7 @@ impl Governance {
         let gov = Governance {
             inner: Arc::new(Inner {
                 us,
+                batch_applied: tokio::sync::Notify::new(),
                 holds_share_copies: std::sync::atomic::AtomicBool::new(holds_share_copies),
                 metrics,
                 store,
@@ -548,6 +551,12 @@ impl SharePolicy for Governance {
         inbox::decide_incoming(self, partner, change)
     }
 
+    fn batch_applied(&self, _partner: &OrgId, held: usize, applied: usize) {
+        if held + applied > 0 {
+            self.inner.batch_applied.notify_one();
+        }
+    }
+
     fn hello_features(&self, partner: &OrgId) -> u64 {
         if self.settings_of(partner).mirror {
             orgsync_protocol::wire::FEATURE_MIRROR
@@ -605,9 +614,6 @@ impl SharePolicy for Governance {
         Some(self.inner.outbox_changed.subscribe())
     }
 }
-
-/// How often the background loops look again when nothing woke them.
-pub(crate) const RECHECK: Duration = Duration::from_millis(300);
 
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,15 @@ impl Governance {
             .map(|_| Provenance::own(self.inner.us)))
     }
 
+    /// [`Governance::provenance`] of an object read from the store (saves
+    /// reading it again).
+    pub(crate) fn provenance_of(&self, id: &ObjectId) -> Result<Provenance, GovError> {
+        Ok(match self.prov_record(id)? {
+            Some(r) => r.prov,
+            None => Provenance::own(self.inner.us),
+        })
+    }
+
     /// Records where a copy came from (checked by the caller).
     pub(crate) fn set_provenance(&self, id: &ObjectId, rec: &ProvRecord) -> Result<(), GovError> {
         if matches!(rec.prov.source, authority::Source::Share { .. }) {

@@ -28,10 +28,10 @@ const SCAN_PAGE: usize = 1000;
 /// else what a flowing share of theirs selects and the send rules allow.
 pub(super) fn shares_with(gov: &Governance, partner: &OrgId, obj: &Object) -> bool {
     // A read error counts as "not shared": nothing leaves by mistake.
-    let Ok(Some(prov)) = gov.provenance(&obj.id) else {
+    let Ok(prov) = gov.provenance_of(&obj.id) else {
         return false;
     };
-    if gov.is_mirror(partner) && authority::mirror_sends(&prov, &gov.us(), partner) {
+    if gov.is_mirror(partner) && authority::mirror_sends(&prov) {
         return true;
     }
     let shares = gov

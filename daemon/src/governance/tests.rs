@@ -524,3 +524,79 @@ async fn on_loan_copies_are_not_reshared_and_frames_are_handled_once() {
         .unwrap();
     assert_eq!(refused.last().unwrap().action, "share.refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unshare_keeps_approved_copies_and_a_revoked_copy_can_come_back() {
+    let f = fixture();
+    let share = ShareId([3; 16]);
+    let x = Object::new(ObjectId::new_v7(T0), Kind::Contact);
+    offer(&f, P1, share, AccessType::Operator, P1, x.id, 1).await;
+    // The copy is here (approved as new).
+    let mut change = orgsync_protocol::model::Change::from_object(&x);
+    change.fields.insert(
+        FieldKey::Std("first_name".into()),
+        orgsync_protocol::model::FieldState {
+            version: orgsync_protocol::model::Version {
+                hlc: orgsync_protocol::clock::Timestamp::new(T0, 0),
+                instance: orgsync_protocol::model::InstanceId(1),
+            },
+            value: Some(Value::Text("Xena".into())),
+        },
+    );
+    f.store.write_changes(vec![change]).await.unwrap();
+    // Unshare: the approved copy stays, detached.
+    send_frames(
+        &f,
+        P1,
+        3,
+        vec![ShareBody::Withdraw {
+            share,
+            objects: vec![x.id],
+        }],
+    )
+    .await;
+    assert!(f.store.get(x.id).unwrap().is_some(), "an unshare erased");
+    assert!(f.gov.prov_record(&x.id).unwrap().unwrap().detached);
+    // It enters the share again: attached again.
+    send_frames(
+        &f,
+        P1,
+        4,
+        vec![ShareBody::Objects {
+            share,
+            owner: P1,
+            added: vec![x.id],
+        }],
+    )
+    .await;
+    assert!(!f.gov.prov_record(&x.id).unwrap().unwrap().detached);
+    // Revoke: erased outright (no tombstone), acknowledged.
+    send_frames(
+        &f,
+        P1,
+        5,
+        vec![ShareBody::Erase {
+            share,
+            objects: vec![x.id],
+        }],
+    )
+    .await;
+    assert!(
+        f.store.get(x.id).unwrap().is_none(),
+        "the copy was not erased"
+    );
+    assert!(f.gov.prov_record(&x.id).unwrap().is_none());
+    assert!(bodies(&f.gov, &P1)
+        .iter()
+        .any(|b| matches!(b, ShareBody::EraseAck { erased: 1, .. })));
+    // Shared again under a new share: announced anew, nothing in the way.
+    offer(&f, P1, ShareId([4; 16]), AccessType::Operator, P1, x.id, 6).await;
+    let rec = f.gov.prov_record(&x.id).unwrap().unwrap();
+    assert!(rec.prov.is_from_share(&P1, &ShareId([4; 16])));
+    assert_eq!(
+        f.gov
+            .incoming(&P1, &orgsync_protocol::model::Change::from_object(&x)),
+        Incoming::Hold,
+        "announced, waiting for the admin (no auto-approve)"
+    );
+}

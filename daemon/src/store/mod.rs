@@ -230,8 +230,11 @@ pub struct ApplyOutcome {
     pub unchanged: usize,
     /// Changes put in the inbox.
     pub held: usize,
-    /// Changes dropped by the policy.
+    /// Changes dropped by the policy (or because they cannot merge).
     pub rejected: usize,
+    /// Of those, changes that cannot merge into the stored object (another
+    /// kind for a known id).
+    pub invalid: usize,
     /// Changes at or below the cursor, already applied before.
     pub skipped: usize,
     /// The partner's cursor after the batch.
@@ -674,7 +677,20 @@ impl Store {
                 }
                 match d {
                     Incoming::Apply => {
-                        let (obj, changed) = merged.merge(data, &mut batch, &c.change)?;
+                        let (obj, changed) = match merged.merge(data, &mut batch, &c.change) {
+                            Ok(r) => r,
+                            // A partner's change that cannot merge (another
+                            // kind for a known id) is refused alone: failing
+                            // the batch would block the partner forever.
+                            Err(StoreError::Merge { id, source }) => {
+                                tracing::warn!(partner = %partner.short(), %id, error = %source,
+                                    "partner change refused");
+                                outcome.rejected += 1;
+                                outcome.invalid += 1;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
                         outcome.applied += 1;
                         if !changed {
                             // Nothing new (a copy coming back, a resend):

@@ -72,14 +72,18 @@ proptest! {
                 match p.source {
                     Source::Own => prop_assert!(mirror),
                     Source::Share { from, .. } => prop_assert_eq!(from, sender),
-                    Source::Mirror { from } => prop_assert!(from == sender && mirror),
+                    Source::Mirror { .. } => prop_assert!(mirror),
                 }
             }
             Ok(ChangeVerdict::Unannounced) => prop_assert!(prov.is_none() && !mirror),
             Ok(ChangeVerdict::NewFromMirror) => prop_assert!(prov.is_none() && mirror),
             Err(e) => {
                 let p = prov.unwrap();
-                prop_assert!(p.from() != Some(sender) || !mirror);
+                let third_party = matches!(p.source, Source::Share { .. });
+                prop_assert!(!mirror || third_party);
+                if let Source::Share { from, .. } = p.source {
+                    prop_assert!(from != sender);
+                }
                 prop_assert!(!e.to_string().is_empty());
             }
         }
@@ -204,15 +208,11 @@ fn replica_edit_says_what_to_do() {
 #[test]
 fn mirrors_carry_only_the_two_copies_objects() {
     let (us, m, x) = (OrgId([0; 32]), OrgId([1; 32]), OrgId([2; 32]));
-    assert!(mirror_sends(&Provenance::own(us), &us, &m));
-    assert!(mirror_sends(
-        &Provenance {
-            owner: m,
-            source: Source::Mirror { from: m }
-        },
-        &us,
-        &m
-    ));
+    assert!(mirror_sends(&Provenance::own(us)));
+    assert!(mirror_sends(&Provenance {
+        owner: m,
+        source: Source::Mirror { from: m }
+    }));
     let third = Provenance {
         owner: x,
         source: Source::Share {
@@ -221,5 +221,5 @@ fn mirrors_carry_only_the_two_copies_objects() {
             access: AccessType::Operator,
         },
     };
-    assert!(!mirror_sends(&third, &us, &m));
+    assert!(!mirror_sends(&third));
 }
