@@ -200,6 +200,34 @@ async fn send_frames(f: &Fixture, from: OrgId, first: u64, bodies: Vec<ShareBody
     .expect("frames handled");
 }
 
+/// Our contact Ada, shared with P1 as a manager share.
+async fn manager_share_of_ada(f: &Fixture) -> (Object, ShareId) {
+    let ada = contact(&f.store, "Ada", None).await;
+    let created = shares::create(
+        &f.gov,
+        new_share(P1, vec![Selector::Object(ada.id)], AccessType::Manager),
+    )
+    .await
+    .unwrap();
+    (ada, created.shares[0].parse().unwrap())
+}
+
+/// `obj` as a partner's change setting its first name (version at T0).
+fn named_change(obj: &Object, name: &str) -> orgsync_protocol::model::Change {
+    let mut change = orgsync_protocol::model::Change::from_object(obj);
+    change.fields.insert(
+        FieldKey::Std("first_name".into()),
+        orgsync_protocol::model::FieldState {
+            version: orgsync_protocol::model::Version {
+                hlc: orgsync_protocol::clock::Timestamp::new(T0, 0),
+                instance: orgsync_protocol::model::InstanceId(1),
+            },
+            value: Some(Value::Text(name.into())),
+        },
+    );
+    change
+}
+
 fn refusals(f: &Fixture) -> Vec<String> {
     f.gov
         .audit_log(&audit::AuditFilter::default())
@@ -284,14 +312,7 @@ async fn a_copy_keeps_its_first_source() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_about_a_share_count_only_from_its_recipient() {
     let f = fixture();
-    let ada = contact(&f.store, "Ada", None).await;
-    let created = shares::create(
-        &f.gov,
-        new_share(P1, vec![Selector::Object(ada.id)], AccessType::Manager),
-    )
-    .await
-    .unwrap();
-    let id: ShareId = created.shares[0].parse().unwrap();
+    let (_ada, id) = manager_share_of_ada(&f).await;
     send_frames(
         &f,
         P2,
@@ -392,14 +413,7 @@ async fn a_share_relogs_whole_objects_and_withdraws_those_leaving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manager_revoke_window_follows_the_injected_clock() {
     let f = fixture();
-    let ada = contact(&f.store, "Ada", None).await;
-    let created = shares::create(
-        &f.gov,
-        new_share(P1, vec![Selector::Object(ada.id)], AccessType::Manager),
-    )
-    .await
-    .unwrap();
-    let id: ShareId = created.shares[0].parse().unwrap();
+    let (ada, id) = manager_share_of_ada(&f).await;
     f.gov.share_received(
         &P1,
         ShareFrame {
@@ -488,20 +502,9 @@ async fn on_loan_copies_are_not_reshared_and_frames_are_handled_once() {
         .count();
     assert_eq!(granted, 1, "a resent frame is not handled twice");
     // The copy arrives from P1.
-    let mut change = orgsync_protocol::model::Change::from_object(&ada);
-    change.fields.insert(
-        FieldKey::Std("first_name".into()),
-        orgsync_protocol::model::FieldState {
-            version: orgsync_protocol::model::Version {
-                hlc: orgsync_protocol::clock::Timestamp(T0 << 16),
-                instance: orgsync_protocol::model::InstanceId(1),
-            },
-            value: Some(Value::Text("Ada".into())),
-        },
-    );
     let ada = f
         .store
-        .write_changes(vec![change])
+        .write_changes(vec![named_change(&ada, "Ada")])
         .await
         .unwrap()
         .objects
@@ -532,18 +535,10 @@ async fn unshare_keeps_approved_copies_and_a_revoked_copy_can_come_back() {
     let x = Object::new(ObjectId::new_v7(T0), Kind::Contact);
     offer(&f, P1, share, AccessType::Operator, P1, x.id, 1).await;
     // The copy is here (approved as new).
-    let mut change = orgsync_protocol::model::Change::from_object(&x);
-    change.fields.insert(
-        FieldKey::Std("first_name".into()),
-        orgsync_protocol::model::FieldState {
-            version: orgsync_protocol::model::Version {
-                hlc: orgsync_protocol::clock::Timestamp::new(T0, 0),
-                instance: orgsync_protocol::model::InstanceId(1),
-            },
-            value: Some(Value::Text("Xena".into())),
-        },
-    );
-    f.store.write_changes(vec![change]).await.unwrap();
+    f.store
+        .write_changes(vec![named_change(&x, "Xena")])
+        .await
+        .unwrap();
     // Unshare: the approved copy stays, detached.
     send_frames(
         &f,
