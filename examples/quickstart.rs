@@ -135,7 +135,9 @@ async fn main() -> Result<()> {
     for (dir, name) in [(&a_dir, "Acme Recruiting"), (&b_dir, "Globex Staffing")] {
         let listen = format!("127.0.0.1:{}", free_port()?);
         let id = InstanceDir::create(dir.path(), name, &listen)?;
-        // This tour shows sync; `orgsync share add` narrows what a partner gets.
+        // This tour shows sync, so the two instances are mirrors of each
+        // other (both sides say so); between separate organisations
+        // `orgsync share add` decides what a partner gets.
         std::fs::write(
             dir.path().join(orgsync_daemon::governance::CONFIG_FILE),
             "mirror_all_partners = true\n",
@@ -157,7 +159,9 @@ async fn main() -> Result<()> {
     wait_connected(&a).await?;
     wait_connected(&b).await?;
     println!(
-        "  connected after {:.1} ms",
+        "  connected after {:.1} ms (as mirrors: both sides set mirror_all_partners, so every record \
+         flows both ways and either side may edit it; between separate organisations \
+         `orgsync share add` decides what goes)",
         t.elapsed().as_secs_f64() * 1e3
     );
     let (sa, sb) = (a.store().clone(), b.store().clone());
