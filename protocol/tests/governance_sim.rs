@@ -105,6 +105,103 @@ fn idx(o: &OrgId) -> Org {
     usize::from(o.0[0]) - 1
 }
 
+/// The authority rules as the simulation calls them: the real functions,
+/// unless `ORGSYNC_SIM_MUTANT` breaks one on purpose (to show that the
+/// invariants catch it; a mutant run must fail).
+mod rules {
+    use super::*;
+
+    /// 1: anyone may change any object we hold.
+    pub fn change(
+        m: u8,
+        id: ObjectId,
+        ours: Option<&Provenance>,
+        sender: &OrgId,
+        mirror: bool,
+    ) -> Result<ChangeVerdict, Refusal> {
+        if m == 1 && ours.is_some() {
+            return Ok(ChangeVerdict::Allowed);
+        }
+        authority::check_change(id, ours, sender, mirror)
+    }
+
+    /// 2: anyone may withdraw or erase anything.
+    pub fn withdraw(
+        m: u8,
+        id: ObjectId,
+        ours: Option<&Provenance>,
+        sender: &OrgId,
+        share: &ShareId,
+    ) -> Result<(), Refusal> {
+        if m == 2 {
+            return Ok(());
+        }
+        authority::check_withdraw(id, ours, sender, share)
+    }
+
+    /// 3: an offer may name anyone's share.
+    pub fn offer(
+        m: u8,
+        id: ObjectId,
+        us: &OrgId,
+        ours: Option<&Provenance>,
+        sender: &OrgId,
+        share: Option<&InShareView>,
+        owner: &OrgId,
+    ) -> Result<Option<Provenance>, Refusal> {
+        if m == 3 {
+            if let Some(s) = share {
+                let s = InShareView {
+                    from: *sender,
+                    ..*s
+                };
+                return authority::check_offer(id, us, ours, sender, Some(&s), owner);
+            }
+        }
+        authority::check_offer(id, us, ours, sender, share, owner)
+    }
+
+    /// 4: access types bound nothing.
+    pub fn send(
+        m: u8,
+        id: ObjectId,
+        prov: &Provenance,
+        links: &[Provenance],
+        to: &PartnerView,
+        onward: AccessType,
+    ) -> Result<(), Refusal> {
+        if m == 4 {
+            return authority::check_send(id, &Provenance::own(prov.owner), &[], to, onward)
+                .and_then(|()| match prov.from() {
+                    Some(f) if f == to.org => Err(Refusal::BackToSource { id }),
+                    _ => Ok(()),
+                });
+        }
+        authority::check_send(id, prov, links, to, onward)
+    }
+
+    /// 5: anyone may acknowledge anything.
+    pub fn share_reply(
+        m: u8,
+        share: &ShareId,
+        recipient: Option<&OrgId>,
+        sender: &OrgId,
+    ) -> Result<(), Refusal> {
+        if m == 5 {
+            return Ok(());
+        }
+        authority::check_share_reply(share, recipient, sender)
+    }
+
+    /// 7: replicas may be edited.
+    pub fn local_edit(m: u8, prov: &Provenance, kind: &str) -> Result<(), Refusal> {
+        if m == 7 {
+            return Ok(());
+        }
+        authority::check_local_edit(prov, kind, "owner")
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Random numbers: splitmix64, seeded per case.
 // ---------------------------------------------------------------------------
@@ -304,6 +401,8 @@ struct PendingErase {
 
 struct Honest {
     id: OrgId,
+    /// `ORGSYNC_SIM_MUTANT` (6: one side alone makes a mirror).
+    mutant: u8,
     objects: BTreeMap<ObjectId, Object>,
     /// Provenance of copies (absent with the object present: our own).
     prov: BTreeMap<ObjectId, ProvRec>,
@@ -335,12 +434,16 @@ struct Honest {
     held_from: BTreeSet<(ObjectId, Org)>,
     /// Ghost: copies mixing share and mirror data (see `Sim::is_mixed`).
     mixed: BTreeSet<ObjectId>,
+    /// Ghost: (partner, object) an admin approved, or that arrived while
+    /// the partner was set to auto-approve.
+    approved: BTreeSet<(Org, ObjectId)>,
 }
 
 impl Honest {
-    fn new(i: Org, n: usize) -> Honest {
+    fn new(i: Org, n: usize, mutant: u8) -> Honest {
         Honest {
             id: oid(i),
+            mutant,
             objects: BTreeMap::new(),
             prov: BTreeMap::new(),
             out: BTreeMap::new(),
@@ -358,6 +461,7 @@ impl Honest {
             refused_from: BTreeSet::new(),
             held_from: BTreeSet::new(),
             mixed: BTreeSet::new(),
+            approved: BTreeSet::new(),
         }
     }
 
@@ -370,6 +474,9 @@ impl Honest {
     }
 
     fn eff(&self, p: Org) -> bool {
+        if self.mutant == 6 {
+            return self.settings[p].mirror || self.settings[p].peer_mirror;
+        }
         self.settings[p].mirror && self.settings[p].peer_mirror
     }
 }
@@ -419,6 +526,8 @@ struct Mode {
     stale_links: bool,
     /// Known rule gaps fail the run.
     strict: bool,
+    /// A rule broken on purpose (see `rules`).
+    mutant: u8,
 }
 
 impl Mode {
@@ -437,6 +546,7 @@ impl Mode {
             mirror_ctl: has("mirror-ctl"),
             stale_links: has("link-prov"),
             strict: std::env::var("ORGSYNC_SIM_STRICT").is_ok_and(|v| v == "1"),
+            mutant: env_u64("ORGSYNC_SIM_MUTANT").unwrap_or(0) as u8,
         }
     }
 }
@@ -534,7 +644,7 @@ impl Sim {
             rng,
             mode,
             n,
-            orgs: (0..n - 1).map(|i| Honest::new(i, n)).collect(),
+            orgs: (0..n - 1).map(|i| Honest::new(i, n, mode.mutant)).collect(),
             adv: Adversary::default(),
             queues: (0..n * n)
                 .map(|_| [VecDeque::new(), VecDeque::new()])
@@ -833,7 +943,15 @@ impl Sim {
         if !s.selection.selects(obj, &lookup) {
             return Ok(false);
         }
-        authority::check_send(obj.id, prov, links, &self.view(h, s.to), s.access).map(|()| true)
+        rules::send(
+            self.mode.mutant,
+            obj.id,
+            prov,
+            links,
+            &self.view(h, s.to),
+            s.access,
+        )
+        .map(|()| true)
     }
 
     fn skip(&mut self, r: &Refusal) {
@@ -1031,6 +1149,16 @@ impl Sim {
         }
     }
 
+    /// Ghost: `from`'s change `d` was used up here (applied, linked or
+    /// dropped by a decision).
+    fn consume(&mut self, h: Org, from: Org, d: &Data) {
+        let seen = self.orgs[h]
+            .consumed
+            .entry((from, d.change.id))
+            .or_default();
+        *seen = (*seen).max(d.seq);
+    }
+
     /// Applies a partner's change to our object `x` (a copy, or one of ours
     /// from a mirror). Nothing is sent when nothing changed.
     fn apply_incoming(&mut self, h: Org, from: Org, d: &Data) {
@@ -1044,11 +1172,12 @@ impl Sim {
                 return;
             }
         };
-        if cur == Some(&new) {
-            let seen = self.orgs[h].consumed.entry((from, x)).or_default();
-            *seen = (*seen).max(d.seq);
+        let unchanged = cur == Some(&new);
+        self.consume(h, from, d);
+        if unchanged {
             return;
         }
+        let org = &self.orgs[h];
         let on_loan = matches!(
             org.prov.get(&x).map(|r| r.prov.source),
             Some(Source::Share {
@@ -1069,8 +1198,6 @@ impl Sim {
         if on_loan {
             t.insert((h, x));
         }
-        let seen = org.consumed.entry((from, x)).or_default();
-        *seen = (*seen).max(d.seq);
         if d.mixed {
             org.mixed.insert(x);
         }
@@ -1087,7 +1214,8 @@ impl Sim {
     /// Otherwise two partners linking each other's copies into their own
     /// records echo every update back and forth for ever (see `links` in
     /// `ORGSYNC_SIM_DAEMON`).
-    fn linked_apply(&mut self, h: Org, l: ObjectId, x: ObjectId, d: &Data) {
+    fn linked_apply(&mut self, h: Org, from: Org, l: ObjectId, x: ObjectId, d: &Data) {
+        self.consume(h, from, d);
         let org = &self.orgs[h];
         let Some(local) = org.objects.get(&l) else {
             return;
@@ -1154,7 +1282,7 @@ impl Sim {
         let x = d.change.id;
         let prov = self.orgs[h].prov_of(&x);
         let mirror = self.orgs[h].eff(from);
-        match authority::check_change(x, prov.as_ref(), &oid(from), mirror) {
+        match rules::change(self.mode.mutant, x, prov.as_ref(), &oid(from), mirror) {
             Err(r) => {
                 if matches!(r, Refusal::OtherSource { .. }) {
                     self.orgs[h].refused_from.insert((x, from));
@@ -1192,10 +1320,16 @@ impl Sim {
                     return;
                 }
                 match self.decision(h, from, x) {
-                    Some(Decision::Rejected) => self.event("dropped-rejected"),
+                    Some(Decision::Rejected) => {
+                        self.consume(h, from, &d);
+                        self.event("dropped-rejected");
+                    }
                     Some(Decision::Approved) => self.apply_incoming(h, from, &d),
-                    Some(Decision::Linked(l)) => self.linked_apply(h, l, x, &d),
-                    None if self.orgs[h].settings[from].auto => {
+                    Some(Decision::Linked(l)) => self.linked_apply(h, from, l, x, &d),
+                    None if self.orgs[h].settings[from].auto || self.mode.mutant == 8 => {
+                        if self.orgs[h].settings[from].auto {
+                            self.orgs[h].approved.insert((from, x));
+                        }
                         self.set_decision(h, from, x, Decision::Approved);
                         self.apply_incoming(h, from, &d);
                     }
@@ -1227,7 +1361,9 @@ impl Sim {
             Ctl::EraseAck { share, tag } => self.on_erase_ack(h, from, share, tag),
             Ctl::Received { share } => {
                 if self.check_reply(h, from, &share) {
-                    self.orgs[h].out.get_mut(&share).expect("checked").processed = true;
+                    if let Some(s) = self.orgs[h].out.get_mut(&share) {
+                        s.processed = true;
+                    }
                 }
             }
             Ctl::TermsAccepted { share } => {
@@ -1240,7 +1376,7 @@ impl Sim {
     /// A reply about our share counts only from its recipient.
     fn check_reply(&mut self, h: Org, from: Org, share: &ShareId) -> bool {
         let recipient = self.orgs[h].out.get(share).map(|s| oid(s.to));
-        match authority::check_share_reply(share, recipient.as_ref(), &oid(from)) {
+        match rules::share_reply(self.mode.mutant, share, recipient.as_ref(), &oid(from)) {
             Ok(()) => true,
             Err(r) => {
                 self.refused(&r);
@@ -1290,7 +1426,17 @@ impl Sim {
         ghost: Vec<OfferGhost>,
     ) {
         let key = self.inc_key(from, share);
-        let view = self.orgs[h].inc.get(&key).map(|s| InShareView {
+        let found = if self.mode.mutant == 3 {
+            // Mutant: a share is looked up by id, whoever gave it.
+            self.orgs[h]
+                .inc
+                .iter()
+                .find(|(k, _)| k.1 == share)
+                .map(|(_, s)| s)
+        } else {
+            self.orgs[h].inc.get(&key)
+        };
+        let view = found.map(|s| InShareView {
             id: share,
             from: oid(s.from),
             access: s.access,
@@ -1300,8 +1446,8 @@ impl Sim {
         let mut accepted = Vec::new();
         for (i, x) in ids.iter().enumerate() {
             let ours = self.orgs[h].prov_of(x);
-            match authority::check_offer(*x, &us, ours.as_ref(), &oid(from), view.as_ref(), &owner)
-            {
+            let m = self.mode.mutant;
+            match rules::offer(m, *x, &us, ours.as_ref(), &oid(from), view.as_ref(), &owner) {
                 Ok(Some(p)) => {
                     let g = ghost.get(i).cloned().unwrap_or(OfferGhost {
                         legit: false,
@@ -1329,9 +1475,10 @@ impl Sim {
                 }
                 Ok(None) => {
                     // Offered again (it re-entered a share): updates resume.
-                    let r = self.orgs[h].prov.get_mut(x).expect("same source");
-                    r.detached = false;
-                    r.via.insert(share);
+                    if let Some(r) = self.orgs[h].prov.get_mut(x) {
+                        r.detached = false;
+                        r.via.insert(share);
+                    }
                     accepted.push(*x);
                 }
                 Err(r) => self.refused(&r),
@@ -1390,7 +1537,8 @@ impl Sim {
         }
         for x in ids {
             let prov = self.orgs[h].prov_of(&x);
-            if let Err(r) = authority::check_withdraw(x, prov.as_ref(), &oid(from), &share) {
+            let m = self.mode.mutant;
+            if let Err(r) = rules::withdraw(m, x, prov.as_ref(), &oid(from), &share) {
                 self.refused(&r);
                 continue;
             }
@@ -1402,7 +1550,9 @@ impl Sim {
                 org.raced.insert(x);
             }
             if org.objects.contains_key(&x) {
-                org.prov.get_mut(&x).expect("checked").detached = true;
+                if let Some(r) = org.prov.get_mut(&x) {
+                    r.detached = true;
+                }
             } else {
                 org.prov.remove(&x);
             }
@@ -1423,11 +1573,13 @@ impl Sim {
             return;
         }
         let key = self.inc_key(from, share);
-        self.orgs[h].inc.get_mut(&key).expect("checked").revoked = true;
+        if let Some(s) = self.orgs[h].inc.get_mut(&key) {
+            s.revoked = true;
+        }
         let mut erased = Vec::new();
         for x in ids {
             let prov = self.orgs[h].prov_of(&x);
-            match authority::check_withdraw(x, prov.as_ref(), &oid(from), &share) {
+            match rules::withdraw(self.mode.mutant, x, prov.as_ref(), &oid(from), &share) {
                 Ok(()) => erased.push(x),
                 Err(r) => self.refused(&r),
             }
@@ -1445,6 +1597,7 @@ impl Sim {
             }
             org.prov.remove(&x);
             org.taint.remove(&x);
+            org.approved.remove(&(from, x));
             if let Some(Decision::Linked(l)) = org.decisions.remove(&k) {
                 if let Some(links) = org.links.get_mut(&l) {
                     links.retain(|(r, _)| *r != x);
@@ -1523,13 +1676,14 @@ impl Sim {
             }
         }
         self.orgs[h].pending.retain(|p| !p.waiting.is_empty());
-        let s = self.orgs[h].out.get_mut(&share).expect("checked");
-        if s.revoked && s.revoke_tag == Some(tag) && !s.acked {
-            matched = true;
-            s.acked = true;
-            let to = s.to;
-            self.event("revoke-acknowledged");
-            self.check_revoke_done(h, share, to);
+        if let Some(s) = self.orgs[h].out.get_mut(&share) {
+            if s.revoked && s.revoke_tag == Some(tag) && !s.acked {
+                matched = true;
+                s.acked = true;
+                let to = s.to;
+                self.event("revoke-acknowledged");
+                self.check_revoke_done(h, share, to);
+            }
         }
         for (origin, share, tag) in done {
             self.send_ctl(h, origin, Ctl::EraseAck { share, tag });
@@ -1748,6 +1902,26 @@ impl Sim {
                 self.send_ctl(adv, t, ctl);
             }
             9 => {
+                // Forged replies; a worst-case adversary knows which
+                // revokes wait for their acknowledgement, and their tags.
+                let waiting: Vec<(ShareId, u64)> = self.orgs[t]
+                    .out
+                    .iter()
+                    .filter(|(_, s)| s.revoked && !s.acked && s.to != adv)
+                    .map(|(id, s)| (*id, s.revoke_tag.unwrap_or(0)))
+                    .chain(
+                        self.orgs[t]
+                            .pending
+                            .iter()
+                            .flat_map(|p| p.waiting.iter().map(|w| (w.1, w.2))),
+                    )
+                    .collect();
+                if let Some((share, tag)) = self.rng.pick(&waiting) {
+                    if self.rng.chance(50) {
+                        self.send_ctl(adv, t, Ctl::EraseAck { share, tag });
+                        return;
+                    }
+                }
                 let share = self.adv_pick_share(t);
                 let ctl = match self.rng.below(3) {
                     0 => Ctl::Received { share },
@@ -1920,7 +2094,7 @@ impl Sim {
                 !o.is_deleted()
                     && kind.is_none_or(|k| o.kind == k)
                     && org.prov_of(x).is_some_and(|p| {
-                        authority::check_local_edit(&p, o.kind.as_str(), "owner").is_ok()
+                        rules::local_edit(self.mode.mutant, &p, o.kind.as_str()).is_ok()
                     })
             })
             .map(|(x, _)| *x)
@@ -2028,7 +2202,8 @@ impl Sim {
             selected += 1;
             let prov = org.prov_of(&x).expect("held");
             let links = self.links_of(h, x);
-            if authority::check_send(x, &prov, &links, &self.view(h, to), access).is_ok() {
+            let m = self.mode.mutant;
+            if rules::send(m, x, &prov, &links, &self.view(h, to), access).is_ok() {
                 allowed += 1;
             }
         }
@@ -2172,7 +2347,7 @@ impl Sim {
                 self.orgs[h].links.entry(l).or_default().push((x, prov));
                 self.set_decision(h, p, x, Decision::Linked(l));
                 for d in &held {
-                    self.linked_apply(h, l, x, d);
+                    self.linked_apply(h, p, l, x, d);
                 }
                 // The link may bar `l` from shares.
                 self.evaluate(h, l, Push::Nothing);
@@ -2189,6 +2364,7 @@ impl Sim {
         self.note(|| format!("org {h} approves {x:?} from {p}"));
         let held = self.orgs[h].inbox.remove(&(p, x)).unwrap_or_default();
         self.set_decision(h, p, x, Decision::Approved);
+        self.orgs[h].approved.insert((p, x));
         for d in &held {
             self.apply_incoming(h, p, d);
         }
@@ -2257,7 +2433,7 @@ impl Sim {
         };
         let prov = self.orgs[h].prov[&x].prov;
         let kind = self.orgs[h].objects[&x].kind;
-        match authority::check_local_edit(&prov, kind.as_str(), "owner") {
+        match rules::local_edit(self.mode.mutant, &prov, kind.as_str()) {
             Err(r) => self.refused(&r),
             Ok(()) => self.violation(format!(
                 "org {h} may edit {x:?}, a copy received from a partner ({:?})",
@@ -2404,7 +2580,8 @@ impl Sim {
                             ));
                         }
                         if org.objects.contains_key(x)
-                            && self.decision(h, f, *x) != Some(Decision::Approved)
+                            && (self.decision(h, f, *x) != Some(Decision::Approved)
+                                || !org.approved.contains(&(f, *x)))
                         {
                             v.push(format!(
                                 "inv5: {x:?} from {f} is in org {h}'s objects without approval \
@@ -2449,14 +2626,13 @@ impl Sim {
                         ));
                     }
                 } else if q == p && rec.via.contains(&sid) && rec.prov.from() == Some(oid(o)) {
-                    let Source::Share { share: first, .. } = rec.prov.source else {
-                        continue;
-                    };
-                    if !self.orgs[o]
+                    // Still in another live share of the same giver: held
+                    // legitimately from that one.
+                    let still_shared = self.orgs[o]
                         .out
-                        .get(&first)
-                        .is_some_and(|s| s.members.contains(x))
-                    {
+                        .values()
+                        .any(|s| s.to == p && !s.revoked && s.members.contains(x));
+                    if !still_shared {
                         found.push((*x, "second"));
                     }
                 }
