@@ -1,41 +1,49 @@
 //! The multi-organisation governance simulation (issue 12, "What it must
 //! show", first bullet).
 //!
-//! Three to five organisations, one of them an adversarial partner, run
-//! the real authority rules ([`orgsync_protocol::authority`],
-//! [`AccessType::may_reshare`] through `check_send`, [`Selection::selects`],
-//! [`merge::apply_change`]) in memory, sans-IO, driven by a seeded random
-//! sequence of operations. Messages between two organisations travel in
-//! FIFO queues per direction, data and control in separate queues (like
-//! the real streams), delivered in random order; partitions pause a pair
-//! and keep its messages (the real system retransmits until acknowledged).
+//! Three to five organisations, the last of them an adversarial partner,
+//! run the real authority rules ([`orgsync_protocol::authority`]: offers,
+//! changes, withdraw and erase, replies, `check_send` with
+//! [`AccessType::may_reshare`], mirrors, local edits),
+//! [`Selection::selects`] and [`merge::apply_change`] in memory, sans-IO,
+//! driven by a seeded random sequence of operations. Messages between two
+//! organisations travel in FIFO queues per direction, data and control in
+//! separate queues (like the real streams), delivered in random order;
+//! partitions pause a pair and keep its messages (the real system
+//! retransmits until acknowledged).
 //!
-//! The honest organisations apply the daemon's semantics
-//! (`daemon/src/governance/`): shares select objects and announce them
-//! (`Objects`) before sending them whole; changes pass `check_change`,
-//! then the inbox decision (approved, linked, rejected, auto-approve);
-//! withdraw keeps approved copies detached; erase purges and goes onward
-//! with acknowledgements; mirrors need both sides. The adversary sends
-//! arbitrary well-formed frames (forged changes, offers, withdraws,
-//! erases, replies, replays, grants, mirror claims).
+//! The honest organisations follow the daemon (`daemon/src/governance/`):
+//! shares select objects, announce them (`Objects`, naming the owner) and
+//! send them whole, then their changes; objects leaving a selection are
+//! withdrawn; a partner's change passes `check_change`, then the inbox
+//! decision (approved, linked into a local object, rejected,
+//! auto-approve); unshare keeps approved copies, detached; revoke erases,
+//! onward too, acknowledged back; mirrors need both sides. The adversary
+//! (which knows every share id and object id) sends arbitrary well-formed
+//! frames: forged changes of others' objects, offers naming others'
+//! shares or the receiver as owner, withdraws and erases of own objects
+//! and third parties' copies, forged received / terms / erase
+//! acknowledgements, replays of what it was sent, grants reusing others'
+//! share ids, one-sided mirror claims; it also shares its own objects.
 //!
 //! Invariants, checked after every step (each operation and each delivered
-//! message) and at quiescence:
+//! message) and at quiescence, against ghost state the rules never see:
 //!
 //! 1. An honest organisation's own objects change only by its own writes or
 //!    by a mirror it enabled (a ghost copy follows exactly those writes).
 //! 2. Every copy has a chain of shares permitting it: its provenance names
-//!    a share its sender granted to it and an offer its sender made, by a
-//!    sender that held the object legitimately; the owner recorded is the
-//!    true owner when no adversary is on the chain.
+//!    a share its sender granted it with that access, and an offer its
+//!    sender made, by a sender that held the object legitimately; the
+//!    recorded owner is the true owner when no adversary is on the chain.
 //! 3. On-loan data never leaves its borrower: a ghost taint follows data
 //!    received on loan (through approvals, links, mirrors and onward
 //!    sends); no honest organisation sends it outside the borrower's
 //!    organisation (the borrower and its mirrors).
 //! 4. When a revoke is acknowledged, no copy received through the revoked
-//!    share remains downstream (through honest organisations).
-//! 5. A partner's object is in the objects only after an approval (or
-//!    auto-approval); mirrors excepted.
+//!    share remains downstream through honest organisations, unless held
+//!    under another live share.
+//! 5. A partner's object is in the objects only after an admin approved it
+//!    or while the partner was set to auto-approve; mirrors excepted.
 //! 6. At quiescence every attached copy equals its source's copy (so, by
 //!    the chain, its owner's), and mirrors hold the same objects.
 //! 7. Quiescence: after the last operation everything is delivered within
@@ -43,16 +51,76 @@
 //!    between honest organisations is acknowledged unless the adversary
 //!    holds up an onward erase.
 //!
-//! Where the daemon's behaviour and a safer reading differ, the simulation
-//! takes the safer one and says so where it does; `ORGSYNC_SIM_DAEMON`
-//! (comma-separated: `members`, `grant`, `links`, `link-prov`,
-//! `decisions`, `mirror-ctl`) switches back to the daemon's literal behaviour, to show
-//! what breaks. Known gaps of the rules themselves are counted in the
-//! summary (and fail the run with `ORGSYNC_SIM_STRICT=1`).
+//! # Safer readings
 //!
-//! Runs: `cargo test -p orgsync-protocol --test governance_sim` (500
-//! cases); `ORGSYNC_SIM_CASES=N` for more; `ORGSYNC_SIM_SEED=N` replays one
-//! case with a trace of every operation.
+//! Where the daemon and a safer reading differ, the simulation takes the
+//! safer one; `ORGSYNC_SIM_DAEMON` (comma-separated) switches back to the
+//! daemon's literal behaviour, to show what breaks:
+//!
+//! - `members`: revoke and onward erase name only current members, so a
+//!   copy that left the selection (kept, detached) survives the revoke
+//!   (invariant 4). Here: every object ever announced and not erased.
+//! - `grant`: incoming shares keyed by share id alone, a grant replacing
+//!   the record whoever sends it: a partner that learns a share id takes
+//!   it over and the real giver's erase is refused (invariant 7). Here:
+//!   keyed by (giver, share id).
+//! - `links`: a linked update writes every field it carries with a new
+//!   version, so two partners linking each other's copies into their own
+//!   records echo updates for ever (invariant 7). Here: only newer,
+//!   different values.
+//! - `link-prov`: a link record keeps the provenance of the copy as it was
+//!   when linked; re-offered under a stricter share, on-loan data flows out
+//!   through the local record (invariant 3). Here: link records gain every
+//!   provenance the copy gets.
+//! - `decisions`: inbox decisions keyed by object id alone. Here: by
+//!   (partner, object).
+//! - `mirror-ctl`: mirror frames race the data they enable (the daemon
+//!   says it in the session Hello, ahead of the data). Here: ordered with
+//!   the data.
+//!
+//! Also safer than the daemon: erase acknowledgements carry a tag that
+//! matches each to its erase (the daemon takes the first acknowledgement of
+//! a share for all the erases it passed on under it), and an erase waits
+//! for the acknowledgement of an own revoke of the onward share still on
+//! its way.
+//!
+//! # Known gaps of the rules
+//!
+//! Counted in the summary (cases and first seed), or failures with
+//! `ORGSYNC_SIM_STRICT=1`:
+//!
+//! - `mirror-link`: an organisation links on-loan data into its own record;
+//!   its mirror gets the record (`mirror_sends` sees only the provenance)
+//!   and re-shares it (`check_send` there knows no link).
+//! - `erased-link`: the lender revokes; the erase drops the link, the
+//!   values written into the borrower's own record stay and nothing limits
+//!   them any more.
+//! - `mirror-owner`: a change carries no owner; a mirror's new object is
+//!   recorded as the mirror's (`NewFromMirror`), wrong when the mirror
+//!   relays another mirror's object or a share's copy.
+//! - `mirror-and-share`: an object reaches an organisation both under a
+//!   share and through a mirror (a share between mirrors, or a share's copy
+//!   of an object a mirror owns): `check_change` cannot tell share data
+//!   from mirror data, so a mirror's late change of an erased share copy
+//!   recreates it as the mirror's own, and a mirror's object refused while
+//!   held as a share copy comes back partial.
+//! - `second-share`: a copy re-offered under a second share of the same
+//!   giver keeps the first share as its provenance (`check_offer`), so
+//!   withdraw and erase under the second share are refused
+//!   (`check_withdraw`): the copy, kept attached only through that share,
+//!   outlives its revoke, or stays attached but no longer updated.
+//! - `entry-race`: an object is sent whole once, with its announcement. If
+//!   that data is used up by an earlier copy that is then erased or
+//!   withdrawn, or refused because the copy still had another source
+//!   (`check_change`: other-source), the new copy gets only later changes.
+//!
+//! # Runs
+//!
+//! `cargo test -p orgsync-protocol --test governance_sim` runs 1000 cases;
+//! `ORGSYNC_SIM_CASES=N` runs N; `ORGSYNC_SIM_SEED=N` replays one case
+//! with a trace of every step; `ORGSYNC_SIM_KEEP_GOING=1` runs every case
+//! and tallies the failures; `ORGSYNC_SIM_MUTANT=1..8` breaks one rule on
+//! purpose (see `rules`): such a run must fail.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,7 +138,7 @@ use orgsync_protocol::model::{
 use orgsync_protocol::share::{AccessType, Selection, Selector, ShareId, MANAGER_REVOKE_WINDOW_MS};
 
 /// Cases of a normal run.
-const DEFAULT_CASES: u64 = 500;
+const DEFAULT_CASES: u64 = 1000;
 /// Seed of the first case (case `i` uses `FIRST_SEED + i`).
 const FIRST_SEED: u64 = 1;
 /// Operations per case: uniform in this range.
@@ -531,6 +599,32 @@ struct Mode {
 }
 
 impl Mode {
+    /// The non-default switches, for the summary.
+    fn describe(&self) -> String {
+        let flags = [
+            (self.members_only, "daemon:members"),
+            (self.grant_overwrites, "daemon:grant"),
+            (self.link_always, "daemon:links"),
+            (self.stale_links, "daemon:link-prov"),
+            (self.decisions_by_id, "daemon:decisions"),
+            (self.mirror_ctl, "daemon:mirror-ctl"),
+            (self.strict, "strict"),
+        ];
+        let mut on: Vec<String> = flags
+            .iter()
+            .filter(|(b, _)| *b)
+            .map(|(_, n)| n.to_string())
+            .collect();
+        if self.mutant != 0 {
+            on.push(format!("mutant {}", self.mutant));
+        }
+        if on.is_empty() {
+            "default".into()
+        } else {
+            on.join(", ")
+        }
+    }
+
     fn from_env() -> Mode {
         let daemon = std::env::var("ORGSYNC_SIM_DAEMON").unwrap_or_default();
         let has = |w: &str| {
@@ -562,7 +656,7 @@ struct Stats {
     send_skips: BTreeMap<&'static str, u64>,
     /// Other events worth counting.
     events: BTreeMap<&'static str, u64>,
-    /// Known rule gaps hit: count and first seed.
+    /// Known rule gaps hit: cases and first seed.
     gaps: BTreeMap<&'static str, (u64, u64)>,
 }
 
@@ -703,8 +797,9 @@ impl Sim {
         if self.mode.strict {
             self.violations.push(format!("[gap {kind}] {what}"));
         } else {
-            let e = self.stats.gaps.entry(kind).or_insert((0, self.seed));
-            e.0 += 1;
+            // Counted once per case.
+            let seed = self.seed;
+            self.stats.gaps.entry(kind).or_insert((1, seed));
             self.note(|| format!("GAP {kind}: {what}"));
         }
     }
@@ -2900,11 +2995,13 @@ fn governance_simulation() {
     };
     println!(
         "governance_sim: {} case(s), {} operation(s), {} message(s) delivered in {:.1} s; \
-         mode {mode:?}\n  refusals: {}\n  send skips: {}\n  events: {}\n  known rule gaps: {}",
+         mode: {}\n  refusals: {}\n  send skips: {}\n  events: {}\n  known rule gaps \
+         (cases): {}",
         total.cases,
         total.steps,
         total.delivered,
         started.elapsed().as_secs_f64(),
+        mode.describe(),
         list(&total.refusals),
         list(&total.send_skips),
         list(&total.events),
