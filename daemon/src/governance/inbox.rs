@@ -289,11 +289,24 @@ async fn apply_linked(
     local: &Object,
     changes: &[Change],
 ) -> Result<(), GovError> {
-    let mut edit = Edit::new(local.id, local.kind);
+    // The partner's newest value of each field.
+    let mut newest: BTreeMap<FieldKey, (orgsync_protocol::model::Version, Option<Value>)> =
+        BTreeMap::new();
     for c in changes {
         for (key, state) in &c.fields {
-            edit.fields
-                .push((map_key(gov, partner, key), map_value(gov, &state.value)));
+            let key = map_key(gov, partner, key);
+            if newest.get(&key).is_none_or(|(v, _)| *v < state.version) {
+                newest.insert(key, (state.version, map_value(gov, &state.value)));
+            }
+        }
+    }
+    let mut edit = Edit::new(local.id, local.kind);
+    for (key, (_, value)) in newest {
+        // Only what differs: rewriting equal values would make new
+        // versions, and two partners linking each other's copies would
+        // echo them for ever.
+        if local.get(&key) != value.as_ref() {
+            edit.fields.push((key, value));
         }
     }
     if !edit.fields.is_empty() && local.kind != Kind::Flag {

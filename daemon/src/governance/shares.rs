@@ -719,6 +719,16 @@ pub async fn redeem(
 
 pub(super) fn on_grant(gov: &Governance, partner: OrgId, g: Grant) -> Result<(), GovError> {
     let existing: Option<InShare> = gov.db().get(&gov.db().inc, "incoming share", &g.share.0)?;
+    if existing.as_ref().is_some_and(|e| e.partner != partner) {
+        // Another partner's share id: taking it over would let this one
+        // speak for that share (and refuse the real giver's erase).
+        gov.refused(
+            &partner,
+            "grant",
+            &Refusal::NotSendersShare { share: g.share },
+        );
+        return Ok(());
+    }
     let share = InShare {
         id: g.share,
         partner,
@@ -968,8 +978,26 @@ pub(super) async fn on_erase(
     s.revoked_ms.get_or_insert(gov.now_ms());
     gov.db()
         .put(&gov.db().inc, "incoming share", &share_id.0, &s)?;
+    // Every copy received under the share goes, also those the giver no
+    // longer counts as members (withdrawn earlier, kept detached here).
+    let mut named = objects.clone();
+    for kv in gov.db().prov.iter() {
+        let (k, v) = kv.map_err(|source| GovError::Db {
+            op: "scan provenance",
+            source,
+        })?;
+        let rec: ProvRecord = super::db::decode("provenance", &v)?;
+        if let (Ok(id), true) = (
+            <[u8; 16]>::try_from(k.as_ref()),
+            rec.prov.is_from_share(&partner, &share_id),
+        ) {
+            if !named.contains(&ObjectId(id)) {
+                named.push(ObjectId(id));
+            }
+        }
+    }
     let mut refusals = Refusals::default();
-    let erased_ids = erase_copies(gov, &partner, &share_id, &objects, &mut refusals).await?;
+    let erased_ids = erase_copies(gov, &partner, &share_id, &named, &mut refusals).await?;
     refusals.report(gov, &partner, "erase");
     let erased = erased_ids.len() as u64;
     // Pass the erase on to whoever we re-shared these copies to.

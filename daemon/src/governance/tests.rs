@@ -595,3 +595,53 @@ async fn unshare_keeps_approved_copies_and_a_revoked_copy_can_come_back() {
         "announced, waiting for the admin (no auto-approve)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_erases_detached_copies_and_a_share_id_cannot_be_taken_over() {
+    let f = fixture();
+    let share = ShareId([8; 16]);
+    let x = Object::new(ObjectId::new_v7(T0), Kind::Contact);
+    offer(&f, P1, share, AccessType::OnLoan, P1, x.id, 1).await;
+    f.store
+        .write_changes(vec![named_change(&x, "Xena")])
+        .await
+        .unwrap();
+    // P2 re-grants P1's share id: refused, the share stays P1's.
+    send_frames(
+        &f,
+        P2,
+        1,
+        vec![ShareBody::Grant(Grant {
+            share,
+            access: AccessType::Operator,
+            terms: None,
+            label: "mine now".into(),
+            request: None,
+        })],
+    )
+    .await;
+    assert_eq!(shares::in_share(&f.gov, &share).unwrap().partner, P1);
+    assert!(refusals(&f)[0].contains("was not given to us by this partner"));
+    // Unshared (kept, detached), then revoked with an erase naming nothing:
+    // the copy received under the share goes all the same.
+    send_frames(
+        &f,
+        P1,
+        3,
+        vec![
+            ShareBody::Withdraw {
+                share,
+                objects: vec![x.id],
+            },
+            ShareBody::Erase {
+                share,
+                objects: Vec::new(),
+            },
+        ],
+    )
+    .await;
+    assert!(
+        f.store.get(x.id).unwrap().is_none(),
+        "a detached copy survived the revoke"
+    );
+}
