@@ -424,6 +424,10 @@ struct OutShare {
     revoke_tag: Option<u64>,
     /// What the revoke asked to erase.
     revoke_ids: BTreeSet<ObjectId>,
+    /// The recipient acknowledged the revoke's erase.
+    revoke_acked: bool,
+    /// ... and every erase passed on under this share before: the revoke
+    /// is fully acknowledged.
     acked: bool,
 }
 
@@ -722,6 +726,9 @@ struct Sim {
     mirror_edges: BTreeSet<(Org, Org)>,
     /// (h, p): h once made p its mirror.
     mirror_enabled: BTreeSet<(Org, Org)>,
+    /// On-loan data (borrower, copy) that already left its borrower: its
+    /// later travels are not reported again.
+    escaped: BTreeSet<(Org, ObjectId)>,
     all_shares: Vec<ShareId>,
     stats: Stats,
     violations: Vec<String>,
@@ -755,6 +762,7 @@ impl Sim {
             grants: BTreeSet::new(),
             mirror_edges: BTreeSet::new(),
             mirror_enabled: BTreeSet::new(),
+            escaped: BTreeSet::new(),
             all_shares: Vec::new(),
             stats: Stats::default(),
             violations: Vec::new(),
@@ -986,17 +994,22 @@ impl Sim {
         let x = d.change.id;
         for &(r, via) in &d.taint {
             let org = self.closure(r);
-            if !org.contains(&s) || org.contains(&t) {
+            if !org.contains(&s) || org.contains(&t) || self.escaped.contains(&(r, via)) {
                 continue;
             }
+            self.escaped.insert((r, via));
             let what = format!(
                 "inv3: org {s} sends {x:?} to org {t}, carrying data org {r} borrowed on loan ({via:?})"
             );
-            if s != r {
-                // The borrower's mirror passes on one of its objects into
-                // which the borrower linked the on-loan copy: the mirror
-                // does not know the link (mirror_sends and check_send see
-                // only the provenance).
+            let from_mirror = matches!(
+                self.orgs[s].prov.get(&x).map(|r| r.prov.source),
+                Some(Source::Mirror { .. })
+            );
+            if s != r || from_mirror {
+                // A mirror passes on an object into which the borrower
+                // linked the on-loan copy (or it came back from a mirror
+                // that linked it): the mirror does not know the link
+                // (mirror_sends and check_send see only the provenance).
                 self.gap("mirror-link", what);
             } else if x != via && self.orgs[s].erased_links.contains(&(x, via)) {
                 // The lender revoked: the erase dropped the link, the
@@ -1707,7 +1720,7 @@ impl Sim {
         for sid in sids {
             let members_only = self.mode.members_only;
             let s = self.orgs[h].out.get_mut(&sid).expect("share");
-            if s.revoked && !s.acked && erased.iter().any(|x| s.revoke_ids.contains(x)) {
+            if s.revoked && !s.revoke_acked && erased.iter().any(|x| s.revoke_ids.contains(x)) {
                 // Our own revoke of that share is still on its way: its
                 // acknowledgement covers these copies too (safer than the
                 // daemon, which acknowledges at once).
@@ -1772,20 +1785,55 @@ impl Sim {
         }
         self.orgs[h].pending.retain(|p| !p.waiting.is_empty());
         if let Some(s) = self.orgs[h].out.get_mut(&share) {
-            if s.revoked && s.revoke_tag == Some(tag) && !s.acked {
+            if s.revoked && s.revoke_tag == Some(tag) && !s.revoke_acked {
                 matched = true;
-                s.acked = true;
-                let to = s.to;
-                self.event("revoke-acknowledged");
-                self.check_revoke_done(h, share, to);
+                s.revoke_acked = true;
             }
         }
+        self.revoke_complete(h, share);
         for (origin, share, tag) in done {
             self.send_ctl(h, origin, Ctl::EraseAck { share, tag });
         }
         if !matched {
             self.refused(&Refusal::NotRecipient { share });
         }
+    }
+
+    /// Erases still waited for under our share `share`, as tags: the
+    /// revoke's own, and those we passed on under it before.
+    fn erases_waited(&self, h: Org, share: ShareId) -> Vec<u64> {
+        let Some(s) = self.orgs[h].out.get(&share) else {
+            return Vec::new();
+        };
+        let mut tags: Vec<u64> = self.orgs[h]
+            .pending
+            .iter()
+            .flat_map(|p| p.waiting.iter())
+            .filter(|w| w.0 == s.to && w.1 == share)
+            .map(|w| w.2)
+            .collect();
+        if s.revoked && !s.revoke_acked {
+            tags.extend(s.revoke_tag);
+        }
+        tags
+    }
+
+    /// A revoke is fully acknowledged when its erase is, and so is every
+    /// erase passed on under the share before it (the daemon counts the
+    /// first acknowledgement from the recipient).
+    fn revoke_complete(&mut self, h: Org, share: ShareId) {
+        let ready = self.orgs[h]
+            .out
+            .get(&share)
+            .is_some_and(|s| s.revoked && s.revoke_acked && !s.acked);
+        if !ready || !self.erases_waited(h, share).is_empty() {
+            return;
+        }
+        let s = self.orgs[h].out.get_mut(&share).expect("checked");
+        s.acked = true;
+        let to = s.to;
+        self.event("revoke-acknowledged");
+        self.check_revoke_done(h, share, to);
     }
 
     fn on_mirror(&mut self, h: Org, from: Org, on: bool) {
@@ -2002,7 +2050,7 @@ impl Sim {
                 let waiting: Vec<(ShareId, u64)> = self.orgs[t]
                     .out
                     .iter()
-                    .filter(|(_, s)| s.revoked && !s.acked && s.to != adv)
+                    .filter(|(_, s)| s.revoked && !s.revoke_acked && s.to != adv)
                     .map(|(id, s)| (*id, s.revoke_tag.unwrap_or(0)))
                     .chain(
                         self.orgs[t]
@@ -2320,6 +2368,7 @@ impl Sim {
                 delivered: BTreeSet::new(),
                 revoke_tag: None,
                 revoke_ids: BTreeSet::new(),
+                revoke_acked: false,
                 acked: false,
             },
         );
@@ -2449,7 +2498,9 @@ impl Sim {
             }
             _ => {
                 self.note(|| format!("org {h} rejects {x:?} from {p}"));
-                self.orgs[h].inbox.remove(&(p, x));
+                for d in self.orgs[h].inbox.remove(&(p, x)).unwrap_or_default() {
+                    self.consume(h, p, &d);
+                }
                 self.set_decision(h, p, x, Decision::Rejected);
             }
         }
@@ -2840,8 +2891,10 @@ impl Sim {
             }
             for (sid, s) in &org.out {
                 if s.revoked && !s.acked && s.to != adv {
-                    let tag = s.revoke_tag.expect("revoked");
-                    if !self.blocked(s.to, h, *sid, tag, 0) {
+                    // Every erase still waited for must wait on the adversary.
+                    let waits = self.erases_waited(h, *sid);
+                    if waits.is_empty() || !waits.iter().all(|t| self.blocked(s.to, h, *sid, *t, 0))
+                    {
                         v.push(format!(
                             "inv7: org {h}'s revoke of {sid:?} (to {}) is never acknowledged",
                             s.to
