@@ -371,6 +371,7 @@ fn a_partner_cannot_touch_what_is_not_its_own() {
             ShareBody::Erase {
                 share: from_globex,
                 objects: vec![gx_id, own_id],
+                revoked: true,
             },
         ),
         (
@@ -411,6 +412,7 @@ fn a_partner_cannot_touch_what_is_not_its_own() {
             ShareBody::Erase {
                 share: mine,
                 objects: vec![own_id, gx_id],
+                revoked: true,
             },
         ),
         (
@@ -455,6 +457,7 @@ fn a_partner_cannot_touch_what_is_not_its_own() {
         ShareBody::Erase {
             share: from_globex,
             objects: vec![gx_id],
+            revoked: true,
         },
     );
 

@@ -680,13 +680,17 @@ pub enum ShareBody {
         /// Objects received so far.
         objects: u64,
     },
-    /// Owner to recipient: the share is revoked; erase every copy made
-    /// under it (and pass the erase on to re-share targets).
+    /// Giver to recipient: erase these copies made under the share (and
+    /// pass the erase on to re-share targets).
     Erase {
         /// The share.
         share: ShareId,
         /// Objects to erase.
         objects: Vec<ObjectId>,
+        /// The share is revoked: every copy received under it goes, named
+        /// or not (copies withdrawn earlier and kept). `false` for an erase
+        /// passed on under a share that stays (a revoke upstream).
+        revoked: bool,
     },
     /// Recipient to owner: the copies are erased (including onward ones
     /// that acknowledged).
@@ -970,8 +974,13 @@ pub(crate) mod testing {
                 .prop_map(|(share, by, at_ms)| ShareBody::TermsAccepted { share, by, at_ms }),
             (share_id(), any::<u64>())
                 .prop_map(|(share, objects)| ShareBody::Received { share, objects }),
-            (share_id(), vec(object_id(), 0..6))
-                .prop_map(|(share, objects)| ShareBody::Erase { share, objects }),
+            (share_id(), vec(object_id(), 0..6), any::<bool>()).prop_map(
+                |(share, objects, revoked)| ShareBody::Erase {
+                    share,
+                    objects,
+                    revoked
+                }
+            ),
             (share_id(), any::<u64>(), any::<u64>()).prop_map(|(share, erased, onward)| {
                 ShareBody::EraseAck {
                     share,

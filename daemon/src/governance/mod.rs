@@ -492,9 +492,11 @@ impl Governance {
             ShareBody::Withdraw { share, objects } => {
                 shares::on_withdraw(self, partner, share, objects).await
             }
-            ShareBody::Erase { share, objects } => {
-                shares::on_erase(self, partner, share, objects).await
-            }
+            ShareBody::Erase {
+                share,
+                objects,
+                revoked,
+            } => shares::on_erase(self, partner, share, objects, revoked).await,
             ShareBody::EraseAck {
                 share,
                 erased,

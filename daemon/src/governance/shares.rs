@@ -625,6 +625,7 @@ pub async fn revoke(gov: &Governance, id: &ShareId, by: &str) -> Result<OutShare
                 ShareBody::Erase {
                     share: *id,
                     objects: chunk.to_vec(),
+                    revoked: true,
                 },
             )?;
         }
@@ -634,6 +635,7 @@ pub async fn revoke(gov: &Governance, id: &ShareId, by: &str) -> Result<OutShare
                 ShareBody::Erase {
                     share: *id,
                     objects: Vec::new(),
+                    revoked: true,
                 },
             )?;
         }
@@ -967,6 +969,7 @@ pub(super) async fn on_erase(
     partner: OrgId,
     share_id: ShareId,
     objects: Vec<ObjectId>,
+    revoked: bool,
 ) -> Result<(), GovError> {
     let mut s = match senders_share(gov, &partner, &share_id) {
         Ok(s) => s,
@@ -975,13 +978,15 @@ pub(super) async fn on_erase(
             return Ok(());
         }
     };
-    s.revoked_ms.get_or_insert(gov.now_ms());
-    gov.db()
-        .put(&gov.db().inc, "incoming share", &share_id.0, &s)?;
-    // Every copy received under the share goes, also those the giver no
-    // longer counts as members (withdrawn earlier, kept detached here).
     let mut named = objects.clone();
-    for kv in gov.db().prov.iter() {
+    if revoked {
+        s.revoked_ms.get_or_insert(gov.now_ms());
+        gov.db()
+            .put(&gov.db().inc, "incoming share", &share_id.0, &s)?;
+    }
+    // A revoked share takes every copy received under it, also those the
+    // giver no longer counts as members (withdrawn earlier, kept here).
+    for kv in gov.db().prov.iter().filter(|_| revoked) {
         let (k, v) = kv.map_err(|source| GovError::Db {
             op: "scan provenance",
             source,
@@ -1025,6 +1030,8 @@ pub(super) async fn on_erase(
             ShareBody::Erase {
                 share: s.id,
                 objects: ids.clone(),
+                // Our share to them stays; only these copies go.
+                revoked: false,
             },
         )?;
         gov.audit(

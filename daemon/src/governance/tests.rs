@@ -271,6 +271,7 @@ async fn a_partner_cannot_withdraw_erase_or_offer_our_own_objects() {
             ShareBody::Erase {
                 share,
                 objects: vec![ada.id],
+                revoked: true,
             },
         ],
     )
@@ -290,6 +291,7 @@ async fn a_partner_cannot_withdraw_erase_or_offer_our_own_objects() {
         vec![ShareBody::Erase {
             share,
             objects: vec![ada.id],
+            revoked: true,
         }],
     )
     .await;
@@ -573,6 +575,7 @@ async fn unshare_keeps_approved_copies_and_a_revoked_copy_can_come_back() {
         vec![ShareBody::Erase {
             share,
             objects: vec![x.id],
+            revoked: true,
         }],
     )
     .await;
@@ -636,6 +639,7 @@ async fn a_revoke_erases_detached_copies_and_a_share_id_cannot_be_taken_over() {
             ShareBody::Erase {
                 share,
                 objects: Vec::new(),
+                revoked: true,
             },
         ],
     )
