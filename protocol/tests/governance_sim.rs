@@ -3022,7 +3022,21 @@ fn governance_simulation() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    match Sim::new(*seed, mode, trace).run() {
+                    let run = std::panic::catch_unwind(|| Sim::new(*seed, mode, trace).run());
+                    let result = run.unwrap_or_else(|e| {
+                        let what = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Err(Failure {
+                            seed: *seed,
+                            at: "a panic of the simulation".into(),
+                            what,
+                            trace: Vec::new(),
+                        })
+                    });
+                    match result {
                         Ok(s) => mine.add(&s),
                         Err(f) => {
                             failures.lock().expect("lock").push(f);
