@@ -3086,22 +3086,16 @@ fn governance_simulation() {
     if keep_going && !failures.is_empty() {
         let mut kinds: BTreeMap<String, (usize, u64)> = BTreeMap::new();
         for f in &failures {
-            let key: String = f
-                .what
-                .lines()
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(60)
-                .collect();
-            let key = key.split(" org ").next().unwrap_or("").to_string()
-                + " | "
-                + &f.what
-                    .split_whitespace()
-                    .filter(|w| w.starts_with("inv") || w.chars().all(|c| c.is_alphabetic()))
-                    .take(8)
-                    .collect::<Vec<_>>()
-                    .join(" ");
+            // The first line, without ids and numbers: the kind of failure.
+            let first = f.what.lines().next().unwrap_or("");
+            let key = first
+                .split_whitespace()
+                .filter(|w| {
+                    w.trim_end_matches(':').chars().all(char::is_alphabetic) || w.starts_with("inv")
+                })
+                .take(12)
+                .collect::<Vec<_>>()
+                .join(" ");
             let e = kinds.entry(key).or_insert((0, f.seed));
             e.0 += 1;
         }
