@@ -54,27 +54,35 @@
 //! # Safer readings
 //!
 //! Where the daemon and a safer reading differ, the simulation takes the
-//! safer one; `ORGSYNC_SIM_DAEMON` (comma-separated) switches back to the
-//! daemon's literal behaviour, to show what breaks:
+//! safer one; `ORGSYNC_SIM_DAEMON` (comma-separated) switches to the
+//! daemon's behaviour, to show what breaks (the daemon at commit 88fada9
+//! unless said "now"):
 //!
 //! - `members`: revoke and onward erase name only current members, so a
 //!   copy that left the selection (kept, detached) survives the revoke
-//!   (invariant 4). Here: every object ever announced and not erased.
+//!   (invariant 4). `onward-members` (now): the revoke takes every copy at
+//!   its recipient, but the erase passed on still follows current members
+//!   only, so a re-share target's detached copy survives. Here: every
+//!   object ever announced under the share and not erased since.
 //! - `grant`: incoming shares keyed by share id alone, a grant replacing
-//!   the record whoever sends it: a partner that learns a share id takes
-//!   it over and the real giver's erase is refused (invariant 7). Here:
-//!   keyed by (giver, share id).
+//!   the record whoever sends it: a partner that learns a share id takes it
+//!   over and the real giver's erase is refused (invariant 7).
+//!   `grant-first` (now): a grant for an id another partner gave is
+//!   refused, so a partner that learns a share id before the giver's grant
+//!   arrives takes it just the same. Here: keyed by (giver, share id).
 //! - `links`: a linked update writes every field it carries with a new
 //!   version, so two partners linking each other's copies into their own
-//!   records echo updates for ever (invariant 7). Here: only newer,
-//!   different values.
+//!   records echo updates for ever (invariant 7). `links-differ` (now):
+//!   only values that differ from ours, which still flips a field back and
+//!   forth when two linked sources disagree. Here: only values that differ
+//!   and are newer than ours.
 //! - `link-prov`: a link record keeps the provenance of the copy as it was
 //!   when linked; re-offered under a stricter share, on-loan data flows out
 //!   through the local record (invariant 3). Here: link records gain every
 //!   provenance the copy gets.
 //! - `decisions`: inbox decisions keyed by object id alone. Here: by
 //!   (partner, object).
-//! - `mirror-ctl`: mirror frames race the data they enable (the daemon
+//! - `mirror-ctl`: mirror frames race the data they enable (the daemon now
 //!   says it in the session Hello, ahead of the data). Here: ordered with
 //!   the data.
 //!
@@ -581,13 +589,22 @@ struct Adversary {
 #[derive(Clone, Copy, Default, Debug)]
 struct Mode {
     /// Revoke and onward erase name only current members (detached copies
-    /// stay), as `shares::revoke` and `on_erase` do.
+    /// stay), as `shares::revoke` and `on_erase` did.
     members_only: bool,
+    /// Only the onward erase names current members, as `on_erase` does
+    /// now (a revoke takes every copy at its recipient).
+    onward_members: bool,
     /// A grant for a share id another partner gave us replaces it, as
     /// `on_grant` does.
     grant_overwrites: bool,
-    /// A linked update writes every field it carries, as `apply_linked` does.
+    /// A linked update writes every field it carries, as `apply_linked` did.
     link_always: bool,
+    /// A linked update writes the values that differ from the local ones,
+    /// whatever their versions, as `apply_linked` does now.
+    link_differ: bool,
+    /// Incoming shares keyed by share id, a grant for an id another
+    /// partner gave refused, as `on_grant` does now.
+    grant_first: bool,
     /// Inbox decisions are keyed by object id alone, as the daemon's
     /// `gov_decision` tree is.
     decisions_by_id: bool,
@@ -607,8 +624,11 @@ impl Mode {
     fn describe(&self) -> String {
         let flags = [
             (self.members_only, "daemon:members"),
+            (self.onward_members, "daemon:onward-members"),
             (self.grant_overwrites, "daemon:grant"),
             (self.link_always, "daemon:links"),
+            (self.link_differ, "daemon:links-differ"),
+            (self.grant_first, "daemon:grant-first"),
             (self.stale_links, "daemon:link-prov"),
             (self.decisions_by_id, "daemon:decisions"),
             (self.mirror_ctl, "daemon:mirror-ctl"),
@@ -638,8 +658,11 @@ impl Mode {
         };
         Mode {
             members_only: has("members"),
+            onward_members: has("onward-members"),
             grant_overwrites: has("grant"),
             link_always: has("links"),
+            link_differ: has("links-differ"),
+            grant_first: has("grant-first"),
             decisions_by_id: has("decisions"),
             mirror_ctl: has("mirror-ctl"),
             stale_links: has("link-prov"),
@@ -1333,7 +1356,11 @@ impl Sim {
         }
         let mut fields = Vec::new();
         for (k, st) in &d.change.fields {
-            if !self.mode.link_always {
+            if self.mode.link_differ {
+                if local.get(k) == st.value.as_ref() {
+                    continue;
+                }
+            } else if !self.mode.link_always {
                 match local.fields.get(k) {
                     Some(cur) if cur.value == st.value || cur.version >= st.version => continue,
                     None if st.value.is_none() => continue,
@@ -1501,7 +1528,7 @@ impl Sim {
     /// shows it). Safer, and what the simulation does by default: share
     /// ids are the giver's, so the record is keyed by (giver, id).
     fn inc_key(&self, from: Org, share: ShareId) -> (Org, ShareId) {
-        if self.mode.grant_overwrites {
+        if self.mode.grant_overwrites || self.mode.grant_first {
             (usize::MAX, share)
         } else {
             (from, share)
@@ -1512,6 +1539,10 @@ impl Sim {
     fn on_grant(&mut self, h: Org, from: Org, share: ShareId, access: AccessType) {
         let key = self.inc_key(from, share);
         if self.orgs[h].inc.get(&key).is_some_and(|s| s.from != from) {
+            if self.mode.grant_first {
+                self.refused(&Refusal::NotSendersShare { share });
+                return;
+            }
             self.event("grant-replaces-another-partners-share");
         }
         self.orgs[h].inc.insert(
@@ -1718,7 +1749,7 @@ impl Sim {
         let mut waiting = Vec::new();
         let sids: Vec<ShareId> = self.orgs[h].out.keys().copied().collect();
         for sid in sids {
-            let members_only = self.mode.members_only;
+            let members_only = self.mode.members_only || self.mode.onward_members;
             let s = self.orgs[h].out.get_mut(&sid).expect("share");
             if s.revoked && !s.revoke_acked && erased.iter().any(|x| s.revoke_ids.contains(x)) {
                 // Our own revoke of that share is still on its way: its
