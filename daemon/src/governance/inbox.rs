@@ -288,6 +288,7 @@ async fn apply_linked(
     partner: &OrgId,
     local: &Object,
     changes: &[Change],
+    initial: bool,
 ) -> Result<(), GovError> {
     // The partner's newest value of each field.
     let mut newest: BTreeMap<FieldKey, (orgsync_protocol::model::Version, Option<Value>)> =
@@ -301,11 +302,15 @@ async fn apply_linked(
         }
     }
     let mut edit = Edit::new(local.id, local.kind);
-    for (key, (_, value)) in newest {
-        // Only what differs: rewriting equal values would make new
-        // versions, and two partners linking each other's copies would
-        // echo them for ever.
-        if local.get(&key) != value.as_ref() {
+    for (key, (version, value)) in newest {
+        // Only what differs, and after the link itself only what is newer
+        // than ours: rewriting equal values would make new versions, and
+        // two linked sources that disagree would overwrite each other for
+        // ever.
+        let ours = local.fields.get(&key);
+        if local.get(&key) != value.as_ref()
+            && (initial || ours.is_none_or(|f| f.version < version))
+        {
             edit.fields.push((key, value));
         }
     }
@@ -377,7 +382,7 @@ pub async fn decide(
             Action::Link(l) => {
                 // Checked above: `local` is Some for a link.
                 if let Some(local) = &local {
-                    apply_linked(gov, &h.partner, local, &h.changes).await?;
+                    apply_linked(gov, &h.partner, local, &h.changes, true).await?;
                 }
                 if let Some(rec) = gov.prov_record(id)? {
                     let mut links = gov.links(&l)?;
@@ -532,7 +537,7 @@ async fn linked_once(gov: &Governance) -> Result<(), GovError> {
             continue;
         };
         if let Some(local) = gov.store().get(l)?.filter(|o| !o.is_deleted()) {
-            apply_linked(gov, &h.partner, &local, &h.changes).await?;
+            apply_linked(gov, &h.partner, &local, &h.changes, false).await?;
             gov.audit(
                 DAEMON,
                 "inbox.linked-update",

@@ -28,6 +28,7 @@ pub async fn set(gov: &Governance, partner: &OrgId, on: bool, by: &str) -> Resul
     gov.send(partner, ShareBody::Mirror { on })?;
     if !before && gov.is_mirror(partner) {
         send_all(gov, partner).await?;
+        adopt_held(gov, partner).await?;
     }
     gov.db().flush().await
 }
@@ -95,6 +96,7 @@ pub(super) async fn on_mirror(gov: &Governance, partner: OrgId, on: bool) -> Res
     )?;
     if !before && s.is_mirror() {
         send_all(gov, &partner).await?;
+        adopt_held(gov, &partner).await?;
     }
     Ok(())
 }
@@ -134,6 +136,7 @@ pub(super) fn on_session(gov: &Governance, partner: &OrgId, features: u64) {
                     "mirror active (both sides said so in the session Hello)".into(),
                 )?;
                 send_all(&gov, &partner).await?;
+                adopt_held(&gov, &partner).await?;
                 gov.db().flush().await
             }
             .await;
@@ -142,6 +145,61 @@ pub(super) fn on_session(gov: &Governance, partner: &OrgId, features: u64) {
             }
         });
     }
+}
+
+/// Applies what the partner sent before the mirror was in force on our
+/// side (the Mirror frame and the data it lets through travel on different
+/// streams): held changes of objects no share announced, or of objects a
+/// mirror may edit, become the mirror's copies.
+async fn adopt_held(gov: &Governance, partner: &OrgId) -> Result<(), GovError> {
+    let mut adopt = Vec::new();
+    for (seq, c) in gov.store().inbox(partner)? {
+        let prov = gov.provenance(&c.id)?;
+        match authority::check_change(c.id, prov.as_ref(), partner, true) {
+            Ok(authority::ChangeVerdict::NewFromMirror) => {
+                gov.set_provenance(
+                    &c.id,
+                    &super::db::ProvRecord {
+                        prov: authority::Provenance {
+                            owner: *partner,
+                            source: authority::Source::Mirror { from: *partner },
+                        },
+                        detached: false,
+                    },
+                )?;
+                adopt.push((seq, c));
+            }
+            Ok(_)
+                if !matches!(
+                    prov.map(|p| p.source),
+                    Some(authority::Source::Share { .. })
+                ) =>
+            {
+                adopt.push((seq, c))
+            }
+            // A third party's copy waits for its own inbox decision.
+            _ => {}
+        }
+    }
+    if adopt.is_empty() {
+        return Ok(());
+    }
+    let changes: Vec<Change> = adopt.iter().map(|(_, c)| c.clone()).collect();
+    gov.store().write_changes(changes).await?;
+    for (seq, _) in &adopt {
+        gov.store().remove_from_inbox(partner, *seq).await?;
+    }
+    gov.audit(
+        DAEMON,
+        "mirror.adopt",
+        Some(partner),
+        None,
+        format!(
+            "{} change(s) that arrived before the mirror was in force applied",
+            adopt.len()
+        ),
+    )?;
+    Ok(())
 }
 
 /// Re-logs every object the mirror should hold, so the engine sends them
