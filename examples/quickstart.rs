@@ -301,8 +301,8 @@ async fn main() -> Result<()> {
     }
 
     println!("\n== 7. Stopping both daemons");
-    a.shutdown().await;
-    b.shutdown().await;
+    a.stop().await;
+    b.stop().await;
     println!("  stopped cleanly; removing {}", root.path().display());
     Ok(())
 }

@@ -72,14 +72,23 @@ impl Node {
         self.daemon.as_ref().expect("daemon started")
     }
 
-    /// Stops the API and the daemon.
-    pub async fn stop(&mut self) {
-        if let Some(api) = self.api.take() {
-            api.shutdown().await;
-        }
+    /// Stops the daemon and, with it, the API; fails naming the tasks the
+    /// daemon had to abort (they did not stop in time).
+    pub async fn stop(&mut self) -> Result<()> {
+        // The daemon stops the services started for it, in one deadline.
+        drop(self.api.take());
         if let Some(d) = self.daemon.take() {
-            d.shutdown().await;
+            let report = d.stop().await;
+            if !report.is_clean() {
+                bail!(
+                    "stopping {}: aborted after {:?}: {}",
+                    self.dir.display(),
+                    report.elapsed,
+                    report.aborted.join(", ")
+                );
+            }
         }
+        Ok(())
     }
 }
 

@@ -222,6 +222,15 @@ async fn run(command: Command, tiny: bool) -> Result<Vec<Row>> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // The daemons' logs (warnings and up, or RUST_LOG) on stderr: a stop
+    // that had to abort a task says which one here.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -117,8 +117,8 @@ async fn replication_on(
         "replication: {n} contacts ({len} B each as logged) written on A in {:.2} s, acked by B after {secs:.2} s",
         written.as_secs_f64()
     );
-    a.stop().await;
-    b.stop().await;
+    a.stop().await?;
+    b.stop().await?;
     let rate = n as f64 / secs;
     let pass = rate >= 0.6 * sled_baseline && rate >= 30_000.0;
     Ok(vec![
@@ -195,8 +195,8 @@ async fn latency_on(
         }
     }
     drop(events);
-    a.stop().await;
-    b.stop().await;
+    a.stop().await?;
+    b.stop().await?;
     let p50 = percentile(&mut samples, 0.50);
     let p99 = percentile(&mut samples, 0.99);
     let max = percentile(&mut samples, 1.0);
@@ -277,8 +277,8 @@ pub async fn resume_file(size: usize, quinn_aead_mbps: f64) -> Result<Vec<Row>> 
     if got != size as u64 {
         bail!("B holds {got} bytes of a {size}-byte résumé");
     }
-    a.stop().await;
-    b.stop().await;
+    a.stop().await?;
+    b.stop().await?;
     let mbps = size as f64 / secs / 1e6;
     Ok(vec![Row {
         scenario: format!("3 resume file {} MiB A->B", size >> 20),
@@ -475,10 +475,12 @@ pub async fn fan_out(n: u64, partners: usize) -> Result<Vec<Row>> {
     let secs = last.duration_since(start).as_secs_f64();
     let lag = last.saturating_duration_since(wrote_end).as_secs_f64() * 1e3;
     eprintln!("fan-out: {n} contacts to {partners} partners in {secs:.2} s");
-    a.stop().await;
+    // Partners first: each closes a live session (quick), where after the
+    // hub each would first give up dialing it.
     for mut b in others {
-        b.stop().await;
+        b.stop().await?;
     }
+    a.stop().await?;
     Ok(vec![
         Row::info(
             &format!("6 fan-out A -> {partners} partners, aggregate"),

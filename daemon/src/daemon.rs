@@ -4,7 +4,7 @@
 //! run daemons in-process with it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use orgsync_keytool::{Identity, InstanceDir, KeytoolError, Partner, PartnerState};
@@ -12,10 +12,12 @@ use orgsync_protocol::identity::PairKeys;
 use orgsync_protocol::model::Schema;
 use tokio::sync::watch;
 
+use crate::api::ServiceTasks;
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineOptions, KeySource};
 use crate::governance::{system_clock, GovConfig, GovError, Governance};
 use crate::policy::SharePolicy;
+use crate::stop::{StopReport, Stopper, STOP_BUDGET};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::transport::{
     LocalIdentity, Transport, TransportError, TransportOptions, Trust, TrustedPeer,
@@ -246,6 +248,8 @@ pub struct Daemon {
     live: LiveConfig,
     watcher: Option<DirWatcher>,
     governance: Option<Governance>,
+    /// Local API and drop folder started for this daemon (stopped with it).
+    services: Mutex<Vec<Arc<ServiceTasks>>>,
 }
 
 impl Daemon {
@@ -371,6 +375,7 @@ impl Daemon {
             live,
             watcher,
             governance,
+            services: Mutex::default(),
         })
     }
 
@@ -437,17 +442,63 @@ impl Daemon {
         self.governance.as_ref()
     }
 
-    /// Closes every connection, stops the partner tasks (letting applies in
-    /// progress become durable) and flushes the store.
-    pub async fn shutdown(self) {
-        if let Some(w) = &self.watcher {
+    /// Lets [`Daemon::stop`] stop the local API and drop folder started
+    /// for this daemon, if they still run then.
+    pub(crate) fn attach_services(&self, services: Arc<ServiceTasks>) {
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(services);
+    }
+
+    /// Stops the daemon in bounded time, whatever its tasks are doing:
+    /// [`STOP_BUDGET`] for the graceful part, plus at most a fraction of a
+    /// second for each task or step that overran it (about four seconds in
+    /// all when everything overruns; a few milliseconds to a second
+    /// normally).
+    ///
+    /// In order: the local API and drop folder started for it (open
+    /// requests and a file being imported may finish), the directory
+    /// watcher, the sync engine (every partner task closes its session,
+    /// letting an apply in progress become durable; the endpoint closes and
+    /// peers are told; the store is flushed), then governance's background
+    /// tasks. A task or step still running at the deadline is logged by
+    /// name (warning) and aborted, and listed in the report.
+    pub async fn stop(self) -> StopReport {
+        self.stop_within(STOP_BUDGET).await
+    }
+
+    /// [`Daemon::stop`] with another budget for the graceful part.
+    pub async fn stop_within(self, budget: Duration) -> StopReport {
+        let mut s = Stopper::new("daemon", budget);
+        let services =
+            std::mem::take(&mut *self.services.lock().unwrap_or_else(PoisonError::into_inner));
+        for svc in services {
+            svc.stop_with(&mut s).await;
+        }
+        if let Some(w) = self.watcher {
             w.task.abort();
+            s.join("config watcher", w.task, Some(Duration::ZERO)).await;
         }
-        self.engine.shutdown().await;
+        self.engine.stop_with(&mut s).await;
         if let Some(g) = &self.governance {
-            g.shutdown().await;
+            s.step("governance background tasks", None, g.shutdown())
+                .await;
         }
-        tracing::info!("orgsyncd stopped");
+        let report = s.finish();
+        if report.is_clean() {
+            tracing::info!(
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                "orgsyncd stopped"
+            );
+        } else {
+            tracing::warn!(
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                aborted = %report.aborted.join(", "),
+                "orgsyncd stopped; some tasks did not stop in time and were aborted"
+            );
+        }
+        report
     }
 }
 
@@ -528,8 +579,8 @@ mod tests {
         assert!(da.metrics().changes_sent.load(Relaxed) >= 1);
         assert!(da.metrics().bytes_sent.load(Relaxed) > 0);
         assert!(db.metrics().bytes_received.load(Relaxed) > 0);
-        da.shutdown().await;
-        db.shutdown().await;
+        assert!(da.stop().await.is_clean());
+        assert!(db.stop().await.is_clean());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,8 +615,8 @@ mod tests {
             .expect("a's redial is refused")
             .unwrap();
         assert!(db.transport().trust().pending().iter().any(|p| p.revoked));
-        da.shutdown().await;
-        db.shutdown().await;
+        assert!(da.stop().await.is_clean());
+        assert!(db.stop().await.is_clean());
     }
 
     #[tokio::test]

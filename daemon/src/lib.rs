@@ -36,7 +36,7 @@
 //! let pending = daemon.transport().trust().pending();
 //! # let _ = pending;
 //!
-//! daemon.shutdown().await; // closes connections, flushes the store
+//! daemon.stop().await; // closes connections, flushes the store (bounded time)
 //! # Ok(()) }
 //! ```
 //!
@@ -50,6 +50,7 @@
 //! - [`governance`]: the sharing rules (shares, inbox, requests, access
 //!   types, revocation, terms, codes, audit) behind the policy.
 //! - [`daemon`]: everything above started from an instance directory.
+//! - [`stop`]: stopping in bounded time (deadline, named aborts).
 
 pub mod api;
 pub mod client;
@@ -61,5 +62,6 @@ pub mod import;
 pub mod json;
 pub mod metrics;
 pub mod policy;
+pub mod stop;
 pub mod store;
 pub mod transport;

@@ -52,6 +52,7 @@ pub use events::event_json;
 pub use handlers::{attach_resume_file, media_type_for, ResumeError};
 pub use partners::EnginePartners;
 pub use services::LocalServices;
+pub(crate) use services::ServiceTasks;
 pub use state::{ApiState, Identity, PartnerSource, PartnerStatus};
 
 use crate::json::InputError;
@@ -64,8 +65,9 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_LIMIT: usize = 100;
 /// Largest page size of `GET /v1/objects`.
 pub const MAX_LIMIT: usize = 1000;
-/// How long shutdown waits for open requests to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for open requests to finish (within the
+/// daemon's stop budget, [`crate::stop::STOP_BUDGET`]).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The name of the API socket inside the instance directory.
 pub const SOCKET_NAME: &str = "api.sock";
@@ -135,7 +137,7 @@ pub async fn bind_socket(path: &Path) -> Result<UnixListener, ApiError> {
 }
 
 /// Serves the API on a Unix socket at `socket_path` until `shutdown`
-/// resolves, then stops accepting, ends event streams, waits up to five
+/// resolves, then stops accepting, ends event streams, waits up to two
 /// seconds for open requests and removes the socket.
 pub async fn serve(
     state: ApiState,
@@ -158,6 +160,9 @@ pub async fn serve_listener(
     let stop_tx = state.stop_tx.clone();
     let app = router(state);
     let graceful = GracefulShutdown::new();
+    // The connections: dropped with this future, so aborting the task that
+    // serves the API aborts the requests still open too.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -175,7 +180,8 @@ pub async fn serve_listener(
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                while connections.try_join_next().is_some() {}
+                connections.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "API connection ended with an error");
                     }
@@ -190,7 +196,10 @@ pub async fn serve_listener(
         .await
         .is_err()
     {
-        tracing::warn!("API requests still open after the shutdown grace period; dropping them");
+        tracing::warn!(
+            open = connections.len(),
+            "API requests still open after the shutdown grace period; dropping them"
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`Daemon`] together.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -11,15 +11,35 @@ use super::{bind_socket, serve_listener, ApiError, ApiState, EnginePartners, Ide
 use crate::daemon::Daemon;
 use crate::import::{Importer, IMPORT_DIR};
 use crate::metrics::Metrics;
+use crate::stop::{StopReport, Stopper, STOP_BUDGET};
 
 /// The local API (on the configured socket, normally `DIR/api.sock`) and
-/// the drop folder `DIR/import/` of one daemon.
+/// the drop folder `DIR/import/` of one daemon. Stopped by
+/// [`LocalServices::stop`], or by [`Daemon::stop`] if still running then.
 pub struct LocalServices {
-    stop: watch::Sender<bool>,
-    api: JoinHandle<()>,
-    import: JoinHandle<()>,
-    refusals: JoinHandle<()>,
+    tasks: Arc<ServiceTasks>,
     metrics: Arc<Metrics>,
+}
+
+/// The tasks of a [`LocalServices`], shared with its daemon so that
+/// [`Daemon::stop`] stops them too.
+pub(crate) struct ServiceTasks {
+    stop: watch::Sender<bool>,
+    /// Emptied by the first stop.
+    tasks: Mutex<Vec<(&'static str, JoinHandle<()>)>>,
+}
+
+impl ServiceTasks {
+    /// Tells every task to stop and awaits each until the stopper's
+    /// deadline; a task still running then is logged by name and aborted.
+    /// A second call finds nothing left to do.
+    pub(crate) async fn stop_with(&self, s: &mut Stopper) {
+        self.stop.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for (name, handle) in tasks {
+            s.join(name, handle, None).await;
+        }
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -83,13 +103,16 @@ impl LocalServices {
                 }
             }
         });
-        Ok(LocalServices {
+        let tasks = Arc::new(ServiceTasks {
             stop,
-            api,
-            import,
-            refusals,
-            metrics,
-        })
+            tasks: Mutex::new(vec![
+                ("local API", api),
+                ("drop folder", import),
+                ("refusal counter", refusals),
+            ]),
+        });
+        daemon.attach_services(tasks.clone());
+        Ok(LocalServices { tasks, metrics })
     }
 
     /// The metrics registry the API exports.
@@ -98,11 +121,14 @@ impl LocalServices {
     }
 
     /// Stops accepting API requests, ends event streams, lets open requests
-    /// and a file being imported finish, and removes the socket.
-    pub async fn shutdown(self) {
-        self.stop.send_replace(true);
-        let _ = self.api.await;
-        let _ = self.import.await;
-        let _ = self.refusals.await;
+    /// and a file being imported finish, and removes the socket, all within
+    /// [`STOP_BUDGET`] (plus a fraction of a second per task that overran):
+    /// a task still running then is logged by name and aborted (an import
+    /// cut short leaves its file in the folder: nothing of it was written,
+    /// or all of it was, and ingesting the file again yields the same records).
+    pub async fn stop(self) -> StopReport {
+        let mut s = Stopper::new("local services", STOP_BUDGET);
+        self.tasks.stop_with(&mut s).await;
+        s.finish()
     }
 }

@@ -113,7 +113,7 @@ async fn run(dir: PathBuf, log_reload: Option<LogReload>) -> anyhow::Result<()> 
     let local = match orgsync_daemon::api::LocalServices::start(&daemon, &dir).await {
         Ok(l) => l,
         Err(e) => {
-            daemon.shutdown().await;
+            daemon.stop().await;
             return Err(e).context("cannot start the local API");
         }
     };
@@ -138,7 +138,9 @@ async fn run(dir: PathBuf, log_reload: Option<LogReload>) -> anyhow::Result<()> 
     if let Some(t) = level_task {
         t.abort();
     }
-    local.shutdown().await;
-    daemon.shutdown().await;
+    // One deadline for all: the daemon stops the local API and drop folder
+    // started for it first (and logs, by name, what it had to abort).
+    drop(local);
+    daemon.stop().await;
     Ok(())
 }

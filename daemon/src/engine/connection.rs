@@ -11,7 +11,7 @@ use orgsync_protocol::wire::{Channel, ErrorCode, ErrorMessage, Message};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 
-use super::{blob, PartnerInput, PartnerStatus, Shared, Stop};
+use super::{blob, Owned, PartnerInput, PartnerStatus, Shared, Stop};
 use crate::store::{BlobEntry, BlobHash, BlobState, PartialBlob, StoreError};
 use crate::transport::{
     preferred, FrameReader, PeerConnection, TrustedPeer, CLOSE_DUPLICATE, CLOSE_NORMAL,
@@ -647,6 +647,14 @@ async fn share_outbox_changed(rx: &mut Option<watch::Receiver<u64>>) {
     }
 }
 
+/// The close code for a connection ended by a stop.
+fn stop_code<E>(reason: Result<Stop, E>) -> quinn::VarInt {
+    match reason {
+        Ok(Stop::Revoked) => CLOSE_REVOKED,
+        _ => CLOSE_SHUTDOWN,
+    }
+}
+
 fn truncate(s: &str) -> String {
     let max = orgsync_protocol::wire::MAX_ERROR_MESSAGE_LEN;
     if s.len() <= max {
@@ -706,43 +714,54 @@ pub(super) async fn run(
     );
 
     // The dialer opens the control stream and speaks first (a QUIC stream
-    // is only visible to the peer once data is sent on it).
-    let streams = if pc.dialed_by_us {
-        conn.open_bi().await
-    } else {
-        match tokio::time::timeout(shared.options.idle_timeout, conn.accept_bi()).await {
-            Ok(r) => r,
-            Err(_) => {
-                conn.close(CLOSE_PROTOCOL, b"no control stream");
-                return ended("the partner opened no control stream".into());
+    // is only visible to the peer once data is sent on it). A stop does not
+    // wait for a partner that is slow to open it.
+    let opening = async {
+        if pc.dialed_by_us {
+            conn.open_bi()
+                .await
+                .map_err(|e| format!("control stream: {e}"))
+        } else {
+            match tokio::time::timeout(shared.options.idle_timeout, conn.accept_bi()).await {
+                Ok(r) => r.map_err(|e| format!("control stream: {e}")),
+                Err(_) => {
+                    conn.close(CLOSE_PROTOCOL, b"no control stream");
+                    Err("the partner opened no control stream".into())
+                }
             }
+        }
+    };
+    let streams = tokio::select! {
+        s = opening => s,
+        reason = stop.wait_for(|s| *s != Stop::Running) => {
+            conn.close(stop_code(reason.map(|r| *r)), b"stopping");
+            return Outcome::Stopped;
         }
     };
     let (ctrl_send, ctrl_recv) = match streams {
         Ok(s) => s,
-        Err(e) => return ended(format!("control stream: {e}")),
+        Err(e) => return ended(e),
     };
 
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
-    let mut readers = vec![spawn_reader(ctrl_recv, events_tx.clone())];
+    let ctrl_reader = Owned(spawn_reader(ctrl_recv, events_tx.clone()));
     let uni_acceptor = {
         let conn = conn.clone();
         let events_tx = events_tx.clone();
-        tokio::spawn(async move {
+        // Aborting the acceptor drops `streams`, which aborts their readers.
+        Owned::spawn(async move {
             let mut streams = Vec::new();
             while let Ok(recv) = conn.accept_uni().await {
                 // Forget finished readers: a peer opening stream after
                 // stream must not grow this list for the connection's life.
-                streams.retain(|s: &JoinHandle<()>| !s.is_finished());
-                streams.push(spawn_reader(recv, events_tx.clone()));
-            }
-            for s in streams {
-                s.abort();
+                streams.retain(|s: &Owned| !s.is_finished());
+                streams.push(Owned(spawn_reader(recv, events_tx.clone())));
             }
         })
     };
     let (control, control_task) = spawn_writer(async move { Ok(ctrl_send) }, events_tx.clone());
     let (applier, applier_task) = spawn_applier(shared.clone(), peer.clone(), events_tx.clone());
+    let mut applier_task = Owned(applier_task);
 
     let mut d = Driver {
         shared,
@@ -782,10 +801,7 @@ pub(super) async fn run(
         tokio::select! {
             reason = stop.wait_for(|s| *s != Stop::Running) => {
                 stopped = true;
-                close_code = match reason.map(|r| *r) {
-                    Ok(Stop::Revoked) => CLOSE_REVOKED,
-                    _ => CLOSE_SHUTDOWN,
-                };
+                close_code = stop_code(reason.map(|r| *r));
                 d.session.close(None);
             }
             ev = events.recv() => {
@@ -846,8 +862,22 @@ pub(super) async fn run(
     while let Some(t) = d.session.poll_transmit() {
         d.route(t);
     }
+    // The readers only feed this driver, which reads no more messages:
+    // stop them, so nothing but the applier and blob readers still sends
+    // into `events`.
+    drop((ctrl_reader, uni_acceptor));
     d.applier = None;
-    let _ = applier_task.await;
+    // The applier reports each batch into `events`, a bounded channel that
+    // only this loop empties: awaiting the applier without draining it
+    // waited forever once the readers had filled it (a backlog in flight).
+    // What arrives now is dropped: the session is over, and the partner
+    // resends what was not acked.
+    loop {
+        tokio::select! {
+            _ = applier_task.join() => break,
+            _ = events.recv() => {}
+        }
+    }
     let Driver {
         control,
         control_task,
@@ -867,10 +897,6 @@ pub(super) async fn run(
         close_code = CLOSE_PROTOCOL;
     }
     conn.close(close_code, b"session over");
-    uni_acceptor.abort();
-    for r in readers.drain(..) {
-        r.abort();
-    }
     if let Some(c) = replaced {
         return Outcome::Replaced(c);
     }

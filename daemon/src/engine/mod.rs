@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::policy::SharePolicy;
+use crate::stop::{StopReport, Stopper, STOP_BUDGET};
 use crate::store::Store;
 use crate::transport::{Backoff, PeerConnection, Transport, TrustedPeer};
 
@@ -130,6 +131,8 @@ pub enum EngineError {
 }
 
 struct PartnerTask {
+    /// The partner's name (for the logs of a stop).
+    name: String,
     input: mpsc::UnboundedSender<PartnerInput>,
     status: watch::Receiver<PartnerStatus>,
     handle: JoinHandle<()>,
@@ -225,6 +228,7 @@ impl Engine {
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(PartnerStatus::default());
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+        let name = peer.name.clone();
         let handle = tokio::spawn(partner_loop(
             self.shared.clone(),
             peer,
@@ -234,6 +238,7 @@ impl Engine {
             stop_rx,
         ));
         PartnerTask {
+            name,
             input: input_tx,
             status: status_rx,
             handle,
@@ -269,16 +274,28 @@ impl Engine {
         &self.shared.store
     }
 
-    /// Stops every partner task (each closes its connection and lets
-    /// in-progress applies finish), closes the endpoint and flushes the store.
-    pub async fn shutdown(&self) {
-        if let Some(a) = self
+    /// Stops the engine within [`STOP_BUDGET`] (plus a fraction of a
+    /// second per step that overran): stops accepting, tells every partner
+    /// task to close its session (an apply in progress becomes durable
+    /// first), closes the endpoint (peers are told, for up to a second) and
+    /// flushes the store. A partner task or step that does not finish in
+    /// time is logged by name and aborted; the report lists them.
+    pub async fn stop(&self) -> StopReport {
+        let mut stopper = Stopper::new("engine", STOP_BUDGET);
+        self.stop_with(&mut stopper).await;
+        stopper.finish()
+    }
+
+    pub(crate) async fn stop_with(&self, s: &mut Stopper) {
+        let acceptor = self
             .acceptor
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+            .take();
+        if let Some(a) = acceptor {
+            // With it go the handshakes it started (its JoinSet).
             a.abort();
+            s.join("connection acceptor", a, Some(ABORT_WAIT)).await;
         }
         let tasks: Vec<PartnerTask> = self
             .partners
@@ -291,20 +308,73 @@ impl Engine {
             t.stop.send_replace(Stop::Shutdown);
         }
         for t in tasks {
-            // A partner task that panicked has nothing left to clean up.
-            let _ = t.handle.await;
+            s.join(format_args!("partner task {}", t.name), t.handle, None)
+                .await;
         }
-        self.shared.transport.shutdown(Duration::from_secs(1)).await;
-        if let Err(e) = self.shared.store.flush().await {
-            tracing::error!(error = %e, "final store flush failed");
+        // Closes every connection still open (those of aborted partner
+        // tasks too, which ends their stream tasks).
+        self.shared.transport.close();
+        // Past this the peers learn it from their idle timeout (normal when
+        // one is unreachable: a connection closed in its handshake drains
+        // for seconds).
+        s.best_effort(
+            "telling peers the endpoint closed",
+            CLOSE_GRACE,
+            self.shared.transport.wait_idle(),
+        )
+        .await;
+        match s
+            .step("final store flush", None, self.shared.store.flush())
+            .await
+        {
+            Some(Err(e)) => tracing::error!(error = %e, "final store flush failed"),
+            Some(Ok(())) | None => {}
         }
     }
 }
 
+/// How long a stop waits for peers to be told that the endpoint closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a stop waits for an aborted task to be dropped.
+const ABORT_WAIT: Duration = Duration::from_millis(100);
+
+/// A spawned task that is aborted when this handle is dropped, so that a
+/// task aborted by a stop takes its helper tasks with it.
+pub(crate) struct Owned(pub(crate) JoinHandle<()>);
+
+impl Owned {
+    pub(crate) fn spawn<F>(future: F) -> Owned
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Owned(tokio::spawn(future))
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// Waits until the task ends (a panic or an abort counts as ended).
+    pub(crate) async fn join(&mut self) {
+        // A panic was reported by the runtime; an abort is what we asked.
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn accept_loop(engine: Engine) {
+    // Handshakes in progress: aborted with this task when the engine stops
+    // (each holds the engine, so the store, until its peer answers).
+    let mut handshakes = tokio::task::JoinSet::new();
     while let Some(hs) = engine.shared.transport.next_incoming().await {
+        while handshakes.try_join_next().is_some() {}
         let engine = engine.clone();
-        tokio::spawn(async move {
+        handshakes.spawn(async move {
             let remote = hs.remote_address();
             match hs.complete().await {
                 Ok(pc) => {
@@ -376,6 +446,9 @@ async fn partner_loop(
     };
     let mut next_dial = tokio::time::Instant::now();
     let mut dialing = false;
+    // The dial in progress: aborted when this task ends or is aborted (it
+    // holds the endpoint, which otherwise waits out the handshake).
+    let mut dial_task: Option<Owned> = None;
     let mut next: Option<PeerConnection> = None;
     loop {
         let pc = match next.take() {
@@ -404,14 +477,14 @@ async fn partner_loop(
                     let tx = input_tx.clone();
                     let transport = shared.transport.clone();
                     let peer = peer.clone();
-                    tokio::spawn(async move {
+                    dial_task = Some(Owned::spawn(async move {
                         let msg = match dial(transport, peer).await {
                             Ok(pc) => PartnerInput::Connection(pc),
                             Err(e) => PartnerInput::DialFailed(e),
                         };
                         // The partner task is gone: the connection drops and closes.
                         let _ = tx.send(msg);
-                    });
+                    }));
                     continue;
                 }
             },
@@ -447,6 +520,7 @@ async fn partner_loop(
             }
         }
     }
+    drop(dial_task);
     status.send_modify(|s| {
         s.connected = false;
         s.remote = None;

@@ -196,8 +196,8 @@ async fn two_instances_converge_both_ways() {
     let status = ea.status();
     assert_eq!(status.len(), 1);
     assert!(status[0].1.connected);
-    ea.shutdown().await;
-    eb.shutdown().await;
+    assert!(ea.stop().await.is_clean());
+    assert!(eb.stop().await.is_clean());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +256,7 @@ async fn offline_catch_up(max_batch_changes: usize) {
         let counter = count_applied(&sb);
         let eb = b.start_with(&sb, b.bind(), &[(&a, Some(addr_a))], options.clone());
         wait_acked(&ea, &b.org, 2000).await;
-        eb.shutdown().await;
+        assert!(eb.stop().await.is_clean());
         drop(eb);
         drop(sb);
         assert_eq!(counter.await.unwrap(), 2000);
@@ -270,11 +270,11 @@ async fn offline_catch_up(max_batch_changes: usize) {
     let eb = b.start_with(&sb, b.bind(), &[(&a, Some(addr_a))], options.clone());
     wait_acked(&ea, &b.org, 2010).await;
     assert!(digest(&sa) == digest(&sb));
-    eb.shutdown().await;
+    assert!(eb.stop().await.is_clean());
     drop(eb);
     drop(sb);
     assert_eq!(counter.await.unwrap(), 10, "nothing applied twice");
-    ea.shutdown().await;
+    assert!(ea.stop().await.is_clean());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,8 +323,8 @@ async fn resume_blob_follows_its_object() {
         content
     );
     assert!(sb.missing_blobs().unwrap().is_empty());
-    ea.shutdown().await;
-    eb.shutdown().await;
+    assert!(ea.stop().await.is_clean());
+    assert!(eb.stop().await.is_clean());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,8 +369,8 @@ async fn revoking_a_partner_cuts_it_off() {
         1,
         "nothing new reached b"
     );
-    ea.shutdown().await;
-    eb.shutdown().await;
+    assert!(ea.stop().await.is_clean());
+    assert!(eb.stop().await.is_clean());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,8 +420,8 @@ async fn interrupted_blob_download_resumes_from_its_offset() {
         std::fs::read(sb.blob_files().path_of(&hash)).unwrap(),
         content
     );
-    ea.shutdown().await;
-    eb.shutdown().await;
+    assert!(ea.stop().await.is_clean());
+    assert!(eb.stop().await.is_clean());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,7 +473,7 @@ async fn converges_through_loss_reordering_and_a_partition() {
         eb.status()[0].1.connections >= 2,
         "b reconnected after the partition"
     );
-    ea.shutdown().await;
-    eb.shutdown().await;
+    assert!(ea.stop().await.is_clean());
+    assert!(eb.stop().await.is_clean());
     proxy.stop().await;
 }

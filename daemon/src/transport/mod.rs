@@ -348,12 +348,26 @@ impl Transport {
         }
     }
 
-    /// Closes every connection with [`CLOSE_SHUTDOWN`] and waits (bounded
-    /// by `grace`) for the peers to be told.
-    pub async fn shutdown(&self, grace: Duration) {
+    /// Closes every connection with [`CLOSE_SHUTDOWN`] and stops
+    /// accepting new ones (handshakes that arrive later are refused).
+    pub fn close(&self) {
         self.endpoint.close(CLOSE_SHUTDOWN, b"shutting down");
+    }
+
+    /// [`Transport::close`], then waits (at most `grace`) for the peers to
+    /// be told.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.close();
         // Past the grace period the peers learn it from their idle timeout.
-        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(grace, self.wait_idle()).await;
+    }
+
+    /// Resolves once every connection is closed and its peer told (or gave
+    /// up). Not bounded by itself: a connection closed in the middle of its
+    /// handshake drains for three probe timeouts, seconds on a fresh path;
+    /// callers put a deadline on it.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
     }
 }
 
