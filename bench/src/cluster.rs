@@ -15,6 +15,8 @@ use orgsync_keytool::InstanceDir;
 use orgsync_protocol::codec;
 use orgsync_protocol::model::{Kind, ObjectId, OrgId, Value};
 
+use crate::progress;
+
 /// One instance directory and, while started, its daemon.
 pub struct Node {
     /// The instance directory.
@@ -55,8 +57,17 @@ impl Node {
         })
     }
 
+    /// The instance's name (its directory's).
+    pub fn name(&self) -> String {
+        self.dir.file_name().map_or_else(
+            || self.dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
     /// Starts the daemon (and the local API socket if `api`).
     pub async fn start(&mut self, api: bool) -> Result<()> {
+        progress::waiting_for(format!("{} to start", self.name()));
         let daemon = Daemon::start(&self.dir)
             .await
             .with_context(|| format!("starting daemon in {}", self.dir.display()))?;
@@ -78,6 +89,7 @@ impl Node {
         // The daemon stops the services started for it, in one deadline.
         drop(self.api.take());
         if let Some(d) = self.daemon.take() {
+            progress::waiting_for(format!("{} to stop", self.name()));
             let report = d.stop().await;
             if !report.is_clean() {
                 bail!(
@@ -113,7 +125,9 @@ pub fn pair(a: &Node, b: &Node) -> Result<()> {
 }
 
 /// Waits until `node` has a live session with `partner`.
-pub async fn wait_connected(node: &Node, partner: &OrgId, timeout: Duration) -> Result<()> {
+pub async fn wait_connected(node: &Node, partner: &Node, timeout: Duration) -> Result<()> {
+    progress::waiting_for(format!("{} to connect to {}", node.name(), partner.name()));
+    let partner = &partner.org;
     let deadline = Instant::now() + timeout;
     loop {
         let up = node
@@ -142,6 +156,10 @@ pub async fn wait_applied(
     every: Duration,
     timeout: Duration,
 ) -> Result<()> {
+    progress::waiting_for(format!(
+        "{} to apply partner {sender}'s log up to {seq}",
+        receiver.name()
+    ));
     let deadline = Instant::now() + timeout;
     let store = receiver.daemon().store();
     loop {

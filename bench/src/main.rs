@@ -1,19 +1,31 @@
 //! `orgsync-bench`: the benchmark suite. Each scenario prints its figure next
 //! to a raw baseline (sled, quinn, AEAD) measured in the same run, because
 //! absolute times on shared machines drift; read the ratio column.
+//!
+//! The baselines run in this process; each scenario runs in a process of
+//! its own (this binary, hidden `scenario` command) under a deadline. A
+//! scenario that fails, hangs or outlives its deadline becomes one ERROR row
+//! saying what it was waiting for, and the others still run: a process
+//! wedged for good (every runtime thread blocked) is killed, and nothing it
+//! left behind (sled's process-wide state, stray tasks) reaches the next.
 
 mod baseline;
 mod cluster;
 mod keepalive;
 mod machine;
 mod procs;
+mod progress;
 mod report;
 mod scenarios;
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command as Process, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use report::Row;
 
@@ -33,6 +45,11 @@ struct Cli {
     /// Run at a tiny size (seconds, not minutes); figures are not meaningful.
     #[arg(long, global = true)]
     tiny: bool,
+    /// Deadline of every scenario, in seconds, instead of its own (see
+    /// `bench/README.md`); a scenario still running then becomes an ERROR
+    /// row saying what it was waiting for.
+    #[arg(long, global = true, value_name = "SECS")]
+    deadline: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +79,101 @@ enum Command {
     FanOut,
     /// 7. Scenarios 1 and 2 with 10k, 100k and 1M objects already stored.
     Growth,
+    /// Runs one scenario in this process and prints its rows as JSON (the
+    /// other commands start one such process per scenario).
+    #[command(hide = true)]
+    Scenario {
+        /// Which one.
+        unit: Unit,
+        /// The baselines, as JSON.
+        #[arg(long)]
+        baselines: String,
+    },
+}
+
+/// A scenario run as one process.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Unit {
+    Replication,
+    Latency,
+    ResumeFile,
+    /// Scenario 4 alone (no idle).
+    InitialSync,
+    /// Scenarios 4 and 5 (with the idle minute).
+    Memory,
+    FanOut,
+    Growth,
+}
+
+impl Unit {
+    /// The scenarios `command` runs, in order.
+    fn of(command: &Command) -> Vec<Unit> {
+        use Unit::*;
+        match command {
+            Command::All => vec![Replication, Latency, ResumeFile, Memory, FanOut, Growth],
+            Command::Baselines | Command::Scenario { .. } => vec![],
+            Command::Replication => vec![Replication],
+            Command::Latency => vec![Latency],
+            Command::ResumeFile => vec![ResumeFile],
+            Command::InitialSync => vec![InitialSync],
+            Command::Memory => vec![Memory],
+            Command::FanOut => vec![FanOut],
+            Command::Growth => vec![Growth],
+        }
+    }
+
+    /// The name of its rows, and of its ERROR row.
+    fn label(self) -> &'static str {
+        match self {
+            Unit::Replication => "1 replication",
+            Unit::Latency => "2 latency",
+            Unit::ResumeFile => "3 resume file",
+            Unit::InitialSync | Unit::Memory => "4-5 initial sync",
+            Unit::FanOut => "6 fan-out",
+            Unit::Growth => "7 growth",
+        }
+    }
+
+    /// Its name on the command line.
+    fn arg(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// What is printed when it begins.
+    fn announce(self, sizes: &Sizes) -> String {
+        match self {
+            Unit::Replication => format!(
+                "scenario 1: replication ({} contacts)...",
+                sizes.replication
+            ),
+            Unit::Latency => format!("scenario 2: latency ({} changes)...", sizes.latency),
+            Unit::ResumeFile => format!("scenario 3: résumé file ({} MiB)...", sizes.resume >> 20),
+            Unit::InitialSync | Unit::Memory => format!(
+                "scenarios 4 and 5: initial sync ({} objects)...",
+                sizes.initial
+            ),
+            Unit::FanOut => format!(
+                "scenario 6: fan-out of {} contacts to {} partners...",
+                sizes.fan_out, sizes.partners
+            ),
+            Unit::Growth => format!("scenario 7: cost growth with {:?} stored...", sizes.growth),
+        }
+    }
+
+    /// How long it may take: about five times a full-size run on the 2-core
+    /// machine of `RESULTS.md` (the stops included), three minutes at the
+    /// tiny size.
+    fn deadline(self, tiny: bool) -> Duration {
+        let minutes = match (tiny, self) {
+            (true, _) => 3,
+            (false, Unit::Replication | Unit::Latency | Unit::ResumeFile | Unit::FanOut) => 5,
+            (false, Unit::InitialSync | Unit::Memory) => 10,
+            (false, Unit::Growth) => 20,
+        };
+        Duration::from_secs(60 * minutes)
+    }
 }
 
 /// Sizes of every scenario.
@@ -110,12 +222,33 @@ impl Sizes {
     }
 }
 
+/// The raw figures the scenarios compare with, handed to each scenario's
+/// process.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Baselines {
+    sled: f64,
+    quinn_aead: f64,
+    rtt50: f64,
+    rtt99: f64,
+}
+
+impl Baselines {
+    fn from_rows(rows: &[Row]) -> Result<Baselines> {
+        Ok(Baselines {
+            sled: figure(rows, SLED)?,
+            quinn_aead: figure(rows, QUINN_AEAD)?,
+            rtt50: figure(rows, RTT50)?,
+            rtt99: figure(rows, RTT99)?,
+        })
+    }
+}
+
 /// The raw figures, looked up by the scenarios that compare with them.
 fn figure(rows: &[Row], scenario: &str) -> Result<f64> {
     rows.iter()
         .find(|r| r.scenario == scenario)
         .map(|r| r.value)
-        .ok_or_else(|| anyhow::anyhow!("baseline {scenario:?} was not measured"))
+        .ok_or_else(|| anyhow!("baseline {scenario:?} was not measured"))
 }
 
 /// Adds a scenario's rows, or, when it failed, one failing row saying why,
@@ -142,82 +275,163 @@ const QUINN_AEAD: &str = "baseline: raw quinn + AEAD 64 KiB chunks";
 const RTT50: &str = "baseline: raw quinn round trip p50";
 const RTT99: &str = "baseline: raw quinn round trip p99";
 
-async fn run(command: Command, tiny: bool) -> Result<Vec<Row>> {
+/// Runs one scenario in this process.
+async fn run_unit(unit: Unit, b: Baselines, sizes: &Sizes) -> Result<Vec<Row>> {
+    match unit {
+        Unit::Replication => scenarios::replication(sizes.replication, b.sled).await,
+        Unit::Latency => scenarios::latency(sizes.latency, b.rtt50, b.rtt99).await,
+        Unit::ResumeFile => scenarios::resume_file(sizes.resume, b.quinn_aead).await,
+        Unit::InitialSync => scenarios::initial_sync(sizes.initial, Duration::ZERO).await,
+        Unit::Memory => scenarios::initial_sync(sizes.initial, sizes.idle).await,
+        Unit::FanOut => scenarios::fan_out(sizes.fan_out, sizes.partners).await,
+        Unit::Growth => {
+            let rtt = (b.rtt50, b.rtt99);
+            let (g, rep, lat) = (
+                &sizes.growth,
+                sizes.growth_replication,
+                sizes.growth_latency,
+            );
+            scenarios::cost_growth(g, rep, lat, b.sled, rtt).await
+        }
+    }
+}
+
+/// Runs one scenario in this process under `deadline` (the `scenario`
+/// command): the rows, or why there are none.
+async fn run_unit_here(
+    unit: Unit,
+    b: Baselines,
+    tiny: bool,
+    deadline: Duration,
+) -> Result<Vec<Row>> {
     let sizes = Sizes::new(tiny);
-    let mut rows = baselines(tiny).await?;
-    let all = matches!(command, Command::All);
-    if all || matches!(command, Command::Replication) {
-        eprintln!(
-            "scenario 1: replication ({} contacts)...",
-            sizes.replication
-        );
-        let sled = figure(&rows, SLED)?;
-        record(
-            &mut rows,
-            "1 replication",
-            scenarios::replication(sizes.replication, sled).await,
-        );
+    match tokio::time::timeout(deadline, run_unit(unit, b, &sizes)).await {
+        Ok(rows) => rows,
+        Err(_) => Err(anyhow!(
+            "no result within {} s; was waiting for: {}",
+            deadline.as_secs(),
+            progress::current()
+        )),
     }
-    if all || matches!(command, Command::Latency) {
-        eprintln!("scenario 2: latency ({} changes)...", sizes.latency);
-        let (p50, p99) = (figure(&rows, RTT50)?, figure(&rows, RTT99)?);
-        record(
-            &mut rows,
-            "2 latency",
-            scenarios::latency(sizes.latency, p50, p99).await,
-        );
+}
+
+/// A row as the scenario process prints it (JSON has no NaN).
+#[derive(Serialize, Deserialize)]
+struct WireRow {
+    scenario: String,
+    metric: String,
+    value: Option<f64>,
+    baseline: Option<f64>,
+    target: String,
+    pass: Option<bool>,
+}
+
+/// What the scenario process prints on stdout.
+#[derive(Serialize, Deserialize)]
+enum Outcome {
+    Rows(Vec<WireRow>),
+    Error(String),
+}
+
+impl From<&Row> for WireRow {
+    fn from(r: &Row) -> WireRow {
+        WireRow {
+            scenario: r.scenario.clone(),
+            metric: r.metric.clone(),
+            value: Some(r.value).filter(|v| !v.is_nan()),
+            baseline: r.baseline,
+            target: r.target.clone(),
+            pass: r.pass,
+        }
     }
-    if all || matches!(command, Command::ResumeFile) {
-        eprintln!("scenario 3: résumé file ({} MiB)...", sizes.resume >> 20);
-        let aead = figure(&rows, QUINN_AEAD)?;
-        record(
-            &mut rows,
-            "3 resume file",
-            scenarios::resume_file(sizes.resume, aead).await,
-        );
+}
+
+impl From<WireRow> for Row {
+    fn from(r: WireRow) -> Row {
+        Row {
+            scenario: r.scenario,
+            metric: r.metric,
+            value: r.value.unwrap_or(f64::NAN),
+            baseline: r.baseline,
+            target: r.target,
+            pass: r.pass,
+        }
     }
-    let idle = match command {
-        Command::All | Command::Memory => Some(sizes.idle),
-        Command::InitialSync => Some(Duration::ZERO),
-        _ => None,
+}
+
+/// How long past its own deadline a scenario process may take before it is
+/// killed (its deadline fires inside it unless every thread is blocked).
+const KILL_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs one scenario in a process of its own and waits for its rows, at
+/// most its deadline and [`KILL_GRACE`]; a process still running then is
+/// killed, and the error names the last step it reported.
+fn run_unit_in_child(unit: Unit, b: Baselines, tiny: bool, deadline: Duration) -> Result<Vec<Row>> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let mut cmd = Process::new(exe);
+    if tiny {
+        cmd.arg("--tiny");
+    }
+    cmd.arg("--deadline")
+        .arg(deadline.as_secs().to_string())
+        .arg("scenario")
+        .arg(unit.arg())
+        .arg("--baselines")
+        .arg(serde_json::to_string(&b)?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("starting the scenario process")?;
+    // Its stderr goes on to ours, but for the progress lines: the last is
+    // kept to say where a killed process was.
+    let step = Arc::new(Mutex::new(String::from("starting")));
+    let stderr = child.stderr.take().context("scenario stderr")?;
+    let forward = std::thread::spawn({
+        let step = step.clone();
+        move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                match line.strip_prefix(progress::PREFIX) {
+                    Some(s) => *step.lock().unwrap_or_else(PoisonError::into_inner) = s.to_string(),
+                    None => eprintln!("{line}"),
+                }
+            }
+        }
+    });
+    let mut stdout = child.stdout.take().context("scenario stdout")?;
+    let read = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).map(|_| out)
+    });
+    let end = Instant::now() + deadline + KILL_GRACE;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > end {
+            // Killing a process that just exited on its own fails harmlessly.
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = forward.join();
+            let step = step.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            bail!(
+                "no result within {} s, the process was killed; was waiting for: {step}",
+                (deadline + KILL_GRACE).as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     };
-    if let Some(idle) = idle {
-        eprintln!(
-            "scenarios 4 and 5: initial sync ({} objects)...",
-            sizes.initial
-        );
-        record(
-            &mut rows,
-            "4-5 initial sync",
-            scenarios::initial_sync(sizes.initial, idle).await,
-        );
+    let _ = forward.join();
+    let out = read
+        .join()
+        .map_err(|_| anyhow!("the stdout reader panicked"))?
+        .context("reading the scenario's output")?;
+    let outcome: Outcome = serde_json::from_str(out.trim())
+        .with_context(|| format!("the scenario process ({status}) printed no result: {out:?}"))?;
+    match outcome {
+        Outcome::Rows(rows) => Ok(rows.into_iter().map(Row::from).collect()),
+        Outcome::Error(e) => Err(anyhow!(e)),
     }
-    if all || matches!(command, Command::FanOut) {
-        eprintln!(
-            "scenario 6: fan-out of {} contacts to {} partners...",
-            sizes.fan_out, sizes.partners
-        );
-        record(
-            &mut rows,
-            "6 fan-out",
-            scenarios::fan_out(sizes.fan_out, sizes.partners).await,
-        );
-    }
-    if all || matches!(command, Command::Growth) {
-        eprintln!("scenario 7: cost growth with {:?} stored...", sizes.growth);
-        let sled = figure(&rows, SLED)?;
-        let rtt = (figure(&rows, RTT50)?, figure(&rows, RTT99)?);
-        let growth = scenarios::cost_growth(
-            &sizes.growth,
-            sizes.growth_replication,
-            sizes.growth_latency,
-            sled,
-            rtt,
-        )
-        .await;
-        record(&mut rows, "7 growth", growth);
-    }
-    Ok(rows)
 }
 
 fn main() -> Result<()> {
@@ -235,15 +449,38 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let rows = rt.block_on(run(cli.command, cli.tiny))?;
+    if let Command::Scenario { unit, baselines } = &cli.command {
+        let b: Baselines = serde_json::from_str(baselines).context("--baselines")?;
+        let deadline = cli
+            .deadline
+            .map_or_else(|| unit.deadline(cli.tiny), Duration::from_secs);
+        let outcome = match rt.block_on(run_unit_here(*unit, b, cli.tiny, deadline)) {
+            Ok(rows) => Outcome::Rows(rows.iter().map(WireRow::from).collect()),
+            Err(e) => Outcome::Error(format!("{e:#}")),
+        };
+        println!("{}", serde_json::to_string(&outcome)?);
+        // Out at once: a scenario cut short leaves daemons and tasks behind.
+        std::process::exit(0);
+    }
+    let sizes = Sizes::new(cli.tiny);
+    let mut rows = rt.block_on(baselines(cli.tiny))?;
+    let b = Baselines::from_rows(&rows)?;
+    for unit in Unit::of(&cli.command) {
+        eprintln!("{}", unit.announce(&sizes));
+        let deadline = cli
+            .deadline
+            .map_or_else(|| unit.deadline(cli.tiny), Duration::from_secs);
+        let result = run_unit_in_child(unit, b, cli.tiny, deadline);
+        record(&mut rows, unit.label(), result);
+    }
     println!("machine: {}", machine::describe());
     println!(
-        "daemons: scenarios 4-5 run each daemon as its own orgsyncd process (RSS per process); 1-3, 6, 7 run whole instances in this process (separate dirs, stores, QUIC endpoints on loopback)"
+        "daemons: scenarios 4-5 run each daemon as its own orgsyncd process (RSS per process); 1-3, 6, 7 run whole instances in one bench process per scenario (separate dirs, stores, QUIC endpoints on loopback)"
     );
     print!("{}", report::render(&rows));
     if let Some(failed) = rows.iter().find(|r| r.value.is_nan()) {
         // The table is printed; the exit status still says a scenario broke.
-        anyhow::bail!("{}", failed.scenario);
+        bail!("{}", failed.scenario);
     }
     Ok(())
 }

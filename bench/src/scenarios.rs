@@ -20,6 +20,7 @@ use crate::baseline::percentile;
 use crate::cluster::{self, contact, pair, wait_applied, wait_connected, Node};
 use crate::keepalive::KeepAlive;
 use crate::procs;
+use crate::progress;
 use crate::report::Row;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,8 +38,8 @@ fn paired(root: &std::path::Path) -> Result<(Node, Node)> {
 async fn start_pair(a: &mut Node, b: &mut Node, api: bool) -> Result<()> {
     start_node(a, api).await?;
     start_node(b, api).await?;
-    wait_connected(a, &b.org, CONNECT_TIMEOUT).await?;
-    wait_connected(b, &a.org, CONNECT_TIMEOUT).await?;
+    wait_connected(a, b, CONNECT_TIMEOUT).await?;
+    wait_connected(b, a, CONNECT_TIMEOUT).await?;
     Ok(())
 }
 
@@ -99,9 +100,11 @@ async fn replication_on(
 ) -> Result<Vec<Row>> {
     start_pair(a, b, false).await?;
     let start = Instant::now();
+    progress::waiting_for(format!("{} to write {n} contacts", a.name()));
     let head = write_contacts(a, 0, n, 1_000).await?;
     let written = start.elapsed();
     let store = a.daemon().store().clone();
+    progress::waiting_for(format!("{} to acknowledge {head} changes", b.name()));
     let deadline = Instant::now() + Duration::from_secs(600);
     while store.cursor(&b.org)?.acked_by_peer < head {
         if Instant::now() > deadline {
@@ -163,6 +166,11 @@ async fn latency_on(
     let mut events = client_b.events(None).await?;
     let mut samples = Vec::with_capacity(n);
     let warmup = 20;
+    progress::waiting_for(format!(
+        "{n} changes through {}'s API to appear in {}'s event stream",
+        a.name(),
+        b.name()
+    ));
     for i in 0..n + warmup {
         let t = Instant::now();
         let created = client_a
@@ -260,6 +268,7 @@ pub async fn resume_file(size: usize, quinn_aead_mbps: f64) -> Result<Vec<Row>> 
     let store_b = b.daemon().store().clone();
     let start = Instant::now();
     store_a.write(vec![edit]).await?;
+    progress::waiting_for(format!("the résumé to be complete on {}", b.name()));
     let deadline = start + Duration::from_secs(600);
     loop {
         if let Some(e) = store_b.blob(&hash)? {
@@ -331,16 +340,21 @@ pub async fn initial_sync(n: u64, idle: Duration) -> Result<Vec<Row>> {
     let a = Node::create(root.path(), "Acme")?;
     let b = Node::create(root.path(), "Globex")?;
     let t = Instant::now();
+    progress::waiting_for(format!("{n} contacts to be written into A's store"));
     let head = prefill_log(&a.dir, n).await?;
     eprintln!(
         "initial-sync: {n} contacts written into A's store in {:.1} s; starting orgsyncd A, pairing a fresh B",
         t.elapsed().as_secs_f64()
     );
     pair(&a, &b)?;
+    progress::waiting_for("orgsyncd A and B to start");
     let pa = procs::Daemon::spawn(&bins, &a.dir).await?;
     let start = Instant::now();
     let pb = procs::Daemon::spawn(&bins, &b.dir).await?;
     let (a_start, b_start) = (pa.rss(), pb.rss());
+    progress::waiting_for(format!(
+        "orgsyncd B to hold A's {head} changes (wait-synced)"
+    ));
     procs::wait_synced(&bins, &a.dir, Duration::from_secs(900)).await?;
     let secs = start.elapsed().as_secs_f64();
     let applied = Client::new(&b.dir).status().await?;
@@ -392,6 +406,7 @@ pub async fn initial_sync(n: u64, idle: Duration) -> Result<Vec<Row>> {
     }
     if !idle.is_zero() {
         eprintln!("memory: idle for {} s...", idle.as_secs());
+        progress::waiting_for(format!("the idle {} s to pass", idle.as_secs()));
         tokio::time::sleep(idle).await;
         for (who, d, begin) in [("A", &pa, a_start), ("B", &pb, b_start)] {
             let now = d.rss();
@@ -405,6 +420,7 @@ pub async fn initial_sync(n: u64, idle: Duration) -> Result<Vec<Row>> {
             });
         }
     }
+    progress::waiting_for("orgsyncd A and B to stop (SIGTERM)");
     pa.stop().await?;
     pb.stop().await?;
     Ok(rows)
@@ -429,8 +445,11 @@ pub async fn fan_out(n: u64, partners: usize) -> Result<Vec<Row>> {
         b.start(false).await?;
     }
     for b in &others {
-        wait_connected(&a, &b.org, CONNECT_TIMEOUT).await?;
+        wait_connected(&a, b, CONNECT_TIMEOUT).await?;
     }
+    progress::waiting_for(format!(
+        "{partners} partners to acknowledge {n} contacts from the hub"
+    ));
     let store = a.daemon().store().clone();
     let writer = {
         let store = store.clone();
@@ -562,6 +581,7 @@ pub async fn cost_growth(
         let t = Instant::now();
         let root = tempfile::tempdir()?;
         let (mut a, mut b) = paired(root.path())?;
+        progress::waiting_for(format!("both stores to be filled with {pre} objects"));
         let (fa, fb) = tokio::join!(prefill_objects(&a.dir, pre), prefill_objects(&b.dir, pre));
         fa?;
         fb?;
