@@ -464,6 +464,11 @@ impl Daemon {
     /// peers are told; the store is flushed), then governance's background
     /// tasks. A task or step still running at the deadline is logged by
     /// name (warning) and aborted, and listed in the report.
+    ///
+    /// When it returns, the listen port is free (connections still
+    /// draining do so on a throwaway port), so the instance can be started
+    /// again in this process at once; the store closes as soon as the last
+    /// aborted task is dropped ([`Daemon::start`] waits up to 3 s for it).
     pub async fn stop(self) -> StopReport {
         self.stop_within(STOP_BUDGET).await
     }

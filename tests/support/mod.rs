@@ -100,21 +100,34 @@ impl Guard {
     /// Asks the process to stop with SIGTERM and waits for it; returns its
     /// exit status, or `None` if it had to be killed after `timeout`.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let mut child = self.0.take()?;
-        // std only sends SIGKILL; kill(1) sends the SIGTERM a sysadmin would.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        self.sigterm();
         let end = Instant::now() + timeout;
         while Instant::now() < end {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(status) = self.try_exited() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        self.kill9();
         None
+    }
+
+    /// Sends SIGTERM without waiting (see [`Guard::try_exited`]).
+    pub fn sigterm(&self) {
+        if let Some(child) = &self.0 {
+            // std only sends SIGKILL; kill(1) sends the SIGTERM a sysadmin would.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// The exit status if the process has exited (it is reaped and
+    /// forgotten then), `None` while it runs.
+    pub fn try_exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.0.as_mut()?.try_wait().ok().flatten()?;
+        self.0 = None;
+        Some(status)
     }
 
     /// Kills the process with SIGKILL (a crash) and reaps it.
@@ -332,6 +345,62 @@ impl Instance {
                 self.name
             ),
         }
+    }
+
+    /// Sends SIGTERM to the daemons of `instances` all at once and waits
+    /// for every one to exit, polling them together; asserts each exits
+    /// successfully within `limit` (with its log otherwise) and returns how
+    /// long each took, from the signal to its exit being seen (10 ms
+    /// resolution), by name.
+    pub fn stop_all(instances: &mut [&mut Instance], limit: Duration) -> Vec<(String, Duration)> {
+        let sent = Instant::now();
+        for i in instances.iter() {
+            assert!(i.daemon.0.is_some(), "{} is not running", i.name);
+            i.daemon.sigterm();
+        }
+        let mut took: Vec<Option<Duration>> = vec![None; instances.len()];
+        loop {
+            for (i, t) in instances.iter_mut().zip(took.iter_mut()) {
+                if t.is_some() {
+                    continue;
+                }
+                if let Some(status) = i.daemon.try_exited() {
+                    *t = Some(sent.elapsed());
+                    assert!(
+                        status.success(),
+                        "{}'s orgsyncd exited with {status} on SIGTERM:\n{}",
+                        i.name,
+                        i.log_tail()
+                    );
+                }
+            }
+            if took.iter().all(Option::is_some) {
+                break;
+            }
+            if sent.elapsed() > limit {
+                let late: Vec<&str> = instances
+                    .iter()
+                    .zip(&took)
+                    .filter(|(_, t)| t.is_none())
+                    .map(|(i, _)| i.name.as_str())
+                    .collect();
+                let first = instances
+                    .iter()
+                    .zip(&took)
+                    .find(|(_, t)| t.is_none())
+                    .map(|(i, _)| i.log_tail())
+                    .unwrap_or_default();
+                panic!(
+                    "still running {limit:?} after SIGTERM: {late:?}; the first one's log:\n{first}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        instances
+            .iter()
+            .zip(took)
+            .map(|(i, t)| (i.name.clone(), t.unwrap_or_default()))
+            .collect()
     }
 
     /// Kills the daemon with SIGKILL (a crash).

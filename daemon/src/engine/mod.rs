@@ -308,7 +308,7 @@ impl Engine {
             t.stop.send_replace(Stop::Shutdown);
         }
         for t in tasks {
-            s.join(format_args!("partner task {}", t.name), t.handle, None)
+            s.join(format!("partner task {}", t.name), t.handle, None)
                 .await;
         }
         // Closes every connection still open (those of aborted partner
@@ -323,6 +323,16 @@ impl Engine {
             self.shared.transport.wait_idle(),
         )
         .await;
+        let draining = self.shared.transport.open_connections();
+        if draining > 0 {
+            // The listen port is free when the stop returns: a restart in
+            // this process must not wait for the drain.
+            match self.shared.transport.release_port() {
+                Ok(()) => tracing::debug!(draining, "listen port released"),
+                Err(e) => tracing::warn!(error = %e, draining,
+                    "cannot release the listen port; it stays bound until the closed connections drain"),
+            }
+        }
         match s
             .step("final store flush", None, self.shared.store.flush())
             .await

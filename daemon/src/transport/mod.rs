@@ -362,6 +362,31 @@ impl Transport {
         let _ = tokio::time::timeout(grace, self.wait_idle()).await;
     }
 
+    /// Connections not yet drained (closed ones drain for three probe
+    /// timeouts after [`Transport::close`]).
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
+    }
+
+    /// Frees the listen port at once after [`Transport::close`], while
+    /// closed connections still drain: the endpoint moves to a throwaway
+    /// socket on an ephemeral port of the same address. (A closed QUIC
+    /// connection is kept for three probe timeouts, and the endpoint's
+    /// socket with it: seconds, tens of seconds when round trips were slow,
+    /// during which an instance restarted in the same process could not
+    /// bind its port.)
+    pub fn release_port(&self) -> std::io::Result<()> {
+        let ip = self.endpoint.local_addr()?.ip();
+        // Twice: quinn keeps listening on the socket it moved from until
+        // traffic arrives on the new one, which never happens once closed;
+        // the second move lets go of the listen port.
+        for _ in 0..2 {
+            let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+            self.endpoint.rebind(socket)?;
+        }
+        Ok(())
+    }
+
     /// Resolves once every connection is closed and its peer told (or gave
     /// up). Not bounded by itself: a connection closed in the middle of its
     /// handshake drains for three probe timeouts, seconds on a fresh path;
