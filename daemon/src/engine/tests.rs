@@ -100,6 +100,17 @@ impl Instance {
         partners: &[(&Instance, Option<SocketAddr>)],
         options: EngineOptions,
     ) -> Engine {
+        self.start_with_policy(store, transport, partners, options, Arc::new(AllowAll))
+    }
+
+    fn start_with_policy(
+        &self,
+        store: &Store,
+        transport: Transport,
+        partners: &[(&Instance, Option<SocketAddr>)],
+        options: EngineOptions,
+        policy: Arc<dyn SharePolicy>,
+    ) -> Engine {
         transport
             .trust()
             .replace(partners.iter().map(|(p, a)| p.as_partner(*a)).collect());
@@ -108,13 +119,7 @@ impl Instance {
             pair: OrgKeyPair::from_secret_bytes(&self.pair_secret),
             peers: partners.iter().map(|(p, _)| (p.org, p.public)).collect(),
         };
-        Engine::start(
-            store.clone(),
-            transport,
-            Arc::new(AllowAll),
-            Arc::new(keys),
-            options,
-        )
+        Engine::start(store.clone(), transport, policy, Arc::new(keys), options)
     }
 
     fn store(&self) -> Store {
@@ -476,4 +481,92 @@ async fn converges_through_loss_reordering_and_a_partition() {
     assert!(ea.stop().await.is_clean());
     assert!(eb.stop().await.is_clean());
     proxy.stop().await;
+}
+
+/// Shares and applies everything; the first incoming change costs `first`
+/// (an apply that takes a while, as a large merged one does on a loaded
+/// machine), and `applying` is notified when it begins.
+struct SlowApply {
+    first: Duration,
+    applying: Arc<tokio::sync::Notify>,
+    begun: std::sync::atomic::AtomicBool,
+}
+
+impl SharePolicy for SlowApply {
+    fn shares(&self, _partner: &OrgId, _object: &Object) -> bool {
+        true
+    }
+    fn incoming(
+        &self,
+        _partner: &OrgId,
+        _change: &orgsync_protocol::model::Change,
+    ) -> crate::policy::Incoming {
+        if !self.begun.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.applying.notify_one();
+            std::thread::sleep(self.first);
+        }
+        crate::policy::Incoming::Apply
+    }
+    fn shares_everything(&self, _partner: &OrgId) -> bool {
+        true
+    }
+}
+
+/// Issue 17: a stop while an apply runs and thousands of frames are still
+/// arriving. The readers fill the bounded events channel the driver no
+/// longer reads; the applier then reports into it. The stop awaited the
+/// applier without draining the channel and so waited forever (now, past
+/// the deadline, it would abort the partner task, and the report says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_during_an_apply_with_a_backlog_arriving_is_clean() {
+    let (a, b) = (Instance::new(), Instance::new());
+    let (sa, sb) = (a.store(), b.store());
+    let n = 5_000u64;
+    for chunk in 0..n / 500 {
+        sa.write(
+            (0..500)
+                .map(|i| {
+                    Edit::new(
+                        ObjectId::new_v7(1_700_000_000_000 + chunk * 500 + i),
+                        Kind::Contact,
+                    )
+                    .set_std("first_name", Value::Text(format!("C{chunk}-{i}")))
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    }
+    let (ta, tb) = (a.bind(), b.bind());
+    let (addr_a, addr_b) = (ta.local_addr().unwrap(), tb.local_addr().unwrap());
+    // One change per batch: the backlog is thousands of frames, sent
+    // without waiting for B (its unacked window holds all of them).
+    let one_per_batch = EngineOptions {
+        max_batch_changes: 1,
+        ..Instance::options()
+    };
+    let ea = a.start_with(&sa, ta, &[(&b, Some(addr_b))], one_per_batch);
+    let applying = Arc::new(tokio::sync::Notify::new());
+    let eb = b.start_with_policy(
+        &sb,
+        tb,
+        &[(&a, Some(addr_a))],
+        Instance::options(),
+        Arc::new(SlowApply {
+            first: Duration::from_millis(500),
+            applying: applying.clone(),
+            begun: Default::default(),
+        }),
+    );
+    // The first apply has begun (and takes half a second) while A's
+    // frames pour in: stop B now.
+    tokio::time::timeout(DEADLINE, applying.notified())
+        .await
+        .expect("an apply begins");
+    let report = eb.stop().await;
+    let applied = sb.cursor(&a.org).unwrap().applied_from_peer;
+    assert!(applied < n, "everything was applied: nothing was in flight");
+    assert!(report.is_clean(), "{report:?}");
+    assert!(report.elapsed < Duration::from_secs(5), "{report:?}");
+    assert!(ea.stop().await.is_clean());
 }
