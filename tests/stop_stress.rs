@@ -12,6 +12,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use orgsync::daemon::api::LocalServices;
@@ -34,8 +36,23 @@ fn rounds() -> usize {
         .unwrap_or(if cfg!(debug_assertions) { 3 } else { 30 })
 }
 
+/// `ORGSYNC_STOP_VERBOSE`: every round's times on stderr, and the
+/// daemons' logs (RUST_LOG, default warnings) of the in-process instances.
 fn verbose() -> bool {
-    std::env::var_os("ORGSYNC_STOP_VERBOSE").is_some()
+    static LOGS: std::sync::Once = std::sync::Once::new();
+    let on = std::env::var_os("ORGSYNC_STOP_VERBOSE").is_some();
+    if on {
+        LOGS.call_once(|| {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            // Another test of this binary may have set one up already.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        });
+    }
+    on
 }
 
 /// A hub and `PARTNERS` partners, each paired with the hub (keytool export
@@ -49,6 +66,49 @@ fn star() -> (Instance, Vec<Instance>) {
         Instance::pair(&hub, p);
     }
     (hub, partners)
+}
+
+/// Fails the test binary when the test makes no progress for `limit`. A
+/// process whose runtime threads are all blocked (sled's I/O pool
+/// deadlock of issue 17 did that) cannot fire the async timeouts, and the
+/// test would hang CI instead of failing.
+struct Watchdog {
+    last: Arc<Mutex<(Instant, String)>>,
+    done: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(limit: Duration) -> Watchdog {
+        let last = Arc::new(Mutex::new((Instant::now(), String::from("starting"))));
+        let done = Arc::new(AtomicBool::new(false));
+        std::thread::spawn({
+            let (last, done) = (last.clone(), done.clone());
+            move || {
+                while !done.load(Ordering::SeqCst) {
+                    let (at, step) = last.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    if at.elapsed() > limit {
+                        eprintln!(
+                            "stop_stress: no progress for {limit:?}; the process is wedged while: {step}"
+                        );
+                        std::process::exit(101);
+                    }
+                    // A timer, not synchronisation: checks twice a second.
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        });
+        Watchdog { last, done }
+    }
+
+    fn step(&self, what: impl Into<String>) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = (Instant::now(), what.into());
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Stop times over all rounds, for the summary line.
@@ -155,11 +215,14 @@ fn check_stop(name: &str, took: Duration, report: &orgsync::daemon::stop::StopRe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_hub_and_20_partners_stop_within_5s_every_round() {
     let rounds = rounds();
+    verbose();
     let (hub, partners) = tokio::task::spawn_blocking(star).await.expect("star");
+    let watchdog = Watchdog::start(SYNC_TIMEOUT + 2 * STOP_LIMIT);
     let mut times = Times::default();
     let started = Instant::now();
     for round in 0..rounds {
         let t = Instant::now();
+        watchdog.step(format!("round {round}: starting and syncing"));
         let hub_d = Daemon::start(&hub.dir).await.expect("start hub");
         // The hub also serves its API socket and drop folder (stopped by
         // its daemon's stop).
@@ -172,6 +235,7 @@ async fn in_process_hub_and_20_partners_stop_within_5s_every_round() {
         }
         wait_synced(&hub_d, &ps).await;
         let synced = t.elapsed();
+        watchdog.step(format!("round {round}: writing the backlog"));
 
         // A backlog in flight at the stop: the hub writes 4,000 contacts,
         // every partner 100, and everything stops without waiting.
@@ -202,6 +266,7 @@ async fn in_process_hub_and_20_partners_stop_within_5s_every_round() {
             })
             .count();
         drop((store, services));
+        watchdog.step(format!("round {round}: stopping"));
 
         // Three orders: all at once; the hub first, then the partners at
         // once; the hub first, then the partners one by one (the bench's
@@ -251,6 +316,7 @@ async fn in_process_hub_and_20_partners_stop_within_5s_every_round() {
         }
     }
     // What was in flight at the last stop arrives after a restart.
+    watchdog.step("final restart, sync and stop");
     let hub_d = Daemon::start(&hub.dir).await.expect("start hub");
     let mut ps = Vec::new();
     for p in &partners {
