@@ -333,12 +333,9 @@ impl Engine {
                     "cannot release the listen port; it stays bound until the closed connections drain"),
             }
         }
-        match s
-            .step("final store flush", None, self.shared.store.flush())
-            .await
-        {
-            Some(Err(e)) => tracing::error!(error = %e, "final store flush failed"),
-            Some(Ok(())) | None => {}
+        let flushed = s.step("final store flush", None, self.shared.store.flush());
+        if let Some(Err(e)) = flushed.await {
+            tracing::error!(error = %e, "final store flush failed");
         }
     }
 }
