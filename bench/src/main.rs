@@ -326,7 +326,10 @@ struct WireRow {
     pass: Option<bool>,
 }
 
-/// What the scenario process prints on stdout.
+/// Prefix of the line with the scenario process's result.
+const RESULT: &str = "orgsync-bench result: ";
+
+/// What the scenario process prints on stdout (one line, after [`RESULT`]).
 #[derive(Serialize, Deserialize)]
 enum Outcome {
     Rows(Vec<WireRow>),
@@ -426,8 +429,14 @@ fn run_unit_in_child(unit: Unit, b: Baselines, tiny: bool, deadline: Duration) -
         .join()
         .map_err(|_| anyhow!("the stdout reader panicked"))?
         .context("reading the scenario's output")?;
-    let outcome: Outcome = serde_json::from_str(out.trim())
+    // Programs the scenario runs (e.g. `orgsync wait-synced`) print on the
+    // same stdout: the result is the line with the prefix.
+    let line = out
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(RESULT))
         .with_context(|| format!("the scenario process ({status}) printed no result: {out:?}"))?;
+    let outcome: Outcome = serde_json::from_str(line).context("the scenario's result")?;
     match outcome {
         Outcome::Rows(rows) => Ok(rows.into_iter().map(Row::from).collect()),
         Outcome::Error(e) => Err(anyhow!(e)),
@@ -458,7 +467,7 @@ fn main() -> Result<()> {
             Ok(rows) => Outcome::Rows(rows.iter().map(WireRow::from).collect()),
             Err(e) => Outcome::Error(format!("{e:#}")),
         };
-        println!("{}", serde_json::to_string(&outcome)?);
+        println!("{RESULT}{}", serde_json::to_string(&outcome)?);
         // Out at once: a scenario cut short leaves daemons and tasks behind.
         std::process::exit(0);
     }
