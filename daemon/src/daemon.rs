@@ -452,10 +452,10 @@ impl Daemon {
     }
 
     /// Stops the daemon in bounded time, whatever its tasks are doing:
-    /// [`STOP_BUDGET`] for the graceful part, plus at most a fraction of a
-    /// second for each task or step that overran it (about four seconds in
-    /// all when everything overruns; a few milliseconds to a second
-    /// normally).
+    /// [`STOP_BUDGET`] for the graceful part, plus a fifth of a second for
+    /// each step that overran it (under four seconds in all when
+    /// everything overruns, however many partners; about a second
+    /// normally, most of it telling peers).
     ///
     /// In order: the local API and drop folder started for it (open
     /// requests and a file being imported may finish), the directory

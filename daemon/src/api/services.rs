@@ -36,9 +36,8 @@ impl ServiceTasks {
     pub(crate) async fn stop_with(&self, s: &mut Stopper) {
         self.stop.send_replace(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
-        for (name, handle) in tasks {
-            s.join(name, handle, None).await;
-        }
+        let tasks = tasks.into_iter().map(|(n, h)| (n.to_string(), h)).collect();
+        s.join_all(tasks, None).await;
     }
 }
 

@@ -275,7 +275,7 @@ impl Engine {
     }
 
     /// Stops the engine within [`STOP_BUDGET`] (plus a fraction of a
-    /// second per step that overran): stops accepting, tells every partner
+    /// second for each step that overran): stops accepting, tells every partner
     /// task to close its session (an apply in progress becomes durable
     /// first), closes the endpoint (peers are told, for up to a second) and
     /// flushes the store. A partner task or step that does not finish in
@@ -307,10 +307,11 @@ impl Engine {
         for t in &tasks {
             t.stop.send_replace(Stop::Shutdown);
         }
-        for t in tasks {
-            s.join(format!("partner task {}", t.name), t.handle, None)
-                .await;
-        }
+        let handles = tasks
+            .into_iter()
+            .map(|t| (format!("partner task {}", t.name), t.handle))
+            .collect();
+        s.join_all(handles, None).await;
         // Closes every connection still open (those of aborted partner
         // tasks too, which ends their stream tasks).
         self.shared.transport.close();
