@@ -289,12 +289,28 @@ impl GovDb {
     }
 
     /// Makes every write so far durable.
+    ///
+    /// The flush runs on tokio's blocking pool. Not with sled's
+    /// `flush_async`: that runs it on sled's I/O pool, one pool of seven
+    /// threads for the whole process, where it holds its thread until the
+    /// buffer write it waits for has run, and that write is queued on the
+    /// same pool. With seven or more databases flushing at once in one
+    /// process (embedded instances: tests, the bench, host applications),
+    /// every pool thread waited for a write no thread was left to run, and
+    /// everything in the process that flushes or writes sled hung with
+    /// them (issue 17).
     pub async fn flush(&self) -> Result<(), GovError> {
-        self.db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(db_err("flush"))
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(flushed) => flushed.map(|_| ()).map_err(db_err("flush")),
+            // The flush panicked, or the runtime is shutting down.
+            Err(e) => Err(GovError::Db {
+                op: "flush",
+                source: sled::Error::Io(std::io::Error::other(format!(
+                    "the flush did not run to completion: {e}"
+                ))),
+            }),
+        }
     }
 
     pub(super) fn get<T: DeserializeOwned>(
