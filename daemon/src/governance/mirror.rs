@@ -212,9 +212,7 @@ async fn send_all(gov: &Governance, partner: &OrgId) -> Result<(), GovError> {
     }
     let mut relog = Vec::new();
     for obj in super::shares::all_objects(gov)? {
-        let Some(prov) = gov.provenance(&obj.id)? else {
-            continue;
-        };
+        let prov = gov.provenance_of(&obj.id)?;
         if authority::mirror_sends(&prov) {
             relog.push(Change::from_object(&obj));
         }

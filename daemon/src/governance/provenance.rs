@@ -36,8 +36,8 @@ impl Governance {
             .map(|_| Provenance::own(self.inner.us)))
     }
 
-    /// [`Governance::provenance`] of an object read from the store (saves
-    /// reading it again).
+    /// [`Governance::provenance`] of an object known to be in the store
+    /// (saves reading it again): recorded, or ours.
     pub(crate) fn provenance_of(&self, id: &ObjectId) -> Result<Provenance, GovError> {
         Ok(match self.prov_record(id)? {
             Some(r) => r.prov,

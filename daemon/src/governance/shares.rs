@@ -58,10 +58,7 @@ pub(super) fn reshare_allowed(
     id: ObjectId,
     access: AccessType,
 ) -> Result<(), String> {
-    let prov = gov
-        .provenance(&id)
-        .map_err(|e| e.to_string())?
-        .unwrap_or_else(|| Provenance::own(gov.us()));
+    let prov = gov.provenance_of(&id).map_err(|e| e.to_string())?;
     gov.check_send(id, &prov, partner, access)
         .map_err(|e| describe(gov, &prov, e))
 }
@@ -136,9 +133,7 @@ pub fn preview(
             continue;
         }
         let to = partner.copied().unwrap_or(OrgId([0; 32]));
-        let prov = gov
-            .provenance(&obj.id)?
-            .unwrap_or_else(|| Provenance::own(gov.us()));
+        let prov = gov.provenance_of(&obj.id)?;
         match gov.check_send(obj.id, &prov, &to, access) {
             Ok(()) => selected.push(obj),
             // Never sent back where it came from: not a refusal, just not
@@ -415,7 +410,7 @@ async fn enter(
     let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
     let mut by_owner: std::collections::BTreeMap<OrgId, Vec<ObjectId>> = Default::default();
     for id in &ids {
-        let owner = gov.provenance(id)?.map_or(gov.us(), |p| p.owner);
+        let owner = gov.provenance_of(id)?.owner;
         by_owner.entry(owner).or_default().push(*id);
     }
     for (owner, ids) in by_owner {
@@ -877,11 +872,7 @@ async fn erase_copies(
     let inbox = gov.store().inbox(partner)?;
     let mut allowed = Vec::new();
     for id in objects {
-        let prov = gov.prov_record(id)?.map(|r| r.prov);
-        let prov = match prov {
-            Some(p) => Some(p),
-            None => gov.provenance(id)?,
-        };
+        let prov = gov.provenance(id)?;
         if let Err(r) = authority::check_withdraw(*id, prov.as_ref(), partner, share) {
             refusals.add(r);
             continue;

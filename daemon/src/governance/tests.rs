@@ -228,6 +228,18 @@ fn named_change(obj: &Object, name: &str) -> orgsync_protocol::model::Change {
     change
 }
 
+/// A contact of P1's, announced under P1's `share` (frames 1 and 2) and
+/// held here as an approved copy.
+async fn copy_from_p1(f: &Fixture, share: ShareId, access: AccessType) -> Object {
+    let x = Object::new(ObjectId::new_v7(T0), Kind::Contact);
+    offer(f, P1, share, access, P1, x.id, 1).await;
+    f.store
+        .write_changes(vec![named_change(&x, "Xena")])
+        .await
+        .unwrap();
+    x
+}
+
 fn refusals(f: &Fixture) -> Vec<String> {
     f.gov
         .audit_log(&audit::AuditFilter::default())
@@ -534,13 +546,8 @@ async fn on_loan_copies_are_not_reshared_and_frames_are_handled_once() {
 async fn unshare_keeps_approved_copies_and_a_revoked_copy_can_come_back() {
     let f = fixture();
     let share = ShareId([3; 16]);
-    let x = Object::new(ObjectId::new_v7(T0), Kind::Contact);
-    offer(&f, P1, share, AccessType::Operator, P1, x.id, 1).await;
     // The copy is here (approved as new).
-    f.store
-        .write_changes(vec![named_change(&x, "Xena")])
-        .await
-        .unwrap();
+    let x = copy_from_p1(&f, share, AccessType::Operator).await;
     // Unshare: the approved copy stays, detached.
     send_frames(
         &f,
@@ -603,12 +610,7 @@ async fn unshare_keeps_approved_copies_and_a_revoked_copy_can_come_back() {
 async fn a_revoke_erases_detached_copies_and_a_share_id_cannot_be_taken_over() {
     let f = fixture();
     let share = ShareId([8; 16]);
-    let x = Object::new(ObjectId::new_v7(T0), Kind::Contact);
-    offer(&f, P1, share, AccessType::OnLoan, P1, x.id, 1).await;
-    f.store
-        .write_changes(vec![named_change(&x, "Xena")])
-        .await
-        .unwrap();
+    let x = copy_from_p1(&f, share, AccessType::OnLoan).await;
     // P2 re-grants P1's share id: refused, the share stays P1's.
     send_frames(
         &f,
