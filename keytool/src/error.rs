@@ -150,6 +150,69 @@ pub enum KeytoolError {
         /// When it was revoked.
         revoked_at: String,
     },
+    /// A known partner's bundle has another key at a newer epoch but no
+    /// rotation proof signed by the key on file.
+    #[error(
+        "REFUSED: partner account {org_id} ({name}) changed its key (epoch {known_epoch} on file, \
+         bundle epoch {new_epoch}) without proof from the old key: the bundle carries no rotation \
+         signed by the key on file. Someone may be impersonating this partner. Verify with the \
+         partner by phone; if they really made a new key without a proof, run `orgsync-keytool \
+         revoke {org_id}` and pair again (remove the revoked entry from partners.toml first)"
+    )]
+    RotationUnproven {
+        /// The account number.
+        org_id: String,
+        /// The partner's name as we know it.
+        name: String,
+        /// The epoch on file.
+        known_epoch: u32,
+        /// The bundle's epoch.
+        new_epoch: u32,
+    },
+    /// A bundle's rotation proof does not hold.
+    #[error(
+        "REFUSED: the bundle for account {org_id} ({name}) has an invalid key rotation proof: \
+         {source}. Someone may be impersonating this partner. Verify with the partner by phone; \
+         if they really rotated, run `orgsync-keytool revoke {org_id}` and pair again (remove the \
+         revoked entry from partners.toml first)"
+    )]
+    RotationInvalid {
+        /// The account number.
+        org_id: String,
+        /// The partner's name (ours for a known partner, the bundle's otherwise).
+        name: String,
+        /// Why the proof fails.
+        #[source]
+        source: orgsync_protocol::rotation::RotationError,
+    },
+    /// An unknown account number at epoch > 0 without a proof back to its
+    /// genesis key.
+    #[error(
+        "REFUSED: the bundle claims account {org_id} at key epoch {epoch} but carries no rotation \
+         proof back to the genesis key the account number is the hash of, so the account number \
+         cannot be checked (forged, or made by an orgsync without rotation proofs). Ask the \
+         partner for a bundle exported by a current orgsync-keytool"
+    )]
+    OrgIdUnproven {
+        /// The claimed account number.
+        org_id: String,
+        /// The bundle's epoch.
+        epoch: u32,
+    },
+    /// Pairing (join/invite, accepting a pending peer) met a known partner
+    /// with another key or certificate: pairing never replaces those.
+    #[error(
+        "REFUSED: partner account {org_id} ({name}) is already paired with another key or \
+         certificate; pairing never replaces a known partner's key or certificate. If the partner \
+         rotated its key, import its new bundle with `orgsync-keytool import` (it must carry the \
+         proof signed by the old key); otherwise verify with the partner by phone"
+    )]
+    KeyChangeByPairing {
+        /// The account number.
+        org_id: String,
+        /// The partner's name as we know it.
+        name: String,
+    },
     /// A bundle's org id does not match its genesis key (epoch 0).
     #[error(
         "the bundle's account number {claimed} does not belong to its key (the key gives {derived}); \

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use orgsync_protocol::identity::{Fingerprint, OrgKeyPair, OrgPublicKey, PairKeys};
 use orgsync_protocol::model::{InstanceId, OrgId};
+use orgsync_protocol::rotation::{RotationChain, RotationLink, RotationSignature, MAX_CHAIN};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,54 @@ struct IdentityFile {
     created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rotated_at: Option<String>,
+    /// `[[rotation]]`: the signed links, oldest first (public data).
+    #[serde(default, rename = "rotation", skip_serializing_if = "Vec::is_empty")]
+    rotations: Vec<LinkEntry>,
+}
+
+/// One `[[rotation]]` entry of `identity.toml`: a [`RotationLink`] in text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkEntry {
+    epoch: u32,
+    public_key: String,
+    cert_fingerprint: String,
+    signature: String,
+}
+
+impl LinkEntry {
+    fn of(link: &RotationLink) -> LinkEntry {
+        LinkEntry {
+            epoch: link.epoch,
+            public_key: key_hex(&link.public_key),
+            cert_fingerprint: link.cert_fingerprint.to_string(),
+            signature: data_encoding::HEXLOWER.encode(&link.signature.0),
+        }
+    }
+
+    fn parse(&self, path: &Path) -> Result<RotationLink, KeytoolError> {
+        let what = format!("rotation (epoch {})", self.epoch);
+        let sig = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(self.signature.trim().as_bytes())
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .ok_or_else(|| {
+                KeytoolError::parse(path, format!("{what}: signature is not 128 hex digits"))
+            })?;
+        Ok(RotationLink {
+            epoch: self.epoch,
+            public_key: OrgPublicKey(hex32(
+                path,
+                &format!("{what}: public_key"),
+                &self.public_key,
+            )?),
+            cert_fingerprint: self
+                .cert_fingerprint
+                .parse()
+                .map_err(|e| KeytoolError::parse(path, format!("{what}: cert_fingerprint: {e}")))?,
+            signature: RotationSignature(sig),
+        })
+    }
 }
 
 fn hex32(path: &Path, what: &str, text: &str) -> Result<[u8; 32], KeytoolError> {
@@ -155,6 +204,9 @@ pub struct Identity {
     pub fingerprint: Fingerprint,
     /// When `init` ran (RFC 3339).
     pub created_at: String,
+    /// The rotation links by epoch (from `identity.toml`): link `e` is the
+    /// key of epoch `e` signed by the key of epoch `e - 1`.
+    pub rotations: BTreeMap<u32, RotationLink>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -181,7 +233,8 @@ impl Identity {
         self.current_key().public()
     }
 
-    /// The public bundle of this instance with the given addresses.
+    /// The public bundle of this instance with the given addresses, with
+    /// its rotation proof after a rotation ([`Identity::rotation_chain`]).
     pub fn bundle(&self, addresses: Vec<String>) -> Bundle {
         Bundle {
             org_name: self.org_name.clone(),
@@ -190,7 +243,61 @@ impl Identity {
             epoch: self.epoch,
             cert_fingerprint: self.fingerprint,
             addresses,
+            rotation: self.rotation_chain(),
         }
+    }
+
+    /// The public key of `epoch`, from the kept keys or the rotation links.
+    fn public_key_of(&self, epoch: u32) -> Option<OrgPublicKey> {
+        if epoch == 0 {
+            return Some(self.genesis_public_key);
+        }
+        self.keys
+            .get(&epoch)
+            .map(OrgKeyPair::public)
+            .or_else(|| self.rotations.get(&epoch).map(|l| l.public_key))
+    }
+
+    /// The link to `epoch`: the recorded one, or (for an epoch rotated by a
+    /// build that did not record links) one signed now with the kept key of
+    /// `epoch - 1`, binding the current certificate.
+    fn link(&self, epoch: u32) -> Option<RotationLink> {
+        if let Some(l) = self.rotations.get(&epoch) {
+            return Some(l.clone());
+        }
+        let previous = self.keys.get(&epoch.checked_sub(1)?)?;
+        let key = self.keys.get(&epoch)?;
+        Some(RotationLink::sign(
+            previous,
+            &self.org_id,
+            epoch,
+            key.public(),
+            self.fingerprint,
+        ))
+    }
+
+    /// The rotation proof our bundle carries: the last (at most
+    /// [`MAX_CHAIN`]) consecutive links ending at the current epoch, from
+    /// genesis when there are no more. `None` at epoch 0, or when not even
+    /// the newest link can be recorded or signed.
+    pub fn rotation_chain(&self) -> Option<RotationChain> {
+        let mut links = Vec::new();
+        let mut epoch = self.epoch;
+        while epoch >= 1 && links.len() < MAX_CHAIN {
+            let Some(link) = self.link(epoch) else { break };
+            links.push(link);
+            epoch -= 1;
+        }
+        links.reverse();
+        // The base key is the one of the epoch before the first link; drop
+        // links from the front until it is known.
+        while let Some(first) = links.first() {
+            if let Some(base_key) = self.public_key_of(first.epoch - 1) {
+                return Some(RotationChain { base_key, links });
+            }
+            links.remove(0);
+        }
+        None
     }
 
     /// The pair epoch to use with `partner` now: `max(our epoch, its epoch)`.
@@ -360,6 +467,7 @@ impl InstanceDir {
         let mut keys = BTreeMap::new();
         keys.insert(0, key);
         let identity = Identity {
+            rotations: BTreeMap::new(),
             org_name: org_name.to_string(),
             org_id,
             instance_id,
@@ -401,6 +509,7 @@ impl InstanceDir {
             cert_fingerprint: id.fingerprint.to_string(),
             created_at: id.created_at.clone(),
             rotated_at,
+            rotations: id.rotations.values().map(LinkEntry::of).collect(),
         };
         let text = toml::to_string(&file)
             .map_err(|e| KeytoolError::parse(self.identity_path(), e.to_string()))?;
@@ -507,7 +616,35 @@ impl InstanceDir {
             ));
         }
 
+        let mut rotations = BTreeMap::new();
+        for entry in &file.rotations {
+            let link = entry.parse(&path)?;
+            if link.epoch == 0 || link.epoch > file.epoch {
+                return Err(KeytoolError::parse(
+                    &path,
+                    format!(
+                        "rotation for epoch {} is outside 1..={}",
+                        link.epoch, file.epoch
+                    ),
+                ));
+            }
+            if keys
+                .get(&link.epoch)
+                .is_some_and(|k| k.public() != link.public_key)
+            {
+                return Err(KeytoolError::parse(
+                    &path,
+                    format!(
+                        "rotation for epoch {} names another key than public_keys.{}",
+                        link.epoch, link.epoch
+                    ),
+                ));
+            }
+            rotations.insert(link.epoch, link);
+        }
+
         Ok(Identity {
+            rotations,
             org_name: file.org_name,
             org_id,
             instance_id,
@@ -603,9 +740,12 @@ impl InstanceDir {
         fsutil::write_atomic(&path, text.as_bytes(), SECRET_FILE_MODE)
     }
 
-    /// Starts a new key epoch: writes `secrets/org-<epoch+1>.key`, then
-    /// records the new epoch and public key in `identity.toml`. Old keys are
-    /// kept. Returns the updated identity.
+    /// Starts a new key epoch: writes `secrets/org-<epoch+1>.key`, signs the
+    /// rotation link (new key and certificate, signed with the current key)
+    /// and records the new epoch, public key and link in `identity.toml`.
+    /// Links missing for earlier epochs (rotated before links were recorded)
+    /// are signed too where both keys are kept. Old keys are kept. Returns
+    /// the updated identity.
     pub fn rotate(&self) -> Result<Identity, KeytoolError> {
         let mut id = self.load_identity()?;
         let next = id.epoch.checked_add(1).ok_or_else(|| {
@@ -615,6 +755,13 @@ impl InstanceDir {
         self.write_org_key(next, &key)?;
         id.keys.insert(next, key);
         id.epoch = next;
+        for epoch in 1..=next {
+            if !id.rotations.contains_key(&epoch) {
+                if let Some(link) = id.link(epoch) {
+                    id.rotations.insert(epoch, link);
+                }
+            }
+        }
         self.write_identity_file(&id, Some(timefmt::now_rfc3339()))?;
         Ok(id)
     }

@@ -424,8 +424,8 @@ fn cmd_import(dir: &InstanceDir, file: &str, extra: &[String], yes: bool) -> Res
             return Ok(());
         }
         ImportPlan::Rotation { index, from } => format!(
-            "KEY ROTATION: {} moves from key epoch {from} to {} with a NEW KEY{}. Accept it only \
-             if the partner told you it rotated (check the fingerprint). Accept?",
+            "KEY ROTATION: {} moves from key epoch {from} to {} with a NEW KEY{}. The bundle \
+             carries a rotation proof signed by the key on file, and it checks out. Accept?",
             list[*index].name,
             bundle.epoch,
             if list[*index].cert_fingerprint != bundle.cert_fingerprint {
@@ -657,7 +657,8 @@ fn cmd_rotate(dir: &InstanceDir) -> Result<()> {
             println!("    {} (account {})", p.name, p.org_id);
         }
         println!(
-            "and run `orgsync-keytool import new.bundle` (it shows a key rotation to confirm)."
+            "and run `orgsync-keytool import new.bundle` (it checks the rotation proof, signed with \
+             your previous key, and shows the rotation to confirm)."
         );
     }
     Ok(())

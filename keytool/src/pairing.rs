@@ -783,21 +783,28 @@ fn open_bundle(
     })
 }
 
-/// Checks that `bundle` may be stored as a partner (without storing it).
+/// Checks that `bundle` may be stored as a partner (without storing it):
+/// the rules of [`partners::plan_pairing`].
 fn check_partner(dir: &InstanceDir, me: &Identity, bundle: &Bundle) -> Result<(), KeytoolError> {
     let partners = dir.load_partners()?;
-    partners::plan_import(&partners, &me.org_id, bundle).map(|_| ())
+    partners::plan_pairing(&partners, &me.org_id, bundle).map(|_| ())
 }
 
-/// Stores `bundle` as a partner (new, updated or rotated). Returns the entry
-/// and whether it was already known.
+/// Stores `bundle` as a partner after pairing (code pairing, or the
+/// daemon's "accept pending peer"). Returns the entry and whether it was
+/// already known.
+///
+/// Follows [`partners::plan_pairing`]: the account number must belong to
+/// the bundle's key (directly, or through its rotation proof), and a known
+/// partner's key or certificate is never replaced (that takes `import` of a
+/// bundle with a rotation proof); on refusal partners.toml is not written.
 pub fn store_partner(
     dir: &InstanceDir,
     me: &Identity,
     bundle: &Bundle,
 ) -> Result<(Partner, bool), KeytoolError> {
     let mut partners = dir.load_partners()?;
-    let plan = partners::plan_import(&partners, &me.org_id, bundle)?;
+    let plan = partners::plan_pairing(&partners, &me.org_id, bundle)?;
     let known = plan != ImportPlan::New;
     let i = partners::apply_import(&mut partners, &plan, bundle, &timefmt::now_rfc3339());
     if !matches!(plan, ImportPlan::Unchanged { .. }) {

@@ -3,6 +3,7 @@
 
 use orgsync_protocol::identity::{Fingerprint, OrgPublicKey};
 use orgsync_protocol::model::OrgId;
+use orgsync_protocol::rotation::{self, Anchor};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
@@ -123,7 +124,8 @@ pub enum ImportPlan {
         index: usize,
     },
     /// A known partner moved to a newer key epoch with a new key (and
-    /// possibly a new certificate).
+    /// possibly a new certificate), proven by a rotation chain from the key
+    /// on file (checked by [`plan_import`]).
     Rotation {
         /// Index in the partners list.
         index: usize,
@@ -136,12 +138,21 @@ pub enum ImportPlan {
 /// the bundle and the command line) into `partners` would do, for our
 /// organisation `own`.
 ///
+/// Guarantees: a key is never accepted for an account number unless it is
+/// the key on file, or is proven by a rotation chain (see
+/// [`orgsync_protocol::rotation`]) from the key on file (known partner) or
+/// from the genesis key the account number is the hash of (new partner),
+/// with the bundle's certificate bound by the newest link.
+///
 /// # Errors
-/// Our own bundle, a forged account number (epoch 0 bundles only: the
-/// account number must derive from the key), a revoked partner, another key
-/// at the same or an older epoch under a known account number, another
-/// certificate at the same epoch, or a certificate already pinned for
-/// another partner.
+/// Our own bundle; a forged account number ([`KeytoolError::OrgIdMismatch`]
+/// at epoch 0, [`KeytoolError::OrgIdUnproven`] or
+/// [`KeytoolError::RotationInvalid`] after it); a revoked partner; another
+/// key at the same or an older epoch under a known account number
+/// ([`KeytoolError::KeyConflict`]); a newer key without proof
+/// ([`KeytoolError::RotationUnproven`]) or with a proof that does not hold
+/// ([`KeytoolError::RotationInvalid`]); another certificate at the same
+/// epoch; or a certificate already pinned for another partner.
 pub fn plan_import(
     partners: &[Partner],
     own: &OrgId,
@@ -167,12 +178,7 @@ pub fn plan_import(
         });
     }
     let Some(index) = partners.iter().position(|p| p.org_id == bundle.org_id) else {
-        if bundle.epoch == 0 && bundle.public_key.org_id() != bundle.org_id {
-            return Err(KeytoolError::OrgIdMismatch {
-                claimed: bundle.org_id.account_number(),
-                derived: bundle.public_key.org_id().account_number(),
-            });
-        }
+        check_new_account(bundle)?;
         return Ok(ImportPlan::New);
     };
     let known = &partners[index];
@@ -192,13 +198,37 @@ pub fn plan_import(
         new_epoch: bundle.epoch,
     };
     if bundle.public_key != known.public_key {
-        if bundle.epoch > known.epoch {
-            return Ok(ImportPlan::Rotation {
-                index,
-                from: known.epoch,
-            });
+        if bundle.epoch <= known.epoch {
+            return Err(conflict());
         }
-        return Err(conflict());
+        let Some(chain) = &bundle.rotation else {
+            return Err(KeytoolError::RotationUnproven {
+                org_id: known.org_id.account_number(),
+                name: known.name.clone(),
+                known_epoch: known.epoch,
+                new_epoch: bundle.epoch,
+            });
+        };
+        rotation::verify_chain(
+            &bundle.org_id,
+            chain,
+            bundle.epoch,
+            &bundle.public_key,
+            &bundle.cert_fingerprint,
+            &Anchor::Known {
+                epoch: known.epoch,
+                key: known.public_key,
+            },
+        )
+        .map_err(|source| KeytoolError::RotationInvalid {
+            org_id: known.org_id.account_number(),
+            name: known.name.clone(),
+            source,
+        })?;
+        return Ok(ImportPlan::Rotation {
+            index,
+            from: known.epoch,
+        });
     }
     if bundle.epoch != known.epoch {
         // Same key under another epoch number: not something orgsync makes.
@@ -217,6 +247,65 @@ pub fn plan_import(
     } else {
         Ok(ImportPlan::Update { index })
     }
+}
+
+/// Checks that a bundle for an account number we do not know belongs to it:
+/// at epoch 0 the key hashes to it; later, a rotation chain leads from the
+/// genesis key that hashes to it up to the bundle's key and certificate.
+fn check_new_account(bundle: &Bundle) -> Result<(), KeytoolError> {
+    if bundle.epoch == 0 {
+        let derived = bundle.public_key.org_id();
+        if derived != bundle.org_id {
+            return Err(KeytoolError::OrgIdMismatch {
+                claimed: bundle.org_id.account_number(),
+                derived: derived.account_number(),
+            });
+        }
+        return Ok(());
+    }
+    let Some(chain) = &bundle.rotation else {
+        return Err(KeytoolError::OrgIdUnproven {
+            org_id: bundle.org_id.account_number(),
+            epoch: bundle.epoch,
+        });
+    };
+    rotation::verify_chain(
+        &bundle.org_id,
+        chain,
+        bundle.epoch,
+        &bundle.public_key,
+        &bundle.cert_fingerprint,
+        &Anchor::Genesis,
+    )
+    .map_err(|source| KeytoolError::RotationInvalid {
+        org_id: bundle.org_id.account_number(),
+        name: bundle.org_name.clone(),
+        source,
+    })
+}
+
+/// Like [`plan_import`], for pairing (code pairing, accepting a pending
+/// peer): a known account number is accepted only with the same key and
+/// certificate ([`ImportPlan::Unchanged`] / [`ImportPlan::Update`]), never
+/// as a rotation: pairing proves who is at the other end of a channel, not
+/// who held the old key.
+///
+/// # Errors
+/// Those of [`plan_import`], and [`KeytoolError::KeyChangeByPairing`] for a
+/// rotation.
+pub fn plan_pairing(
+    partners: &[Partner],
+    own: &OrgId,
+    bundle: &Bundle,
+) -> Result<ImportPlan, KeytoolError> {
+    let plan = plan_import(partners, own, bundle)?;
+    if let ImportPlan::Rotation { index, .. } = plan {
+        return Err(KeytoolError::KeyChangeByPairing {
+            org_id: partners[index].org_id.account_number(),
+            name: partners[index].name.clone(),
+        });
+    }
+    Ok(plan)
 }
 
 /// Applies a plan made by [`plan_import`] for the same `partners` and
@@ -321,6 +410,7 @@ pub fn revoke(partners: &mut [Partner], index: usize, now: &str) -> bool {
 mod tests {
     use super::*;
     use orgsync_protocol::identity::OrgKeyPair;
+    use orgsync_protocol::rotation::{RotationChain, RotationError, RotationLink};
 
     fn bundle(key: &OrgKeyPair, fp: u8) -> Bundle {
         Bundle {
@@ -330,7 +420,187 @@ mod tests {
             epoch: 0,
             cert_fingerprint: Fingerprint([fp; 32]),
             addresses: vec!["acme.example:7700".into()],
+            rotation: None,
         }
+    }
+
+    /// An organisation that rotated `n` times: its keys and its bundle at
+    /// epoch `n` with the full proof (certificate `fp` throughout).
+    fn rotated(n: u32, fp: u8) -> (Vec<OrgKeyPair>, Bundle) {
+        let keys: Vec<OrgKeyPair> = (0..=n).map(|_| OrgKeyPair::generate()).collect();
+        let org = keys[0].public().org_id();
+        let links = (1..=n)
+            .map(|e| {
+                let i = e as usize;
+                RotationLink::sign(
+                    &keys[i - 1],
+                    &org,
+                    e,
+                    keys[i].public(),
+                    Fingerprint([fp; 32]),
+                )
+            })
+            .collect();
+        let mut b = bundle(&keys[0], fp);
+        b.epoch = n;
+        b.public_key = keys[n as usize].public();
+        b.rotation = Some(RotationChain {
+            base_key: keys[0].public(),
+            links,
+        });
+        (keys, b)
+    }
+
+    #[test]
+    fn a_proven_rotation_is_accepted_and_applied() {
+        let own = OrgKeyPair::generate().public().org_id();
+        let (keys, b2) = rotated(2, 1);
+        let mut partners = Vec::new();
+        apply_import(&mut partners, &ImportPlan::New, &bundle(&keys[0], 1), "t0");
+        let plan = plan_import(&partners, &own, &b2).unwrap();
+        assert_eq!(plan, ImportPlan::Rotation { index: 0, from: 0 });
+        apply_import(&mut partners, &plan, &b2, "t1");
+        assert_eq!(
+            (partners[0].epoch, partners[0].public_key),
+            (2, keys[2].public())
+        );
+        assert_eq!(
+            plan_import(&partners, &own, &b2).unwrap(),
+            ImportPlan::Unchanged { index: 0 }
+        );
+        // Pairing never rotates, even with a valid proof.
+        let mut partners = Vec::new();
+        apply_import(&mut partners, &ImportPlan::New, &bundle(&keys[0], 1), "t0");
+        assert!(matches!(
+            plan_pairing(&partners, &own, &b2),
+            Err(KeytoolError::KeyChangeByPairing { .. })
+        ));
+        // A new partner at epoch 2 with a proof back to its genesis key.
+        assert_eq!(plan_import(&[], &own, &b2).unwrap(), ImportPlan::New);
+        assert_eq!(plan_pairing(&[], &own, &b2).unwrap(), ImportPlan::New);
+    }
+
+    #[test]
+    fn the_takeover_bundle_is_refused() {
+        // M, a real second partner, claims B's account number at B's epoch
+        // + 1 with its own key and certificate.
+        let own = OrgKeyPair::generate().public().org_id();
+        let b_key = OrgKeyPair::generate();
+        let m_key = OrgKeyPair::generate();
+        let mut partners = Vec::new();
+        apply_import(&mut partners, &ImportPlan::New, &bundle(&b_key, 1), "t0");
+        apply_import(&mut partners, &ImportPlan::New, &bundle(&m_key, 2), "t0");
+        let mut takeover = bundle(&m_key, 9);
+        takeover.org_id = b_key.public().org_id();
+        takeover.epoch = 1;
+        let err = plan_import(&partners, &own, &takeover).unwrap_err();
+        assert!(
+            matches!(err, KeytoolError::RotationUnproven { .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("without proof from the old key"), "{msg}");
+        assert!(
+            msg.contains("by phone") && msg.contains("orgsync-keytool revoke"),
+            "{msg}"
+        );
+        assert!(matches!(
+            plan_pairing(&partners, &own, &takeover),
+            Err(KeytoolError::RotationUnproven { .. })
+        ));
+        // With a "proof" M signed with its own key.
+        let m_next = OrgKeyPair::generate();
+        takeover.public_key = m_next.public();
+        takeover.rotation = Some(RotationChain {
+            base_key: m_key.public(),
+            links: vec![RotationLink::sign(
+                &m_key,
+                &takeover.org_id,
+                1,
+                m_next.public(),
+                takeover.cert_fingerprint,
+            )],
+        });
+        let err = plan_import(&partners, &own, &takeover).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeytoolError::RotationInvalid {
+                    source: RotationError::NotFromKeyOnFile { epoch: 0 },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The same claim for an account we do not know: the account number
+        // is never taken on faith, at any epoch.
+        let err = plan_import(&[], &own, &takeover).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeytoolError::RotationInvalid {
+                    source: RotationError::GenesisMismatch { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        takeover.rotation = None;
+        assert!(matches!(
+            plan_import(&[], &own, &takeover),
+            Err(KeytoolError::OrgIdUnproven { epoch: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn broken_proofs_each_have_their_message() {
+        let own = OrgKeyPair::generate().public().org_id();
+        let (keys, good) = rotated(3, 1);
+        let mut partners = Vec::new();
+        apply_import(&mut partners, &ImportPlan::New, &bundle(&keys[0], 1), "t0");
+        let refuse = |b: &Bundle| match plan_import(&partners, &own, b) {
+            Err(KeytoolError::RotationInvalid { source, .. }) => source,
+            other => panic!("expected RotationInvalid, got {other:?}"),
+        };
+        fn chain(b: &mut Bundle) -> &mut RotationChain {
+            b.rotation.as_mut().expect("rotated bundles carry a proof")
+        }
+        // Tampered link.
+        let mut b = good.clone();
+        chain(&mut b).links[1].cert_fingerprint = Fingerprint([5; 32]);
+        assert_eq!(refuse(&b), RotationError::BadSignature { epoch: 2 });
+        // Skipped epoch.
+        let mut b = good.clone();
+        chain(&mut b).links.remove(1);
+        assert_eq!(
+            refuse(&b),
+            RotationError::SkippedEpoch { after: 1, found: 3 }
+        );
+        // Valid chain, swapped certificate.
+        let mut b = good.clone();
+        b.cert_fingerprint = Fingerprint([6; 32]);
+        assert!(matches!(refuse(&b), RotationError::CertNotBound { .. }));
+        // The known epoch is older than the chain carries.
+        let mut b = good.clone();
+        let c = chain(&mut b);
+        c.base_key = keys[1].public();
+        c.links.remove(0);
+        assert_eq!(
+            refuse(&b),
+            RotationError::KnownEpochTooOld {
+                known: 0,
+                oldest: 1
+            }
+        );
+        let msgs: std::collections::BTreeSet<String> = [
+            RotationError::BadSignature { epoch: 2 },
+            RotationError::SkippedEpoch { after: 1, found: 3 },
+            RotationError::NotFromKeyOnFile { epoch: 0 },
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(msgs.len(), 3);
     }
 
     #[test]
@@ -368,13 +638,17 @@ mod tests {
             plan_import(&[], &own, &forged),
             Err(KeytoolError::OrgIdMismatch { .. })
         ));
-        // A newer epoch is a rotation, shown to the operator.
+        // A newer epoch without a proof from the key on file is refused.
         let mut newer = forged;
         newer.epoch = 2;
-        assert_eq!(
-            plan_import(&partners, &own, &newer).unwrap(),
-            ImportPlan::Rotation { index: 0, from: 0 }
-        );
+        assert!(matches!(
+            plan_import(&partners, &own, &newer),
+            Err(KeytoolError::RotationUnproven {
+                known_epoch: 0,
+                new_epoch: 2,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -21,6 +21,14 @@
 //!   32 bytes     SHA-256 fingerprint of the instance's TLS certificate
 //!   u8           address count C (0..=16)
 //!   C times:     u8 length L (1..=255), then L bytes "host:port" (UTF-8)
+//!
+//!   optional, only after a key rotation (absent from epoch-0 bundles, so
+//!   those are byte for byte what earlier builds wrote and read):
+//!   u8           section tag 1 = rotation proof
+//!   u8           link count K (1..=16)
+//!   32 bytes     base key: the public key of the epoch before the first link
+//!   K times:     u32 epoch, 32 bytes public key, 32 bytes certificate
+//!                fingerprint, 64 bytes XEdDSA signature by the previous key
 //!   ```
 //!
 //! - `<check>` is 8 lowercase hex digits: the first 4 bytes of the BLAKE3
@@ -37,10 +45,13 @@
 //!
 //! An OrgId is the hash of the organisation's *genesis* (epoch 0) key. For an
 //! epoch-0 bundle the parser checks `org_id == public_key.org_id()`. After a
-//! rotation (epoch > 0) the current key no longer hashes to the OrgId and the
-//! genesis key is not in the bundle, so the link cannot be checked offline:
-//! the importer must rely on the fingerprint check, or on a rotation
-//! announcement received under the previous epoch's keys.
+//! rotation (epoch > 0) the current key no longer hashes to the OrgId; the
+//! bundle then carries a rotation proof (see [`crate::rotation`]): the last
+//! links (at most 16) from an older key to the current one, each signed by
+//! the key it replaces. The parser only checks its form; the importer checks
+//! it against the key it has on file (or, for an organisation it does not
+//! know, against the genesis key the account number is the hash of) with
+//! [`crate::rotation::verify_chain`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +61,7 @@ use subtle::ConstantTimeEq;
 
 use crate::identity::{Fingerprint, OrgPublicKey};
 use crate::model::OrgId;
+use crate::rotation::{RotationChain, RotationLink, RotationSignature, MAX_CHAIN};
 
 /// Text every bundle starts with.
 pub const PREFIX: &str = "orgsync-bundle:";
@@ -63,6 +75,8 @@ pub const MAX_ADDRESSES: usize = 16;
 pub const MAX_ADDRESS_LEN: usize = 255;
 /// Hex digits of the checksum.
 const CHECK_LEN: usize = 8;
+/// Tag of the optional rotation-proof section.
+const SECTION_ROTATION: u8 = 1;
 
 /// An organisation's public bundle. Carries nothing secret.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,6 +93,9 @@ pub struct Bundle {
     pub cert_fingerprint: Fingerprint,
     /// Where the instance listens, as `host:port`.
     pub addresses: Vec<String>,
+    /// The rotation proof for `epoch > 0` (see [`crate::rotation`]); `None`
+    /// at epoch 0 and in bundles of builds before rotation proofs.
+    pub rotation: Option<RotationChain>,
 }
 
 /// Why a bundle was refused. Messages are written for the sysadmin who
@@ -119,7 +136,7 @@ pub enum BundleError {
         part: &'static str,
     },
     /// Bytes after the last address.
-    #[error("the bundle has {extra} unexpected bytes after its last address; it was not made by a compatible orgsync")]
+    #[error("the bundle has {extra} unexpected bytes after its last section; it was not made by a compatible orgsync")]
     TrailingData {
         /// Number of extra bytes.
         extra: usize,
@@ -143,6 +160,18 @@ pub enum BundleError {
     TooManyAddresses {
         /// Addresses found.
         count: usize,
+    },
+    /// A section after the addresses that this build does not know.
+    #[error("the bundle has a section of unknown type {tag} after its addresses; it was made by a newer orgsync: upgrade, or ask your partner for a bundle this build reads")]
+    UnknownSection {
+        /// The section tag.
+        tag: u8,
+    },
+    /// The rotation-proof section is malformed.
+    #[error("the bundle's rotation proof is malformed: {reason}")]
+    BadRotation {
+        /// Why.
+        reason: String,
     },
     /// Epoch 0 bundle whose OrgId is not the hash of its key.
     #[error("the bundle's account number {claimed} does not belong to its key (the key gives {derived}); the bundle was forged or corrupted")]
@@ -226,12 +255,22 @@ impl Bundle {
             epoch,
             cert_fingerprint,
             addresses,
+            rotation: None,
         };
         b.validate()?;
         Ok(b)
     }
 
-    /// Checks name, addresses and (at epoch 0) the OrgId; see the module doc.
+    /// This bundle with a rotation proof, validated.
+    pub fn with_rotation(mut self, rotation: Option<RotationChain>) -> Result<Bundle, BundleError> {
+        self.rotation = rotation;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks name, addresses, (at epoch 0) the OrgId, and the form of the
+    /// rotation proof (at most 16 links, none at epoch 0; its signatures are
+    /// the importer's check); see the module doc.
     pub fn validate(&self) -> Result<(), BundleError> {
         check_name(&self.org_name)?;
         if self.addresses.len() > MAX_ADDRESSES {
@@ -249,6 +288,18 @@ impl Bundle {
                     claimed: self.org_id,
                     derived,
                 });
+            }
+        }
+        if let Some(chain) = &self.rotation {
+            let bad = |reason: String| Err(BundleError::BadRotation { reason });
+            if self.epoch == 0 {
+                return bad("an epoch-0 bundle has nothing to prove".into());
+            }
+            if chain.links.is_empty() || chain.links.len() > MAX_CHAIN {
+                return bad(format!(
+                    "it has {} links; a proof has 1 to {MAX_CHAIN}",
+                    chain.links.len()
+                ));
             }
         }
         Ok(())
@@ -282,6 +333,19 @@ impl Bundle {
             // At most MAX_ADDRESS_LEN (255) bytes, so the cast is lossless.
             payload.push(bytes.len() as u8);
             payload.extend_from_slice(bytes);
+        }
+        if let Some(chain) = &self.rotation {
+            payload.push(SECTION_ROTATION);
+            let count = chain.links.len().min(usize::from(u8::MAX));
+            // Clamped to u8::MAX just above; over 16 is refused on parse.
+            payload.push(count as u8);
+            payload.extend_from_slice(&chain.base_key.0);
+            for link in &chain.links[..count] {
+                payload.extend_from_slice(&link.epoch.to_be_bytes());
+                payload.extend_from_slice(&link.public_key.0);
+                payload.extend_from_slice(&link.cert_fingerprint.0);
+                payload.extend_from_slice(&link.signature.0);
+            }
         }
         let mut line = format!(
             "{PREFIX}{VERSION}:{}",
@@ -449,6 +513,15 @@ fn decode_payload(payload: &[u8]) -> Result<Bundle, BundleError> {
         check_address(address)?;
         addresses.push(address.to_string());
     }
+    let rotation = if r.rest.is_empty() {
+        None
+    } else {
+        let tag = r.array::<1>("section tag")?[0];
+        if tag != SECTION_ROTATION {
+            return Err(BundleError::UnknownSection { tag });
+        }
+        Some(decode_rotation(&mut r)?)
+    };
     if !r.rest.is_empty() {
         return Err(BundleError::TrailingData {
             extra: r.rest.len(),
@@ -461,7 +534,28 @@ fn decode_payload(payload: &[u8]) -> Result<Bundle, BundleError> {
         epoch,
         cert_fingerprint,
         addresses,
+        rotation,
     })
+}
+
+fn decode_rotation(r: &mut Reader<'_>) -> Result<RotationChain, BundleError> {
+    let count = usize::from(r.array::<1>("rotation link count")?[0]);
+    if count == 0 || count > MAX_CHAIN {
+        return Err(BundleError::BadRotation {
+            reason: format!("it has {count} links; a proof has 1 to {MAX_CHAIN}"),
+        });
+    }
+    let base_key = OrgPublicKey(r.array("rotation base key")?);
+    let mut links = Vec::with_capacity(count);
+    for _ in 0..count {
+        links.push(RotationLink {
+            epoch: u32::from_be_bytes(r.array("rotation link epoch")?),
+            public_key: OrgPublicKey(r.array("rotation link key")?),
+            cert_fingerprint: Fingerprint(r.array("rotation link fingerprint")?),
+            signature: RotationSignature(r.array("rotation link signature")?),
+        });
+    }
+    Ok(RotationChain { base_key, links })
 }
 
 impl fmt::Display for Bundle {
@@ -530,6 +624,88 @@ mod tests {
         // Wrapped by a mail client.
         let (x, y) = line.split_at(40);
         assert_eq!(Bundle::parse(&format!("{x}\n  {y}")).unwrap(), b);
+    }
+
+    /// A bundle at epoch `links` with a (structurally valid, unsigned)
+    /// rotation proof of that many links.
+    fn rotated_sample(links: u32) -> Bundle {
+        let mut b = sample();
+        b.epoch = links;
+        b.public_key = OrgPublicKey([9; 32]);
+        b.rotation = Some(RotationChain {
+            base_key: OrgPublicKey([3; 32]),
+            links: (1..=links)
+                .map(|e| RotationLink {
+                    epoch: e,
+                    public_key: OrgPublicKey([e as u8; 32]),
+                    cert_fingerprint: b.cert_fingerprint,
+                    signature: RotationSignature([e as u8; 64]),
+                })
+                .collect(),
+        });
+        b
+    }
+
+    #[test]
+    fn rotation_proofs_round_trip_and_old_bundles_still_parse() {
+        for n in [1, 2, MAX_CHAIN as u32] {
+            let b = rotated_sample(n);
+            assert_eq!(Bundle::parse(&b.to_line()).unwrap(), b);
+        }
+        // An epoch-0 bundle has no section: the line is what v1 builds wrote
+        // (nothing is appended when there is no proof).
+        let old = sample();
+        assert!(old.rotation.is_none());
+        assert_eq!(Bundle::parse(&old.to_line()).unwrap(), old);
+        // Cut inside the section: truncated, naming the part.
+        let good = payload_of(&rotated_sample(2));
+        assert_eq!(
+            Bundle::parse(&line_with_payload(&good[..good.len() - 1])),
+            Err(BundleError::Truncated {
+                part: "rotation link signature"
+            })
+        );
+        let addresses_end = payload_of(&sample()).len();
+        assert_eq!(
+            Bundle::parse(&line_with_payload(&good[..addresses_end + 1])),
+            Err(BundleError::Truncated {
+                part: "rotation link count"
+            })
+        );
+        for count in [0u8, 17, 255] {
+            let mut bad = good.clone();
+            bad[addresses_end + 1] = count;
+            assert!(
+                matches!(
+                    Bundle::parse(&line_with_payload(&bad)),
+                    Err(BundleError::BadRotation { .. })
+                ),
+                "count {count}"
+            );
+        }
+        let mut unknown = good.clone();
+        unknown[addresses_end] = 2;
+        assert_eq!(
+            Bundle::parse(&line_with_payload(&unknown)),
+            Err(BundleError::UnknownSection { tag: 2 })
+        );
+        // A proof on an epoch-0 bundle, or with too many links.
+        let mut b = rotated_sample(1);
+        b.epoch = 0;
+        b.public_key = OrgPublicKey([3; 32]);
+        assert!(matches!(
+            Bundle::parse(&b.to_line()),
+            Err(BundleError::BadRotation { .. })
+        ));
+        let mut b = rotated_sample(MAX_CHAIN as u32);
+        if let Some(chain) = b.rotation.as_mut() {
+            let first = chain.links[0].clone();
+            chain.links.push(first);
+        }
+        assert!(matches!(
+            Bundle::parse(&b.to_line()),
+            Err(BundleError::BadRotation { .. })
+        ));
     }
 
     #[test]
@@ -603,6 +779,13 @@ mod tests {
             })
         );
         let mut long = good.clone();
+        long.push(0);
+        assert_eq!(
+            Bundle::parse(&line_with_payload(&long)),
+            Err(BundleError::UnknownSection { tag: 0 })
+        );
+        let rotated = payload_of(&rotated_sample(2));
+        let mut long = rotated.clone();
         long.push(0);
         assert_eq!(
             Bundle::parse(&line_with_payload(&long)),
@@ -720,7 +903,49 @@ mod tests {
                     epoch,
                     cert_fingerprint: Fingerprint(fp),
                     addresses,
+                    rotation: None,
                 }
+            })
+    }
+
+    /// Bundles with and without a rotation proof of random content (the
+    /// parser checks its form only).
+    fn arb_bundle_any() -> impl Strategy<Value = Bundle> {
+        (
+            arb_bundle(),
+            any::<[u8; 32]>(),
+            proptest::collection::vec(
+                (
+                    any::<u32>(),
+                    any::<[u8; 32]>(),
+                    any::<[u8; 32]>(),
+                    any::<[u8; 32]>(),
+                    any::<[u8; 32]>(),
+                ),
+                0..=MAX_CHAIN,
+            ),
+        )
+            .prop_map(|(mut b, base, links)| {
+                if b.epoch > 0 && !links.is_empty() {
+                    b.rotation = Some(RotationChain {
+                        base_key: OrgPublicKey(base),
+                        links: links
+                            .into_iter()
+                            .map(|(epoch, key, fp, s1, s2)| {
+                                let mut sig = [0u8; 64];
+                                sig[..32].copy_from_slice(&s1);
+                                sig[32..].copy_from_slice(&s2);
+                                RotationLink {
+                                    epoch,
+                                    public_key: OrgPublicKey(key),
+                                    cert_fingerprint: Fingerprint(fp),
+                                    signature: RotationSignature(sig),
+                                }
+                            })
+                            .collect(),
+                    });
+                }
+                b
             })
     }
 
@@ -728,7 +953,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
-        fn valid_bundles_round_trip(b in arb_bundle()) {
+        fn valid_bundles_round_trip(b in arb_bundle_any()) {
             prop_assert_eq!(b.validate(), Ok(()));
             prop_assert_eq!(Bundle::parse(&b.to_line()), Ok(b));
         }
@@ -746,7 +971,7 @@ mod tests {
         }
 
         #[test]
-        fn single_character_changes_are_caught(b in arb_bundle(), pos in any::<prop::sample::Index>(), c in "[A-Za-z0-9_:-]") {
+        fn single_character_changes_are_caught(b in arb_bundle_any(), pos in any::<prop::sample::Index>(), c in "[A-Za-z0-9_:-]") {
             let line = b.to_line();
             let i = pos.index(line.len());
             let c = c.chars().next().unwrap_or('A');

@@ -29,6 +29,7 @@ pub mod envelope;
 pub mod identity;
 pub mod merge;
 pub mod model;
+pub mod rotation;
 pub mod session;
 pub mod share;
 pub mod wire;
