@@ -112,7 +112,9 @@ impl PartnerReloader {
 }
 
 /// Accepting a pending peer: its bundle goes to partners.toml, then the
-/// partner set is reloaded (the peer is paired from then on).
+/// partner set is reloaded (the peer is paired from then on). keytool's
+/// `store_partner` refuses a bundle whose account number does not belong to
+/// its key and never replaces a known partner's key or certificate.
 impl crate::governance::pending::Pairing for PartnerReloader {
     fn pair(&self, bundle: &orgsync_protocol::bundle::Bundle) -> Result<String, String> {
         let me = self.dir.load_identity().map_err(|e| e.to_string())?;

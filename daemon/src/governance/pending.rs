@@ -95,7 +95,11 @@ pub async fn dismiss(gov: &Governance, fingerprint: &str, by: &str) -> Result<()
 }
 
 /// Pairs with a pending peer: `bundle` (sent by its admin) must carry the
-/// fingerprint the admin checked and the peer presented.
+/// fingerprint the admin checked and the peer presented. The pairing rules
+/// are keytool's (`store_partner`): the account number must belong to the
+/// bundle's key, and a known partner's key or certificate is never replaced
+/// here. A refusal is logged (warn) and audited as `partner.accept.refused`,
+/// and changes nothing.
 pub async fn accept(
     gov: &Governance,
     fingerprint: &str,
@@ -118,7 +122,29 @@ pub async fn accept(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()
         .ok_or_else(|| GovError::Invalid("this daemon cannot pair from its API".into()))?;
-    let name = pairing.pair(&bundle).map_err(GovError::Refused)?;
+    let name = match pairing.pair(&bundle) {
+        Ok(name) => name,
+        Err(reason) => {
+            // A refused pairing is a security event (e.g. a bundle claiming
+            // a known partner's account number with another key): logged
+            // and audited, partners.toml untouched.
+            tracing::warn!(
+                fingerprint = %p.fingerprint,
+                account = %bundle.org_id,
+                %reason,
+                "pending peer not paired: refused"
+            );
+            gov.audit(
+                by,
+                "partner.accept.refused",
+                Some(&bundle.org_id),
+                None,
+                format!("pending peer {} not paired: {reason}", p.fingerprint),
+            )?;
+            gov.db().flush().await?;
+            return Err(GovError::Refused(reason));
+        }
+    };
     gov.audit(
         by,
         "partner.accept",
