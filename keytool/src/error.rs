@@ -169,21 +169,38 @@ pub enum KeytoolError {
         /// The bundle's epoch.
         new_epoch: u32,
     },
-    /// A bundle's rotation proof does not hold.
+    /// A known partner's bundle has a rotation proof that does not hold.
+    // The reason is shown in the message and not exposed as the error's
+    // source: with both, a printed cause chain said it twice.
     #[error(
-        "REFUSED: the bundle for account {org_id} ({name}) has an invalid key rotation proof: \
-         {source}. Someone may be impersonating this partner. Verify with the partner by phone; \
-         if they really rotated, run `orgsync-keytool revoke {org_id}` and pair again (remove the \
-         revoked entry from partners.toml first)"
+        "REFUSED: the bundle for partner account {org_id} ({name}) has an invalid key rotation \
+         proof: {reason}. Someone may be impersonating this partner. Verify with the partner by \
+         phone; if they really rotated, run `orgsync-keytool revoke {org_id}` and pair again \
+         (remove the revoked entry from partners.toml first)"
     )]
     RotationInvalid {
         /// The account number.
         org_id: String,
-        /// The partner's name (ours for a known partner, the bundle's otherwise).
+        /// The partner's name as we know it.
         name: String,
-        /// Why the proof fails.
-        #[source]
-        source: orgsync_protocol::rotation::RotationError,
+        /// Why the proof fails (boxed: keeps the error small).
+        reason: Box<orgsync_protocol::rotation::RotationError>,
+    },
+    /// A bundle for an account number we do not know, at epoch > 0, whose
+    /// rotation proof does not lead back to the account's genesis key.
+    #[error(
+        "REFUSED: the bundle claims account {org_id} ({name}) at a later key epoch, but its \
+         rotation proof does not hold: {reason}. The account number is not proven to belong to \
+         the bundle's key; do not import it, and check the account number with the partner by \
+         phone"
+    )]
+    AccountUnproven {
+        /// The claimed account number.
+        org_id: String,
+        /// The bundle's organisation name.
+        name: String,
+        /// Why the proof fails (boxed: keeps the error small).
+        reason: Box<orgsync_protocol::rotation::RotationError>,
     },
     /// An unknown account number at epoch > 0 without a proof back to its
     /// genesis key.

@@ -147,7 +147,7 @@ pub enum ImportPlan {
 /// # Errors
 /// Our own bundle; a forged account number ([`KeytoolError::OrgIdMismatch`]
 /// at epoch 0, [`KeytoolError::OrgIdUnproven`] or
-/// [`KeytoolError::RotationInvalid`] after it); a revoked partner; another
+/// [`KeytoolError::AccountUnproven`] after it); a revoked partner; another
 /// key at the same or an older epoch under a known account number
 /// ([`KeytoolError::KeyConflict`]); a newer key without proof
 /// ([`KeytoolError::RotationUnproven`]) or with a proof that does not hold
@@ -166,6 +166,10 @@ pub fn plan_import(
     for a in &bundle.addresses {
         validate_address(a)?;
     }
+    let plan = plan_by_account(partners, bundle)?;
+    // After the account and key checks: a bundle claiming a known account
+    // with another partner's certificate is first of all an unproven key
+    // change, and is reported as one.
     if let Some(other) = partners
         .iter()
         .find(|p| p.org_id != bundle.org_id && p.cert_fingerprint == bundle.cert_fingerprint)
@@ -177,6 +181,12 @@ pub fn plan_import(
             new: bundle.cert_fingerprint.to_string(),
         });
     }
+    Ok(plan)
+}
+
+/// [`plan_import`] for the bundle's account number: new (proven account
+/// number), or known (same key, or a proven rotation).
+fn plan_by_account(partners: &[Partner], bundle: &Bundle) -> Result<ImportPlan, KeytoolError> {
     let Some(index) = partners.iter().position(|p| p.org_id == bundle.org_id) else {
         check_new_account(bundle)?;
         return Ok(ImportPlan::New);
@@ -220,10 +230,10 @@ pub fn plan_import(
                 key: known.public_key,
             },
         )
-        .map_err(|source| KeytoolError::RotationInvalid {
+        .map_err(|reason| KeytoolError::RotationInvalid {
             org_id: known.org_id.account_number(),
             name: known.name.clone(),
-            source,
+            reason: Box::new(reason),
         })?;
         return Ok(ImportPlan::Rotation {
             index,
@@ -277,10 +287,10 @@ fn check_new_account(bundle: &Bundle) -> Result<(), KeytoolError> {
         &bundle.cert_fingerprint,
         &Anchor::Genesis,
     )
-    .map_err(|source| KeytoolError::RotationInvalid {
+    .map_err(|reason| KeytoolError::AccountUnproven {
         org_id: bundle.org_id.account_number(),
         name: bundle.org_name.clone(),
-        source,
+        reason: Box::new(reason),
     })
 }
 
@@ -524,11 +534,9 @@ mod tests {
         let err = plan_import(&partners, &own, &takeover).unwrap_err();
         assert!(
             matches!(
-                err,
-                KeytoolError::RotationInvalid {
-                    source: RotationError::NotFromKeyOnFile { epoch: 0 },
-                    ..
-                }
+                &err,
+                KeytoolError::RotationInvalid { reason, .. }
+                    if **reason == RotationError::NotFromKeyOnFile { epoch: 0 }
             ),
             "{err}"
         );
@@ -537,11 +545,9 @@ mod tests {
         let err = plan_import(&[], &own, &takeover).unwrap_err();
         assert!(
             matches!(
-                err,
-                KeytoolError::RotationInvalid {
-                    source: RotationError::GenesisMismatch { .. },
-                    ..
-                }
+                &err,
+                KeytoolError::AccountUnproven { reason, .. }
+                    if matches!(**reason, RotationError::GenesisMismatch { .. })
             ),
             "{err}"
         );
@@ -559,7 +565,7 @@ mod tests {
         let mut partners = Vec::new();
         apply_import(&mut partners, &ImportPlan::New, &bundle(&keys[0], 1), "t0");
         let refuse = |b: &Bundle| match plan_import(&partners, &own, b) {
-            Err(KeytoolError::RotationInvalid { source, .. }) => source,
+            Err(KeytoolError::RotationInvalid { reason, .. }) => *reason,
             other => panic!("expected RotationInvalid, got {other:?}"),
         };
         fn chain(b: &mut Bundle) -> &mut RotationChain {
