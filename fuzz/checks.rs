@@ -237,9 +237,14 @@ pub fn envelope_open(data: &[u8]) {
 
 /// Bundle parsing: arbitrary text (lossily decoded) must never panic, and
 /// anything accepted must be valid and re-encode to a line that parses back
-/// to the same bundle.
+/// to the same bundle. A parsed rotation proof goes through the importer's
+/// chain check from both anchors (a partner on file at epoch 0 with the
+/// proof's base key, and an unknown account), which must not panic either;
+/// a proof from the fuzzer that verifies from genesis must really start at
+/// the genesis key of the bundle's account number.
 pub fn bundle_parse(data: &[u8]) {
     use orgsync_protocol::bundle::Bundle;
+    use orgsync_protocol::rotation::{verify_chain, Anchor};
     let text = String::from_utf8_lossy(data);
     if let Ok(bundle) = Bundle::parse(&text) {
         assert_eq!(
@@ -253,6 +258,30 @@ pub fn bundle_parse(data: &[u8]) {
             Ok(&bundle),
             "round trip changed the bundle"
         );
+        if let Some(chain) = &bundle.rotation {
+            let check = |anchor: &Anchor| {
+                verify_chain(
+                    &bundle.org_id,
+                    chain,
+                    bundle.epoch,
+                    &bundle.public_key,
+                    &bundle.cert_fingerprint,
+                    anchor,
+                )
+            };
+            let base_epoch = chain.links.first().map_or(0, |l| l.epoch.saturating_sub(1));
+            let _ = check(&Anchor::Known {
+                epoch: base_epoch,
+                key: chain.base_key,
+            });
+            if check(&Anchor::Genesis).is_ok() {
+                assert_eq!(
+                    chain.base_key.org_id(),
+                    bundle.org_id,
+                    "a proof verified from genesis without the account's genesis key"
+                );
+            }
+        }
     }
 }
 
