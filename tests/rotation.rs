@@ -599,3 +599,34 @@ fn two_daemons_keep_syncing_across_real_rotations() {
     a.stop();
     b.stop();
 }
+
+/// The proof is bounded (the last 16 epochs): a partner whose key on file
+/// is older, or a new partner of an organisation rotated more than 16
+/// times, is refused with a message saying so (and what to do).
+#[test]
+fn a_partner_more_than_16_epochs_behind_is_told_so() {
+    let a = Instance::new("Acme");
+    let b = Instance::new("Globex");
+    let c = Instance::new("Initech");
+    Instance::pair(&a, &b);
+    for _ in 0..17 {
+        b.keytool(&["rotate"]);
+    }
+    let bundle = exported(&b);
+    let chain = bundle.rotation.as_ref().expect("proof");
+    assert_eq!((bundle.epoch, chain.links.len()), (17, 16));
+    let f = write_bundle(&a, "far.bundle", &bundle);
+    let known = import_refused(
+        &a,
+        &f,
+        "the key on file is of epoch 0, but the bundle's rotation proof only reaches back to epoch 1",
+    );
+    assert!(known.contains("by phone"), "{known}");
+    let f = write_bundle(&c, "far.bundle", &bundle);
+    let new = import_refused(&c, &f, "not to the genesis key");
+    eprintln!(
+        "rotation bound: 17 rotations, bundle of {} chars: known partner at epoch 0: {known}",
+        bundle.to_line().len()
+    );
+    eprintln!("rotation bound: new partner: {new}");
+}

@@ -642,6 +642,29 @@ impl InstanceDir {
             }
             rotations.insert(link.epoch, link);
         }
+        // Each recorded link must be signed by the key of the epoch before
+        // it (kept, or named by the previous link): a damaged link would
+        // otherwise only show up as partners refusing our bundle.
+        for link in rotations.values() {
+            let previous = match link.epoch - 1 {
+                0 => Some(genesis),
+                e => keys
+                    .get(&e)
+                    .map(OrgKeyPair::public)
+                    .or_else(|| rotations.get(&e).map(|l| l.public_key)),
+            };
+            if previous.is_some_and(|k| !link.is_signed_by(&k, &org_id)) {
+                return Err(KeytoolError::parse(
+                    &path,
+                    format!(
+                        "rotation for epoch {} is not signed by the key of epoch {} \
+                         (file edited or corrupted)",
+                        link.epoch,
+                        link.epoch - 1
+                    ),
+                ));
+            }
+        }
 
         Ok(Identity {
             rotations,

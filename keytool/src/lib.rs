@@ -44,7 +44,19 @@
 //!
 //! [public_keys]                     # epoch -> public key (hex) for every kept epoch
 //! 0 = "<64 hex>"
+//!
+//! [[rotation]]                      # one per rotation, written by `rotate` (public)
+//! epoch = 1                         # the new epoch
+//! public_key = "<64 hex>"           # its key
+//! cert_fingerprint = "3F2A-..."     # the certificate at that epoch
+//! signature = "<128 hex>"           # XEdDSA by the key of epoch - 1 (see orgsync_protocol::rotation)
 //! ```
+//!
+//! `export` puts the last 16 links into the bundle as its rotation proof; a
+//! partner's `import` accepts the new key only if the links lead from the
+//! key it has on file (or, for a new partner, from the genesis key the
+//! account number is the hash of). Code pairing and the daemon's "accept
+//! pending peer" never replace a known partner's key or certificate.
 //!
 //! `partners.toml` (see [`Partner`]):
 //!
