@@ -630,3 +630,48 @@ fn a_partner_more_than_16_epochs_behind_is_told_so() {
     );
     eprintln!("rotation bound: new partner: {new}");
 }
+
+/// Code pairing never replaces a known partner's key, even a genuinely
+/// rotated one with a valid proof: Globex rotates, then joins Acme's
+/// invitation (both real binaries) and is refused; importing its bundle
+/// (the proof checked) is the way, and works.
+#[test]
+fn code_pairing_never_replaces_a_known_key_even_a_proven_one() {
+    let a = Instance::new("Acme");
+    let b = Instance::new("Globex");
+    Instance::pair(&a, &b);
+    b.keytool(&["rotate"]);
+    let before = partners_bytes(&a);
+    let inv = start_invite(&a);
+    let out = keytool(
+        &b,
+        &[
+            "join",
+            "--connect",
+            &inv.addr,
+            "--account",
+            &a.account(),
+            &inv.code,
+        ],
+    );
+    let (status, inv_err) = inv.finish();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "join succeeded: {}", stdout(&out));
+    assert!(!status.success(), "invite succeeded: {inv_err}");
+    let why = "pairing never replaces a known partner's key or certificate";
+    assert!(err.contains(why), "joiner saw {err:?}");
+    assert!(inv_err.contains(why), "inviter said {inv_err:?}");
+    assert_eq!(partners_bytes(&a), before, "partners.toml changed");
+    // The import of the rotated bundle (proof checked) is accepted.
+    a.trust(&b);
+    let p = InstanceDir::new(&a.dir).load_partners().expect("partners");
+    assert_eq!(p[0].epoch, 1);
+    eprintln!(
+        "rotation pairing: proven rotation by join/invite refused ({}); import accepted it",
+        inv_err
+            .lines()
+            .find(|l| l.contains(why))
+            .unwrap_or_default()
+            .trim()
+    );
+}
