@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use orgsync_protocol::codec::encode_frame;
+use orgsync_protocol::codec::{encode_frame, MAX_FRAME_LEN};
 use orgsync_protocol::model::{FieldKey, Kind, SequencedChange, Value};
 use orgsync_protocol::session::{Cursors, Effect, Session, Transmit};
 use orgsync_protocol::share::ShareFrame;
@@ -78,8 +78,22 @@ struct Outgoing {
 
 type WriterTx = mpsc::UnboundedSender<Outgoing>;
 
-/// Spawns a writer for a stream that `open` produces.
-fn spawn_writer<F>(open: F, events: mpsc::Sender<Event>) -> (WriterTx, JoinHandle<()>)
+/// Bytes queued for a stream writer and not yet taken by QUIC.
+type Backlog = Arc<std::sync::atomic::AtomicUsize>;
+
+/// Most bytes of control frames (acks, pongs, governance replies) queued
+/// for a partner that does not read its control stream: past it the
+/// connection is closed rather than the queue grown. Change batches are
+/// bounded by the ack window and blob chunks by their read-ahead permits.
+const CONTROL_BACKLOG: usize = 64 << 20;
+
+/// Spawns a writer for a stream that `open` produces; it counts down
+/// `backlog` by what it wrote.
+fn spawn_writer<F>(
+    open: F,
+    events: mpsc::Sender<Event>,
+    backlog: Backlog,
+) -> (WriterTx, JoinHandle<()>)
 where
     F: std::future::Future<Output = Result<quinn::SendStream, quinn::ConnectionError>>
         + Send
@@ -100,6 +114,7 @@ where
                 let _ = events.send(Event::WriteFailed(e.to_string())).await;
                 return;
             }
+            backlog.fetch_sub(item.frame.len(), std::sync::atomic::Ordering::Relaxed);
             if item.finish {
                 break;
             }
@@ -115,12 +130,14 @@ where
 /// caps the memory a partner that ignores every window can make us hold.
 const READ_BUDGET: u32 = 64 << 20;
 
-/// What a message costs against [`READ_BUDGET`]: its payload plus a
-/// little for the rest.
+/// What a message costs against [`READ_BUDGET`]: its size (a governance
+/// frame may be as large as a batch) plus a little for the decoded form.
 fn message_cost(msg: &Message) -> u32 {
     let payload = match msg {
         Message::Changes(env) | Message::BlobChunk(env) => env.ciphertext.len(),
-        _ => 0,
+        // Small except governance frames; measuring costs less than
+        // handling them.
+        other => orgsync_protocol::codec::encoded_len(other).unwrap_or(MAX_FRAME_LEN),
     };
     u32::try_from(payload.saturating_add(256))
         .unwrap_or(READ_BUDGET)
@@ -303,6 +320,8 @@ struct Driver<'a> {
     session: Session,
     events_tx: mpsc::Sender<Event>,
     control: WriterTx,
+    /// Bytes queued on `control` (see [`CONTROL_BACKLOG`]).
+    control_backlog: Backlog,
     control_task: JoinHandle<()>,
     changes: Option<WriterTx>,
     blob_writers: HashMap<BlobHash, WriterTx>,
@@ -398,6 +417,18 @@ impl Driver<'_> {
         }
         match t.channel {
             Channel::Control => {
+                let queued = self
+                    .control_backlog
+                    .fetch_add(frame.len(), std::sync::atomic::Ordering::Relaxed)
+                    + frame.len();
+                if queued > CONTROL_BACKLOG && !self.session.is_closed() {
+                    tracing::warn!(partner = %self.peer.name, queued,
+                        "the partner does not read its control stream: closing");
+                    self.fail(
+                        ErrorCode::Unexpected,
+                        format!("{queued} bytes of control frames unread: the partner does not read its control stream"),
+                    );
+                }
                 let _ = self.control.send(Outgoing {
                     frame,
                     finish: false,
@@ -407,7 +438,12 @@ impl Driver<'_> {
             Channel::Changes => {
                 let tx = self.changes.get_or_insert_with(|| {
                     let conn = self.conn.clone();
-                    spawn_writer(async move { conn.open_uni().await }, self.events_tx.clone()).0
+                    spawn_writer(
+                        async move { conn.open_uni().await },
+                        self.events_tx.clone(),
+                        Backlog::default(),
+                    )
+                    .0
                 });
                 let _ = tx.send(Outgoing {
                     frame,
@@ -425,7 +461,12 @@ impl Driver<'_> {
                 };
                 let tx = self.blob_writers.entry(hash).or_insert_with(|| {
                     let conn = self.conn.clone();
-                    spawn_writer(async move { conn.open_uni().await }, self.events_tx.clone()).0
+                    spawn_writer(
+                        async move { conn.open_uni().await },
+                        self.events_tx.clone(),
+                        Backlog::default(),
+                    )
+                    .0
                 });
                 let _ = tx.send(Outgoing {
                     frame,
@@ -663,9 +704,15 @@ impl Driver<'_> {
             if let Err(e) = removed {
                 tracing::warn!(error = %e, "cannot remove a refused partial blob");
             }
+            // Two kinds of refusal, noticed (rate-limited) separately.
+            let limit = if total_len > max {
+                "max_blob_bytes"
+            } else {
+                "blob_length"
+            };
             self.shared
                 .policy
-                .limit_refused(&self.peer.org, "max_blob_bytes", detail.clone());
+                .limit_refused(&self.peer.org, limit, detail.clone());
             self.fail(ErrorCode::Malformed, detail);
             return;
         }
@@ -895,7 +942,12 @@ pub(super) async fn run(
             }
         })
     };
-    let (control, control_task) = spawn_writer(async move { Ok(ctrl_send) }, events_tx.clone());
+    let control_backlog = Backlog::default();
+    let (control, control_task) = spawn_writer(
+        async move { Ok(ctrl_send) },
+        events_tx.clone(),
+        control_backlog.clone(),
+    );
     let (applied_tx, mut applied_rx) = mpsc::unbounded_channel();
     let (applier, applier_task) = spawn_applier(
         shared.clone(),
@@ -912,6 +964,7 @@ pub(super) async fn run(
         session,
         events_tx,
         control,
+        control_backlog,
         control_task,
         changes: None,
         blob_writers: HashMap::new(),
