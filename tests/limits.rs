@@ -100,8 +100,11 @@ fn blobs_dir(inst: &Instance) -> PathBuf {
     inst.dir.join("blobs")
 }
 
-fn audit(inst: &Instance, partner: &str) -> Vec<(String, String)> {
-    inst.cli_json(&["audit", "--partner", partner])["entries"]
+/// `inst`'s audit entries about `partner` since `since_ms` (Unix ms):
+/// (action, detail).
+fn audit(inst: &Instance, partner: &str, since_ms: u64) -> Vec<(String, String)> {
+    let since = since_ms.to_string();
+    inst.cli_json(&["audit", "--partner", partner, "--since", &since])["entries"]
         .as_array()
         .expect("entries")
         .iter()
@@ -115,13 +118,13 @@ fn audit(inst: &Instance, partner: &str) -> Vec<(String, String)> {
 }
 
 /// Waits until `inst` audited `action` about `partner` with `needle` in its
-/// detail; that detail.
-fn wait_audit(inst: &Instance, partner: &str, action: &str, needle: &str) -> String {
+/// detail, since `since_ms`; that detail.
+fn wait_audit(inst: &Instance, partner: &str, action: &str, needle: &str, since_ms: u64) -> String {
     wait_for(
         &format!("{} to audit {action} ({needle})", inst.name),
         STEP,
         || {
-            audit(inst, partner)
+            audit(inst, partner, since_ms)
                 .into_iter()
                 .find(|(a, d)| a == action && d.contains(needle))
                 .map(|(_, d)| d)
@@ -216,7 +219,7 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
     Instance::pair(&a, &trudy);
     set_limits(
         &a,
-        "max_blob_bytes = 1048576\nmax_queued_frames = 16\nmax_queued_batches = 4",
+        "max_blob_bytes = 1048576\nmax_queued_frames = 16\nmax_queued_batches = 1",
     );
     a.start();
     b.start();
@@ -229,6 +232,7 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
     // 1. Change batches ignoring the ack window: 1.6 MB each, written as
     //    fast as QUIC lets the rogue, never waiting for an ack.
     {
+        let started = Instant::now();
         let conn = rogue.connect();
         let (base_peak, base_rss) = memory_mib(pid);
         let keys = rogue.keys(rogue.current_epoch());
@@ -250,9 +254,10 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
         let sent = flood.sent();
         drop(flood);
         let stalls = a.metric("orgsync_partner_stalls_total") - stalls_before;
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "limits: batch flood: {sent} batches of {per_batch} changes sent in {FLOOD:?} max, \
-             ignoring acks; Acme held back {stalls} times (max_queued_batches 4); \
+            "limits ({secs:.1} s): batch flood: {sent} batches of {per_batch} changes sent in {FLOOD:?} max, \
+             ignoring acks; Acme held back {stalls} times (max_queued_batches 1); \
              peak RSS {peak} MiB (before {base_peak} MiB, RSS {base_rss} -> {rss} MiB); \
              Globex's record arrived in {} ms",
             honest.as_millis()
@@ -275,6 +280,7 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
     // 2. Thousands of governance frames (each is audited and flushed when
     //    handled), written without waiting for their acks.
     {
+        let started = Instant::now();
         let conn = rogue.connect();
         let (base_peak, _) = memory_mib(pid);
         // 4 KB each: 80 MB if nothing held the rogue back.
@@ -306,8 +312,9 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
                 )
             })
             .count();
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "limits: governance frame flood: {sent} of {n} frames written, {delivered} handled and acked, \
+            "limits ({secs:.1} s): governance frame flood: {sent} of {n} frames written, {delivered} handled and acked, \
              window 16 (max_queued_frames); Acme held back {stalls} times; peak RSS {peak} MiB \
              (before {base_peak} MiB); Globex's record arrived in {} ms",
             honest.as_millis()
@@ -328,6 +335,7 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
     //    is written; never asked for.
     let big_hash = *blake3::hash(b"over the cap").as_bytes();
     {
+        let (since, started) = (now_ms(), Instant::now());
         let conn = rogue.connect();
         let blobs_before = dir_bytes(&blobs_dir(&a));
         let id = ObjectId::new_v7(now_ms());
@@ -335,14 +343,15 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
         let plain = resume_batch(id, big_hash, 2 << 20, seq, 7);
         conn.send_uni(&[Message::Changes(seal_changes(conn.keys(), seq, &plain))]);
         wait_acked(&conn, seq);
-        let detail = wait_audit(&a, "Mallory", "limit.refused", "max_blob_bytes");
+        let detail = wait_audit(&a, "Mallory", "limit.refused", "max_blob_bytes", since);
         let reason = told(&conn, "max_blob_bytes");
         let asked = conn.received().iter().any(
             |m| matches!(m, Message::BlobRequest(BlobRequest { hash, .. }) if *hash == big_hash),
         );
         let blobs_after = dir_bytes(&blobs_dir(&a));
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "limits: blob announced at 2 MiB over a 1 MiB cap: refused before writing \
+            "limits ({secs:.1} s): blob announced at 2 MiB over a 1 MiB cap: refused before writing \
              (blobs dir {blobs_before} -> {blobs_after} bytes, asked: {asked}); audit: {detail}; \
              the rogue was told: {reason}"
         );
@@ -359,6 +368,7 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
     //    removed and the connection closed.
     let short_hash = *blake3::hash(b"announced short").as_bytes();
     {
+        let (since, started) = (now_ms(), Instant::now());
         let conn = rogue.connect();
         let from = a.log_text().len();
         let id = ObjectId::new_v7(now_ms());
@@ -377,11 +387,18 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
         conn.send_uni(&chunks);
         let closed = conn.closed(STEP);
         let line = logged(&a, from, &["announced", "aborted"]);
-        let detail = wait_audit(&a, "Mallory", "limit.refused", "partial file removed");
+        let detail = wait_audit(
+            &a,
+            "Mallory",
+            "limit.refused",
+            "partial file removed",
+            since,
+        );
         let partial = blobs_dir(&a).join("partial").join(hex(&short_hash));
         let stored = blobs_dir(&a).join(hex(&short_hash));
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "limits: blob streamed past its announced length (512 KiB sent, 64 KiB announced): \
+            "limits ({secs:.1} s): blob streamed past its announced length (512 KiB sent, 64 KiB announced): \
              connection closed ({}), partial file present: {}, blob stored: {}; audit: {detail}",
             closed.reason,
             partial.exists(),
@@ -401,6 +418,7 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
     //    no request for Mallory's blob came before it. Mallory, the
     //    source, is asked again when it reconnects.
     {
+        let started = Instant::now();
         let trudy_rogue = Rogue::new(&trudy.dir, "Acme", a_addr);
         let conn = trudy_rogue.connect();
         let id = ObjectId::new_v7(now_ms());
@@ -418,8 +436,9 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
             Message::BlobRequest(BlobRequest { hash, .. }) if *hash == short_hash => Some(()),
             _ => None,
         });
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "limits: missing blob asked of its source only: Trudy (another partner) got {asked_trudy} blob requests, \
+            "limits ({secs:.1} s): missing blob asked of its source only: Trudy (another partner) got {asked_trudy} blob requests, \
              Mallory (the source) was asked again on reconnect"
         );
         assert_eq!(
@@ -466,6 +485,7 @@ fn inbox_requests_and_webhooks_are_capped() {
 
     // 1. 2,000 inbox offers (20 batches of 100 new contacts) over a cap of 200.
     {
+        let (since, started) = (now_ms(), Instant::now());
         let (base_peak, _) = memory_mib(pid);
         let digest = a.digest();
         let refused_before = a.metric("orgsync_limits_refused_total");
@@ -483,8 +503,8 @@ fn inbox_requests_and_webhooks_are_capped() {
         wait_acked(&conn, n);
         drop(flood);
         let refused = a.metric("orgsync_limits_refused_total") - refused_before;
-        let detail = wait_audit(&a, "Mallory", "limit.refused", "max_inbox_items");
-        let audited = audit(&a, "Mallory")
+        let detail = wait_audit(&a, "Mallory", "limit.refused", "max_inbox_items", since);
+        let audited = audit(&a, "Mallory", since)
             .iter()
             .filter(|(act, d)| act == "limit.refused" && d.contains("max_inbox_items"))
             .count();
@@ -492,8 +512,9 @@ fn inbox_requests_and_webhooks_are_capped() {
         let (peak, _) = memory_mib(pid);
         // Globex's record is the only new object.
         let (objects, _) = a.digest();
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "limits: inbox flood: {n} offers, {} held (max_inbox_items 200), {refused} refused \
+            "limits ({secs:.1} s): inbox flood: {n} offers, {} held (max_inbox_items 200), {refused} refused \
              ({audited} audit entry, rogue told: {reason}); objects {} -> {objects}; \
              peak RSS {peak} MiB (before {base_peak}); Globex's record arrived in {} ms; audit: {detail}",
             n - refused,
@@ -515,6 +536,7 @@ fn inbox_requests_and_webhooks_are_capped() {
 
     // 2. 300 share requests over a cap of 20 open ones.
     {
+        let (since, started) = (now_ms(), Instant::now());
         let refused_before = a.metric("orgsync_limits_refused_total");
         let n = 300u64;
         let flood = conn.flood_uni((1..=n).map(request_frame));
@@ -530,10 +552,11 @@ fn inbox_requests_and_webhooks_are_capped() {
             .as_array()
             .map_or(0, |r| r.len());
         let refused = a.metric("orgsync_limits_refused_total") - refused_before;
-        let detail = wait_audit(&a, "Mallory", "limit.refused", "max_open_requests");
+        let detail = wait_audit(&a, "Mallory", "limit.refused", "max_open_requests", since);
         let reason = told(&conn, "max_open_requests");
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "limits: share request flood: {n} requests, {open} stored (max_open_requests 20), \
+            "limits ({secs:.1} s): share request flood: {n} requests, {open} stored (max_open_requests 20), \
              {refused} refused; rogue told: {reason}; audit: {detail}"
         );
         assert_eq!(open, 20, "more (or fewer) requests stored than the cap");
@@ -543,6 +566,7 @@ fn inbox_requests_and_webhooks_are_capped() {
     // 3. A webhook storm: 400 "received" replies to a share Acme gave
     //    Mallory, each a notification.
     {
+        let started = Instant::now();
         let obj = a.put("contact", &["--set", "first_name=Shared"]);
         a.cli_ok(&[
             "share", "add", "Mallory", "--object", &obj, "--access", "operator",
@@ -597,8 +621,9 @@ fn inbox_requests_and_webhooks_are_capped() {
         let skipped = a.metric("orgsync_webhooks_skipped_total") - skipped_before;
         let from = 0;
         let warning = logged(&a, from, &["webhook rate limit reached"]);
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "limits: webhook storm: {n} notifications, {runs} processes run (webhook_per_minute 10), \
+            "limits ({secs:.1} s): webhook storm: {n} notifications, {runs} processes run (webhook_per_minute 10), \
              at most {most} at once (webhook_concurrency 2), {skipped} skipped and counted; one warning: {}",
             !warning.is_empty()
         );
