@@ -448,6 +448,28 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
         drop(conn);
     }
 
+    // 6. The cap holds for a local attach-resume too: refused before
+    //    anything is copied.
+    {
+        let contact = a.put("contact", &["--set", "first_name=Local"]);
+        let big = a.dir.join("big-cv.pdf");
+        std::fs::write(&big, vec![0u8; 2 << 20]).expect("write a 2 MiB file");
+        let blobs_before = dir_bytes(&blobs_dir(&a));
+        let out = a.cli(&["attach-resume", &contact, big.to_str().expect("utf-8 path")]);
+        let err = support::stderr(&out);
+        let blobs_after = dir_bytes(&blobs_dir(&a));
+        eprintln!(
+            "limits: local attach-resume of 2 MiB over a 1 MiB cap: refused ({}), blobs dir {blobs_before} -> {blobs_after} bytes",
+            err.trim()
+        );
+        assert!(!out.status.success(), "a résumé over the cap was attached");
+        assert!(err.contains("limits.max_blob_bytes"), "{err}");
+        assert_eq!(
+            blobs_before, blobs_after,
+            "bytes of a refused résumé were stored"
+        );
+    }
+
     honest_sync(&a, &b, "after the floods");
     let mut all = [&mut a, &mut b];
     Instance::stop_all(&mut all, Duration::from_secs(30));

@@ -799,6 +799,40 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_read_defaulted_and_bounded() {
+        let c = parse("listen = \"127.0.0.1:7700\"\n").unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.limits.max_blob_bytes, 1 << 30);
+        let c = parse(
+            "listen = \"127.0.0.1:7700\"\n[limits]\nmax_blob_bytes = 1048576\nmax_inbox_items = 200\n\
+             max_open_requests = 20\nmax_queued_frames = 8\nmax_queued_batches = 2\n\
+             webhook_concurrency = 1\nwebhook_per_minute = 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                max_blob_bytes: 1 << 20,
+                max_inbox_items: 200,
+                max_open_requests: 20,
+                max_queued_frames: 8,
+                max_queued_batches: 2,
+                webhook_concurrency: 1,
+                webhook_per_minute: 5,
+            }
+        );
+        // 0 would refuse everything: out of range, with the key and line.
+        let e = parse("listen = \"127.0.0.1:7700\"\n[limits]\nmax_inbox_items = 0\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("limits.max_inbox_items") && msg.contains(":3:"),
+            "{msg}"
+        );
+        let e = parse("listen = \"127.0.0.1:7700\"\n[limits]\nmax_blobs = 1\n").unwrap_err();
+        assert!(e.to_string().contains("max_blobs"), "{e}");
+    }
+
+    #[test]
     fn every_key_is_read() {
         let c = parse(
             r#"listen = "[::1]:9000"

@@ -397,6 +397,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn blobs_over_the_cap_leave_nothing_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobFiles::open(dir.path().join("blobs")).unwrap();
+        blobs.set_max_bytes(1000);
+        // A clone (the engine's) sees the same cap.
+        assert_eq!(blobs.clone().max_bytes(), 1000);
+        let err = blobs.put_bytes(&[1u8; 1001]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BlobError::TooLarge {
+                    size: 1001,
+                    max: 1000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("limits.max_blob_bytes"), "{err}");
+        let err = blobs.partial(&[3; 32], 1001).unwrap_err();
+        assert!(matches!(err, BlobError::TooLarge { .. }), "{err}");
+        for sub in ["tmp", "partial"] {
+            assert!(
+                fs::read_dir(dir.path().join("blobs").join(sub))
+                    .unwrap()
+                    .next()
+                    .is_none(),
+                "something of a refused blob is left in {sub}"
+            );
+        }
+        // At the cap: stored; a discarded partial goes.
+        blobs.put_bytes(&[1u8; 1000]).unwrap();
+        let mut p = blobs.partial(&[4; 32], 1000).unwrap();
+        p.append(0, &[5u8; 10]).unwrap();
+        p.discard().unwrap();
+        assert!(!dir
+            .path()
+            .join("blobs/partial")
+            .join(hash_hex(&[4; 32]))
+            .exists());
+    }
+
+    #[test]
     fn put_file_stores_by_hash_and_reads_from_offset() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = BlobFiles::open(dir.path().join("blobs")).unwrap();
