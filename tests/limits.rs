@@ -294,6 +294,30 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
                 },
             })
         }));
+        // Globex's governance frames are handled meanwhile: each partner
+        // has its own queue (one behind 20,000 of Mallory's would wait).
+        wait_for("the flood to start", STEP, || {
+            (flood.sent() > 0).then_some(())
+        });
+        let asked = Instant::now();
+        let req = b.cli_json(&[
+            "request",
+            "send",
+            "Acme",
+            "--want",
+            "all",
+            "--note",
+            "during a flood",
+        ]);
+        let req_id = req["id"].as_str().expect("request id").to_string();
+        wait_for("Globex's request to reach Acme", STEP, || {
+            a.cli_json(&["request", "list"])["requests"]
+                .as_array()?
+                .iter()
+                .any(|r| r["id"] == req_id.as_str())
+                .then_some(())
+        });
+        let gov_latency = asked.elapsed();
         let honest = during(&flood, &a, &b, "during a frame flood");
         let (peak, _) = memory_mib(pid);
         let sent = flood.sent();
@@ -316,8 +340,13 @@ fn floods_of_batches_frames_and_blobs_are_bounded() {
         eprintln!(
             "limits ({secs:.1} s): governance frame flood: {sent} of {n} frames written, {delivered} handled and acked, \
              window 16 (max_queued_frames); Acme held back {stalls} times; peak RSS {peak} MiB \
-             (before {base_peak} MiB); Globex's record arrived in {} ms",
-            honest.as_millis()
+             (before {base_peak} MiB); Globex's record arrived in {} ms, its share request in {} ms",
+            honest.as_millis(),
+            gov_latency.as_millis()
+        );
+        assert!(
+            gov_latency < Duration::from_secs(15),
+            "Globex's governance frame waited {gov_latency:?} behind Mallory's flood"
         );
         assert!(stalls > 0, "the frame window never filled: no backpressure");
         assert!(
