@@ -19,6 +19,15 @@
 //! [api]
 //! socket = "api.sock"             # relative paths are relative to DIR
 //!
+//! [limits]                        # what one partner may make us hold (issue 13)
+//! max_blob_bytes = 1073741824     # largest résumé file (1 GiB), received or attached locally
+//! max_inbox_items = 10000         # changes held in the inbox per partner, awaiting an admin
+//! max_open_requests = 100         # share requests per partner awaiting our admin
+//! max_queued_frames = 64          # governance frames per partner read but not handled yet
+//! max_queued_batches = 16         # change batches per partner read but not applied yet
+//! webhook_concurrency = 4         # webhook processes running at once
+//! webhook_per_minute = 60         # webhook processes started per minute
+//!
 //! [log]
 //! level = "info"                  # a tracing filter: "info", "orgsync_daemon=debug,warn", ...
 //! format = "text"                 # "text" (human) or "json" (one object per line)
@@ -78,6 +87,20 @@ pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 pub const DEFAULT_API_SOCKET: &str = "api.sock";
 /// Default `[log] level`.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default `[limits] max_blob_bytes` (1 GiB).
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 1 << 30;
+/// Default `[limits] max_inbox_items`.
+pub const DEFAULT_MAX_INBOX_ITEMS: u64 = 10_000;
+/// Default `[limits] max_open_requests`.
+pub const DEFAULT_MAX_OPEN_REQUESTS: u64 = 100;
+/// Default `[limits] max_queued_frames`.
+pub const DEFAULT_MAX_QUEUED_FRAMES: u64 = 64;
+/// Default `[limits] max_queued_batches`.
+pub const DEFAULT_MAX_QUEUED_BATCHES: u64 = 16;
+/// Default `[limits] webhook_concurrency`.
+pub const DEFAULT_WEBHOOK_CONCURRENCY: u64 = 4;
+/// Default `[limits] webhook_per_minute`.
+pub const DEFAULT_WEBHOOK_PER_MINUTE: u64 = 60;
 
 /// The validated configuration of one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +115,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Log settings.
     pub log: LogConfig,
+    /// What one partner may make this instance hold or run.
+    pub limits: LimitsConfig,
     /// Custom-field definitions (`[[custom_field]]`), which type the custom
     /// values written through the API and the drop folder.
     pub schema: Schema,
@@ -117,6 +142,50 @@ pub struct SyncConfig {
     pub reconnect_min_ms: u64,
     /// Largest reconnect delay in milliseconds.
     pub reconnect_max_ms: u64,
+}
+
+/// `[limits]`: bounds on what a paired partner (authenticated, not
+/// trusted) can make this instance store, queue or run. Over a bound the
+/// input is refused with a logged and audited reason, or the partner's
+/// streams are no longer read (QUIC flow control makes it wait).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Largest blob (résumé file) stored, received from a partner or
+    /// attached locally. A transfer announced larger is refused before any
+    /// byte is written; one that sends more than announced is aborted and
+    /// its partial file removed.
+    pub max_blob_bytes: u64,
+    /// Most changes held in the inbox for one partner; more are refused
+    /// (the partner is told, at most once a minute).
+    pub max_inbox_items: usize,
+    /// Most share requests from one partner waiting for our admin; more
+    /// are refused (the partner is told, at most once a minute).
+    pub max_open_requests: usize,
+    /// Governance frames of one partner read and not yet handled: at the
+    /// bound its streams are not read until one is handled.
+    pub max_queued_frames: usize,
+    /// Change batches of one partner read and not yet applied: at the
+    /// bound its streams are not read until a batch is applied.
+    pub max_queued_batches: usize,
+    /// Webhook processes running at once; notifications beyond are skipped
+    /// (counted, one warning per minute).
+    pub webhook_concurrency: usize,
+    /// Webhook processes started per minute; beyond, as above.
+    pub webhook_per_minute: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            max_inbox_items: DEFAULT_MAX_INBOX_ITEMS as usize,
+            max_open_requests: DEFAULT_MAX_OPEN_REQUESTS as usize,
+            max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES as usize,
+            max_queued_batches: DEFAULT_MAX_QUEUED_BATCHES as usize,
+            webhook_concurrency: DEFAULT_WEBHOOK_CONCURRENCY as usize,
+            webhook_per_minute: DEFAULT_WEBHOOK_PER_MINUTE,
+        }
+    }
 }
 
 /// `[api]`.
@@ -197,6 +266,8 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     custom_field: Vec<RawCustomField>,
 }
 
@@ -227,6 +298,18 @@ struct RawSync {
     max_unacked: Option<Spanned<u64>>,
     reconnect_min_ms: Option<Spanned<u64>>,
     reconnect_max_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_blob_bytes: Option<Spanned<u64>>,
+    max_inbox_items: Option<Spanned<u64>>,
+    max_open_requests: Option<Spanned<u64>>,
+    max_queued_frames: Option<Spanned<u64>>,
+    max_queued_batches: Option<Spanned<u64>>,
+    webhook_concurrency: Option<Spanned<u64>>,
+    webhook_per_minute: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -389,6 +472,7 @@ impl Config {
             },
         };
         let schema = v.schema(&raw.custom_field)?;
+        let limits = v.limits(raw.limits)?;
 
         Ok(Config {
             listen,
@@ -405,6 +489,7 @@ impl Config {
             },
             api: ApiConfig { socket },
             log: LogConfig { level, format },
+            limits,
             schema,
         })
     }
@@ -431,6 +516,7 @@ impl Config {
                 level: DEFAULT_LOG_LEVEL.into(),
                 format: LogFormat::Text,
             },
+            limits: LimitsConfig::default(),
             schema: Schema::default(),
         }
     }
@@ -454,6 +540,9 @@ impl Config {
         }
         if self.log.format != new.log.format {
             keys.push("log.format");
+        }
+        if self.limits != new.limits {
+            keys.push("limits");
         }
         keys
     }
@@ -502,6 +591,56 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// Validates `[limits]`: every bound at least 1 (0 would refuse
+    /// everything) and at most a value that still bounds memory.
+    fn limits(&self, raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(LimitsConfig {
+            max_blob_bytes: self.ranged(
+                "limits.max_blob_bytes",
+                raw.max_blob_bytes,
+                DEFAULT_MAX_BLOB_BYTES,
+                1..=1 << 40,
+            )?,
+            max_inbox_items: size(self.ranged(
+                "limits.max_inbox_items",
+                raw.max_inbox_items,
+                DEFAULT_MAX_INBOX_ITEMS,
+                1..=10_000_000,
+            )?),
+            max_open_requests: size(self.ranged(
+                "limits.max_open_requests",
+                raw.max_open_requests,
+                DEFAULT_MAX_OPEN_REQUESTS,
+                1..=100_000,
+            )?),
+            max_queued_frames: size(self.ranged(
+                "limits.max_queued_frames",
+                raw.max_queued_frames,
+                DEFAULT_MAX_QUEUED_FRAMES,
+                1..=4096,
+            )?),
+            max_queued_batches: size(self.ranged(
+                "limits.max_queued_batches",
+                raw.max_queued_batches,
+                DEFAULT_MAX_QUEUED_BATCHES,
+                1..=1024,
+            )?),
+            webhook_concurrency: size(self.ranged(
+                "limits.webhook_concurrency",
+                raw.webhook_concurrency,
+                DEFAULT_WEBHOOK_CONCURRENCY,
+                1..=64,
+            )?),
+            webhook_per_minute: self.ranged(
+                "limits.webhook_per_minute",
+                raw.webhook_per_minute,
+                DEFAULT_WEBHOOK_PER_MINUTE,
+                1..=100_000,
+            )?,
+        })
+    }
+
     /// Builds the custom-field schema from the `[[custom_field]]` tables.
     fn schema(&self, raw: &[RawCustomField]) -> Result<Schema, ConfigError> {
         let mut fields: Vec<CustomField> = Vec::with_capacity(raw.len());
@@ -657,6 +796,40 @@ mod tests {
             Config::with_listen("127.0.0.1:7700".parse().unwrap(), Path::new("/i"))
         );
         assert_eq!(c.api.socket, PathBuf::from("/i/api.sock"));
+    }
+
+    #[test]
+    fn limits_are_read_defaulted_and_bounded() {
+        let c = parse("listen = \"127.0.0.1:7700\"\n").unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.limits.max_blob_bytes, 1 << 30);
+        let c = parse(
+            "listen = \"127.0.0.1:7700\"\n[limits]\nmax_blob_bytes = 1048576\nmax_inbox_items = 200\n\
+             max_open_requests = 20\nmax_queued_frames = 8\nmax_queued_batches = 2\n\
+             webhook_concurrency = 1\nwebhook_per_minute = 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                max_blob_bytes: 1 << 20,
+                max_inbox_items: 200,
+                max_open_requests: 20,
+                max_queued_frames: 8,
+                max_queued_batches: 2,
+                webhook_concurrency: 1,
+                webhook_per_minute: 5,
+            }
+        );
+        // 0 would refuse everything: out of range, with the key and line.
+        let e = parse("listen = \"127.0.0.1:7700\"\n[limits]\nmax_inbox_items = 0\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("limits.max_inbox_items") && msg.contains(":3:"),
+            "{msg}"
+        );
+        let e = parse("listen = \"127.0.0.1:7700\"\n[limits]\nmax_blobs = 1\n").unwrap_err();
+        assert!(e.to_string().contains("max_blobs"), "{e}");
     }
 
     #[test]

@@ -306,7 +306,12 @@ impl Daemon {
             TransportOptions::new(config.listen, tls, identity.org_id),
             trust,
         )?;
-        let engine_options = EngineOptions::from_config(&config.sync);
+        // [limits]: the blob cap holds for every way a blob is stored.
+        store
+            .blob_files()
+            .set_max_bytes(config.limits.max_blob_bytes);
+        let mut engine_options = EngineOptions::from_config(&config.sync);
+        engine_options.limits = config.limits.clone();
         let metrics = engine_options.metrics.clone();
         let (policy, governance) = match policy {
             Some(p) => (p, None),
@@ -315,7 +320,7 @@ impl Daemon {
                     identity.org_id,
                     store.clone(),
                     transport.trust().clone(),
-                    GovConfig::load(dir)?,
+                    GovConfig::load(dir)?.with_limits(config.limits.clone()),
                     system_clock(),
                     metrics.clone(),
                 )?;

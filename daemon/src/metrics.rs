@@ -44,6 +44,14 @@ pub struct Metrics {
     pub changes_refused: AtomicU64,
     /// Governance frames (or parts of them) refused by the authority rules.
     pub governance_refused: AtomicU64,
+    /// Times a partner's streams stopped being read because one of its
+    /// bounded queues (change batches, governance frames) was full.
+    pub partner_stalls: AtomicU64,
+    /// Things partners sent refused for being over a `[limits]` bound
+    /// (blob size, inbox items, open share requests).
+    pub limits_refused: AtomicU64,
+    /// Webhook notifications skipped by the webhook rate limit.
+    pub webhooks_skipped: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -61,7 +69,7 @@ impl Metrics {
     /// gauges from `partners`.
     pub fn render(&self, partners: &[PartnerStatus]) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
             (
                 "orgsync_changes_written_total",
                 "Local changes committed to the change log.",
@@ -131,6 +139,21 @@ impl Metrics {
                 "orgsync_governance_refused_total",
                 "Governance frames or items refused by the authority rules.",
                 &self.governance_refused,
+            ),
+            (
+                "orgsync_partner_stalls_total",
+                "Times a partner was held back because one of its queues was full.",
+                &self.partner_stalls,
+            ),
+            (
+                "orgsync_limits_refused_total",
+                "Partner input refused for being over a [limits] bound.",
+                &self.limits_refused,
+            ),
+            (
+                "orgsync_webhooks_skipped_total",
+                "Webhook notifications skipped by the webhook rate limit.",
+                &self.webhooks_skipped,
             ),
         ];
         for (name, help, c) in counters {

@@ -11,7 +11,7 @@
 //! partner connection through [`SharePolicy::share_outbox`] and
 //! [`SharePolicy::share_received`], and knows nothing of what they mean.
 
-use orgsync_protocol::model::{Change, Object, OrgId};
+use orgsync_protocol::model::{Change, Object, ObjectId, OrgId};
 use orgsync_protocol::share::ShareFrame;
 use tokio::sync::watch;
 
@@ -53,6 +53,43 @@ pub trait SharePolicy: Send + Sync + 'static {
     /// A governance frame received from `partner`. Must not block: the
     /// policy handles it in its own task.
     fn share_received(&self, _partner: &OrgId, _frame: ShareFrame) {}
+
+    /// The window of governance frames `partner` may have queued here and
+    /// not yet handled, if the policy bounds it. The engine takes one
+    /// permit per frame before [`SharePolicy::share_received_held`] and
+    /// stops reading the partner's streams while none is free, so a
+    /// partner that floods frames waits (QUIC flow control) instead of
+    /// growing our memory.
+    fn share_window(&self, _partner: &OrgId) -> Option<std::sync::Arc<tokio::sync::Semaphore>> {
+        None
+    }
+
+    /// [`SharePolicy::share_received`] with the window permit taken for
+    /// the frame; the policy releases it once the frame is handled.
+    fn share_received_held(
+        &self,
+        partner: &OrgId,
+        frame: ShareFrame,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        self.share_received(partner, frame);
+    }
+
+    /// Whether the content of a blob referenced by `object` may be asked
+    /// of `partner`: asking tells the partner which blob belongs to which
+    /// of our objects, so only a partner we received the object from
+    /// should be asked. Everything, without governance.
+    fn may_ask_blob(&self, _partner: &OrgId, _object: &ObjectId) -> bool {
+        true
+    }
+
+    /// Something `partner` sent was refused because it is over one of the
+    /// `[limits]` (`limit` names the key; `detail` says what and why).
+    /// Nothing stored changes. Governance audits it and tells the partner;
+    /// without it, a warning.
+    fn limit_refused(&self, partner: &OrgId, limit: &'static str, detail: String) {
+        tracing::warn!(partner = %partner.short(), limit, %detail, "refused: over a limit");
+    }
 
     /// A batch of `partner`'s changes is durable: `held` went to the inbox,
     /// `applied` were merged. Must not block.

@@ -15,6 +15,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orgsync_daemon::transport::{
@@ -61,6 +63,35 @@ pub struct RogueConn<'a> {
     session: Session,
     control: FrameWriter,
     keys: PairKeys,
+    /// Every message the target sent on the control stream after the
+    /// handshake (acks, pings, blob requests, governance frames).
+    received: Arc<Mutex<Vec<Message>>>,
+}
+
+/// A flood of frames written by a background task of the rogue's runtime
+/// (so the test can watch the target meanwhile); stops when dropped.
+pub struct Flood {
+    sent: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Flood {
+    /// Frames written so far (accepted by QUIC: the target's flow control
+    /// holds the writer back once its windows are full).
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer has stopped (all written, or the stream failed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Rogue {
@@ -181,16 +212,28 @@ impl Rogue {
     /// Dials and performs the session handshake with the pair keys of
     /// `epoch` (which goes into the Hello).
     pub fn connect_with(&self, epoch: u32) -> RogueConn<'_> {
+        self.connect_offering(epoch, SessionConfig::default().features | FEATURE_MIRROR)
+    }
+
+    /// [`Rogue::connect`] without offering to be the target's mirror: the
+    /// target then treats the rogue as an ordinary partner (its new
+    /// records wait in the inbox for an admin).
+    pub fn connect_as_partner(&self) -> RogueConn<'_> {
+        self.connect_offering(self.current_epoch(), SessionConfig::default().features)
+    }
+
+    /// The handshake of [`Rogue::connect_with`], offering `features`.
+    fn connect_offering(&self, epoch: u32, features: u64) -> RogueConn<'_> {
         // PairKeys is not Clone (secret): derive one copy for the session
         // and one for sealing crafted envelopes.
         let keys = self.keys(epoch);
         let pc = self.dial().expect("the rogue's TLS handshake");
         let session = Session::new(
             SessionConfig {
-                // Offers to be the target's mirror, like a test rig daemon
-                // (`mirror_all_partners`); a target that does not offer it
-                // back enables nothing.
-                features: SessionConfig::default().features | FEATURE_MIRROR,
+                // By default offers to be the target's mirror, like a test
+                // rig daemon (`mirror_all_partners`); a target that does
+                // not offer it back enables nothing.
+                features,
                 ..SessionConfig::default()
             },
             self.keys(epoch),
@@ -214,6 +257,7 @@ impl Rogue {
             session,
             control: FrameWriter::new(send),
             keys,
+            received: Arc::default(),
         };
         conn.flush_control();
         // Read the target's Hello (and whatever follows) until established.
@@ -238,9 +282,16 @@ impl Rogue {
             }
         }
         // Keep draining the control stream (pings, acks, errors) so the
-        // target is never flow-controlled by the rogue.
-        self.rt
-            .spawn(async move { while let Ok(Some(_)) = reader.next().await {} });
+        // target is never flow-controlled by the rogue; kept for the test.
+        let received = conn.received.clone();
+        self.rt.spawn(async move {
+            while let Ok(Some(msg)) = reader.next().await {
+                received
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(msg);
+            }
+        });
         conn
     }
 }
@@ -324,6 +375,58 @@ impl RogueConn<'_> {
         })
     }
 
+    /// Writes `frames` one after the other on a new uni stream from a
+    /// background task, without waiting for anything the target says (no
+    /// window, no ack): a flood. See [`Flood`].
+    pub fn flood_uni(&self, frames: impl Iterator<Item = Message> + Send + 'static) -> Flood {
+        let conn = self.pc.connection.clone();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let task = self.rogue.rt.spawn(async move {
+            let Ok(send) = conn.open_uni().await else {
+                return;
+            };
+            let mut w = FrameWriter::new(send);
+            for m in frames {
+                if w.write(&m).await.is_err() {
+                    return;
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            w.finish();
+        });
+        Flood { sent, task }
+    }
+
+    /// The messages the target sent on the control stream so far.
+    pub fn received(&self) -> Vec<Message> {
+        self.received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits until the target has sent a control message for which `f`
+    /// gives something; that.
+    pub fn wait_received<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Message) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(t) = self.received().iter().find_map(&mut f) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the target sent no {what} within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until the target closes the connection; its reason.
     pub fn closed(&self, timeout: Duration) -> Closed {
         let conn = self.pc.connection.clone();
@@ -383,4 +486,97 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A batch of `n` contacts (names `name_len` bytes long) at log sequences
+/// `first_seq..first_seq + n`, as plaintext for an envelope sealed at the
+/// last of them.
+pub fn contacts_batch(first_seq: u64, n: u64, name_len: usize, instance: u64) -> Vec<u8> {
+    let version = Version {
+        hlc: Timestamp::new(now_ms(), 0),
+        instance: orgsync_protocol::model::InstanceId(instance),
+    };
+    let name = "x".repeat(name_len);
+    let changes = (0..n)
+        .map(|i| {
+            let mut fields = std::collections::BTreeMap::new();
+            fields.insert(
+                FieldKey::Std("first_name".into()),
+                FieldState {
+                    version,
+                    value: Some(Value::Text(name.clone())),
+                },
+            );
+            SequencedChange {
+                seq: first_seq + i,
+                change: Change {
+                    id: ObjectId::new_v7(now_ms()),
+                    kind: Kind::Contact,
+                    fields,
+                    deleted: None,
+                },
+            }
+        })
+        .collect();
+    let batch = ChangeBatch {
+        changes,
+        log_head: first_seq + n - 1,
+    };
+    codec::encode(&batch).expect("a valid batch encodes")
+}
+
+/// A one-change batch creating résumé `id` announcing blob `hash` of
+/// `size` bytes, at log sequence `seq`, as plaintext for an envelope.
+pub fn resume_batch(id: ObjectId, hash: [u8; 32], size: u64, seq: u64, instance: u64) -> Vec<u8> {
+    let version = Version {
+        hlc: Timestamp::new(now_ms(), 0),
+        instance: orgsync_protocol::model::InstanceId(instance),
+    };
+    let mut fields = std::collections::BTreeMap::new();
+    let mut set = |k: &str, v: Value| {
+        fields.insert(
+            FieldKey::Std(k.into()),
+            FieldState {
+                version,
+                value: Some(v),
+            },
+        );
+    };
+    set("file_name", Value::Text("cv.pdf".into()));
+    set("media_type", Value::Text("application/pdf".into()));
+    set("hash", Value::Hash(hash));
+    set("size", Value::Integer(size as i64));
+    let batch = ChangeBatch {
+        changes: vec![SequencedChange {
+            seq,
+            change: Change {
+                id,
+                kind: Kind::Resume,
+                fields,
+                deleted: None,
+            },
+        }],
+        log_head: seq,
+    };
+    codec::encode(&batch).expect("a valid batch encodes")
+}
+
+/// A blob chunk of `hash` at `offset` announcing `total_len`, sealed as
+/// a sender's session seals it (envelope sequence = end offset).
+pub fn blob_chunk(
+    keys: &PairKeys,
+    hash: [u8; 32],
+    offset: u64,
+    total_len: u64,
+    data: Vec<u8>,
+) -> Message {
+    let end = offset + data.len() as u64;
+    let chunk = orgsync_protocol::wire::BlobChunk {
+        hash,
+        offset,
+        total_len,
+        data,
+    };
+    let plain = codec::encode(&chunk).expect("a valid chunk encodes");
+    Message::BlobChunk(envelope::seal(keys, StreamKind::Blob, end, &plain))
 }

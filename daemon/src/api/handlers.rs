@@ -267,6 +267,19 @@ pub async fn attach_resume_file(
             InputError::field("path", format!("{} is not a regular file", path.display())).into(),
         );
     }
+    let max = store.blob_files().max_bytes();
+    if meta.len() > max {
+        // Refused before anything is copied ([limits] max_blob_bytes).
+        return Err(InputError::field(
+            "path",
+            format!(
+                "{} is {} bytes, over the limit of {max} bytes (limits.max_blob_bytes in orgsync.toml)",
+                path.display(),
+                meta.len()
+            ),
+        )
+        .into());
+    }
     let blobs = store.blob_files().clone();
     let src = path.to_path_buf();
     let (hash, size) = tokio::task::spawn_blocking(move || blobs.put_file(&src))

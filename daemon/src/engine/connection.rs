@@ -4,11 +4,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use orgsync_protocol::codec::encode_frame;
+use orgsync_protocol::codec::{encode_frame, MAX_FRAME_LEN};
 use orgsync_protocol::model::{FieldKey, Kind, SequencedChange, Value};
 use orgsync_protocol::session::{Cursors, Effect, Session, Transmit};
+use orgsync_protocol::share::ShareFrame;
 use orgsync_protocol::wire::{Channel, ErrorCode, ErrorMessage, Message};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{blob, Owned, PartnerInput, PartnerStatus, Shared, Stop};
@@ -35,8 +36,9 @@ pub(super) enum Outcome {
 
 /// What the helper tasks report to the driver.
 pub(super) enum Event {
-    /// A frame from any stream.
-    Message(Message),
+    /// A frame from any stream, holding its share of the connection's
+    /// read budget until the session has taken it.
+    Message(Message, OwnedSemaphorePermit),
     /// A stream could not be read (malformed frame, reset).
     ReadFailed(String),
     /// A stream could not be written.
@@ -76,8 +78,22 @@ struct Outgoing {
 
 type WriterTx = mpsc::UnboundedSender<Outgoing>;
 
-/// Spawns a writer for a stream that `open` produces.
-fn spawn_writer<F>(open: F, events: mpsc::Sender<Event>) -> (WriterTx, JoinHandle<()>)
+/// Bytes queued for a stream writer and not yet taken by QUIC.
+type Backlog = Arc<std::sync::atomic::AtomicUsize>;
+
+/// Most bytes of control frames (acks, pongs, governance replies) queued
+/// for a partner that does not read its control stream: past it the
+/// connection is closed rather than the queue grown. Change batches are
+/// bounded by the ack window and blob chunks by their read-ahead permits.
+const CONTROL_BACKLOG: usize = 64 << 20;
+
+/// Spawns a writer for a stream that `open` produces; it counts down
+/// `backlog` by what it wrote.
+fn spawn_writer<F>(
+    open: F,
+    events: mpsc::Sender<Event>,
+    backlog: Backlog,
+) -> (WriterTx, JoinHandle<()>)
 where
     F: std::future::Future<Output = Result<quinn::SendStream, quinn::ConnectionError>>
         + Send
@@ -98,6 +114,7 @@ where
                 let _ = events.send(Event::WriteFailed(e.to_string())).await;
                 return;
             }
+            backlog.fetch_sub(item.frame.len(), std::sync::atomic::Ordering::Relaxed);
             if item.finish {
                 break;
             }
@@ -108,13 +125,42 @@ where
     (tx, handle)
 }
 
-fn spawn_reader(recv: quinn::RecvStream, events: mpsc::Sender<Event>) -> JoinHandle<()> {
+/// Bytes of decoded frames one connection may have read and not yet fed
+/// to the session: with the bounded applier and governance queues, what
+/// caps the memory a partner that ignores every window can make us hold.
+const READ_BUDGET: u32 = 64 << 20;
+
+/// What a message costs against [`READ_BUDGET`]: its size (a governance
+/// frame may be as large as a batch) plus a little for the decoded form.
+fn message_cost(msg: &Message) -> u32 {
+    let payload = match msg {
+        Message::Changes(env) | Message::BlobChunk(env) => env.ciphertext.len(),
+        // Small except governance frames; measuring costs less than
+        // handling them.
+        other => orgsync_protocol::codec::encoded_len(other).unwrap_or(MAX_FRAME_LEN),
+    };
+    u32::try_from(payload.saturating_add(256))
+        .unwrap_or(READ_BUDGET)
+        .min(READ_BUDGET)
+}
+
+fn spawn_reader(
+    recv: quinn::RecvStream,
+    events: mpsc::Sender<Event>,
+    budget: Arc<Semaphore>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = FrameReader::new(recv);
         loop {
             match reader.next().await {
                 Ok(Some(msg)) => {
-                    if events.send(Event::Message(msg)).await.is_err() {
+                    // Waiting here leaves the stream unread: QUIC flow
+                    // control then stops the partner.
+                    let Ok(permit) = budget.clone().acquire_many_owned(message_cost(&msg)).await
+                    else {
+                        return;
+                    };
+                    if events.send(Event::Message(msg, permit)).await.is_err() {
                         return;
                     }
                 }
@@ -156,12 +202,18 @@ fn resume_blob(change: &orgsync_protocol::model::Change) -> Option<(BlobHash, u6
 /// the time the store's writer lock is held.
 const MAX_MERGED_APPLY: usize = 8_192;
 
+/// Starts the applier of one partner's batches. At most `queue` batches
+/// wait for it: when they are all taken the driver stops reading the
+/// partner (see [`Driver::stalled`]), so a partner that ignores our ack
+/// window cannot grow this queue. Results go to `applied`, which the
+/// driver reads even while stalled.
 fn spawn_applier(
     shared: Arc<Shared>,
     peer: TrustedPeer,
-    events: mpsc::Sender<Event>,
-) -> (mpsc::UnboundedSender<ApplyJob>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<ApplyJob>();
+    queue: usize,
+    applied: mpsc::UnboundedSender<Result<Applied, StoreError>>,
+) -> (mpsc::Sender<ApplyJob>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<ApplyJob>(queue.max(1));
     let handle = tokio::spawn(async move {
         // Jobs are applied one after the other, in the order the session
         // gave them: cursors only move forward in that order. Jobs that
@@ -197,7 +249,7 @@ fn spawn_applier(
                     shared
                         .policy
                         .batch_applied(&peer.org, outcome.held, outcome.applied);
-                    needed_blobs(&shared, &job.changes)
+                    needed_blobs(&shared, &peer, &job.changes)
                         .await
                         .map(|needed| Applied {
                             up_to_seq: job.up_to_seq,
@@ -207,7 +259,7 @@ fn spawn_applier(
                 Err(e) => Err(e),
             };
             let failed = result.is_err();
-            if events.send(Event::Applied(result)).await.is_err() || failed {
+            if applied.send(result).is_err() || failed {
                 return;
             }
         }
@@ -219,13 +271,28 @@ fn spawn_applier(
 /// (held or rejected résumés fetch nothing until approved).
 async fn needed_blobs(
     shared: &Shared,
+    peer: &TrustedPeer,
     changes: &[SequencedChange],
 ) -> Result<Vec<(BlobHash, BlobEntry)>, StoreError> {
     let mut needed = Vec::new();
+    let max = shared.options.limits.max_blob_bytes;
     for c in changes {
         let Some((hash, size)) = resume_blob(&c.change) else {
             continue;
         };
+        if size > max {
+            // Refused before anything is written: the résumé's record is
+            // kept, its content is never asked for.
+            shared.policy.limit_refused(
+                &peer.org,
+                "max_blob_bytes",
+                format!(
+                    "résumé {} announces a file of {size} bytes, over limits.max_blob_bytes ({max}): not fetched",
+                    c.change.id
+                ),
+            );
+            continue;
+        }
         // Only résumés that were applied (held or refused ones fetch
         // nothing; asking the policy again would decide a second time).
         match shared.store.get(c.change.id)? {
@@ -253,13 +320,21 @@ struct Driver<'a> {
     session: Session,
     events_tx: mpsc::Sender<Event>,
     control: WriterTx,
+    /// Bytes queued on `control` (see [`CONTROL_BACKLOG`]).
+    control_backlog: Backlog,
     control_task: JoinHandle<()>,
     changes: Option<WriterTx>,
     blob_writers: HashMap<BlobHash, WriterTx>,
     blob_permits: HashMap<BlobHash, VecDeque<OwnedSemaphorePermit>>,
     serving: HashMap<BlobHash, JoinHandle<()>>,
     receiving: HashMap<BlobHash, PartialBlob>,
-    applier: Option<mpsc::UnboundedSender<ApplyJob>>,
+    applier: Option<mpsc::Sender<ApplyJob>>,
+    /// A batch the full applier queue could not take yet: while set, the
+    /// partner's streams are not read.
+    stalled_apply: Option<ApplyJob>,
+    /// A governance frame waiting for a free slot of the policy's window
+    /// for this partner; while set, the partner's streams are not read.
+    stalled_share: Option<(ShareFrame, Arc<Semaphore>)>,
     status: &'a watch::Sender<PartnerStatus>,
     established: bool,
     error: Option<String>,
@@ -269,6 +344,36 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
+    /// Whether the driver waits for room in a bounded queue (applier,
+    /// governance): it then takes no message from the partner's streams
+    /// and no effect from the session, so the partner is held back by
+    /// flow control instead of growing our memory.
+    fn stalled(&self) -> bool {
+        self.stalled_apply.is_some() || self.stalled_share.is_some()
+    }
+
+    fn note_stall(&self, queue: &'static str) {
+        crate::metrics::add(&self.shared.options.metrics.partner_stalls, 1);
+        tracing::debug!(partner = %self.peer.name, queue, "queue full: partner held back");
+    }
+
+    /// Hands a governance frame to the policy, within its window.
+    fn share_frame(&mut self, frame: ShareFrame) {
+        let policy = &self.shared.policy;
+        match policy.share_window(&self.peer.org) {
+            None => policy.share_received(&self.peer.org, frame),
+            Some(window) => match window.clone().try_acquire_owned() {
+                Ok(permit) => policy.share_received_held(&self.peer.org, frame, permit),
+                Err(_) => {
+                    self.stalled_share = Some((frame, window));
+                    self.note_stall("governance frames");
+                    return;
+                }
+            },
+        }
+        self.send_share_outbox();
+    }
+
     /// Sends the governance frames the policy has queued for this partner
     /// and not yet sent on this connection (unacknowledged ones are resent
     /// on the next connection).
@@ -312,6 +417,18 @@ impl Driver<'_> {
         }
         match t.channel {
             Channel::Control => {
+                let queued = self
+                    .control_backlog
+                    .fetch_add(frame.len(), std::sync::atomic::Ordering::Relaxed)
+                    + frame.len();
+                if queued > CONTROL_BACKLOG && !self.session.is_closed() {
+                    tracing::warn!(partner = %self.peer.name, queued,
+                        "the partner does not read its control stream: closing");
+                    self.fail(
+                        ErrorCode::Unexpected,
+                        format!("{queued} bytes of control frames unread: the partner does not read its control stream"),
+                    );
+                }
                 let _ = self.control.send(Outgoing {
                     frame,
                     finish: false,
@@ -321,7 +438,12 @@ impl Driver<'_> {
             Channel::Changes => {
                 let tx = self.changes.get_or_insert_with(|| {
                     let conn = self.conn.clone();
-                    spawn_writer(async move { conn.open_uni().await }, self.events_tx.clone()).0
+                    spawn_writer(
+                        async move { conn.open_uni().await },
+                        self.events_tx.clone(),
+                        Backlog::default(),
+                    )
+                    .0
                 });
                 let _ = tx.send(Outgoing {
                     frame,
@@ -339,7 +461,12 @@ impl Driver<'_> {
                 };
                 let tx = self.blob_writers.entry(hash).or_insert_with(|| {
                     let conn = self.conn.clone();
-                    spawn_writer(async move { conn.open_uni().await }, self.events_tx.clone()).0
+                    spawn_writer(
+                        async move { conn.open_uni().await },
+                        self.events_tx.clone(),
+                        Backlog::default(),
+                    )
+                    .0
                 });
                 let _ = tx.send(Outgoing {
                     frame,
@@ -364,9 +491,12 @@ impl Driver<'_> {
                 self.route(t);
                 progressed = true;
             }
-            if let Some(effect) = self.session.poll_effect() {
-                self.effect(effect).await;
-                progressed = true;
+            // Stalled: the session's further effects wait with it.
+            if !self.stalled() {
+                if let Some(effect) = self.session.poll_effect() {
+                    self.effect(effect).await;
+                    progressed = true;
+                }
             }
             if !progressed {
                 break;
@@ -406,10 +536,7 @@ impl Driver<'_> {
                 }
                 self.send_share_outbox();
             }
-            Effect::Share(frame) => {
-                self.shared.policy.share_received(&self.peer.org, frame);
-                self.send_share_outbox();
-            }
+            Effect::Share(frame) => self.share_frame(frame),
             Effect::LoadChanges { after, limit } => {
                 if let Err(e) = self.load(after, limit) {
                     self.fail(ErrorCode::Internal, format!("cannot read the log: {e}"));
@@ -417,7 +544,15 @@ impl Driver<'_> {
             }
             Effect::Apply { changes, up_to_seq } => {
                 if let Some(a) = &self.applier {
-                    let _ = a.send(ApplyJob { changes, up_to_seq });
+                    match a.try_send(ApplyJob { changes, up_to_seq }) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(job)) => {
+                            self.stalled_apply = Some(job);
+                            self.note_stall("change batches");
+                        }
+                        // The applier failed; that failure closes the session.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
                 }
             }
             Effect::PeerAcked { up_to_seq } => {
@@ -507,9 +642,22 @@ impl Driver<'_> {
     }
 
     fn request_blobs(&mut self, wanted: Vec<(BlobHash, BlobEntry)>) {
+        let max = self.shared.options.limits.max_blob_bytes;
         for (hash, entry) in wanted {
             let Some(object) = entry.object else { continue };
             if self.receiving.contains_key(&hash) {
+                continue;
+            }
+            // Asking names the blob of one of our objects: only a partner
+            // the object came from is asked.
+            if !self.shared.policy.may_ask_blob(&self.peer.org, &object) {
+                continue;
+            }
+            if entry.size > max {
+                // Recorded before the cap was lowered: refused before any
+                // byte is written.
+                tracing::warn!(partner = %self.peer.name, blob = %crate::store::hash_hex(&hash),
+                    size = entry.size, max, "blob over limits.max_blob_bytes: not fetched");
                 continue;
             }
             let partial = match self.shared.store.blob_files().partial(&hash, entry.size) {
@@ -530,15 +678,45 @@ impl Driver<'_> {
     }
 
     fn write_blob_chunk(&mut self, hash: BlobHash, offset: u64, total_len: u64, data: &[u8]) {
-        let files = self.shared.store.blob_files().clone();
-        let entry = match self.receiving.remove(&hash) {
-            Some(p) if p.total_len() == total_len => Ok(p),
-            _ => files.partial(&hash, total_len),
+        let max = self.shared.options.limits.max_blob_bytes;
+        let Some(mut partial) = self.receiving.remove(&hash) else {
+            // The session only passes chunks of transfers we asked for.
+            self.fail(
+                ErrorCode::Internal,
+                format!(
+                    "blob {} chunk without a transfer",
+                    crate::store::hash_hex(&hash)
+                ),
+            );
+            return;
         };
-        let result = entry.and_then(|mut p| {
-            p.append(offset, data)?;
-            Ok(p)
-        });
+        // The length we asked for is the one the résumé announced; a
+        // sender announcing another (more than the résumé said, or over
+        // the cap) is cut off before the chunk is written, and the partial
+        // file goes: a partner cannot fill our disk past what it announced.
+        if total_len != partial.total_len() || total_len > max {
+            let announced = partial.total_len();
+            let removed = partial.discard();
+            let detail = format!(
+                "blob {}: the sender streams {total_len} bytes, {announced} were announced (limits.max_blob_bytes {max}); transfer aborted, partial file removed",
+                crate::store::hash_hex(&hash)
+            );
+            if let Err(e) = removed {
+                tracing::warn!(error = %e, "cannot remove a refused partial blob");
+            }
+            // Two kinds of refusal, noticed (rate-limited) separately.
+            let limit = if total_len > max {
+                "max_blob_bytes"
+            } else {
+                "blob_length"
+            };
+            self.shared
+                .policy
+                .limit_refused(&self.peer.org, limit, detail.clone());
+            self.fail(ErrorCode::Malformed, detail);
+            return;
+        }
+        let result = partial.append(offset, data).map(|()| partial);
         match result {
             Ok(p) => {
                 self.receiving.insert(hash, p);
@@ -581,13 +759,16 @@ impl Driver<'_> {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Message(msg) => {
+            Event::Message(msg, permit) => {
                 if let Message::Changes(env) | Message::BlobChunk(env) = &msg {
                     let m = &self.shared.options.metrics;
                     crate::metrics::add(&m.bytes_received, env.ciphertext.len() as u64);
                 }
                 // The session reports violations itself (Closed effect).
                 let _ = self.session.handle_message(msg, Instant::now());
+                // Taken by the session: what it holds now is bounded by
+                // the applier and governance queues.
+                drop(permit);
             }
             Event::ReadFailed(e) => {
                 tracing::warn!(partner = %self.peer.name, error = %e, "bad stream from partner");
@@ -744,10 +925,12 @@ pub(super) async fn run(
     };
 
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
-    let ctrl_reader = Owned(spawn_reader(ctrl_recv, events_tx.clone()));
+    let budget = Arc::new(Semaphore::new(READ_BUDGET as usize));
+    let ctrl_reader = Owned(spawn_reader(ctrl_recv, events_tx.clone(), budget.clone()));
     let uni_acceptor = {
         let conn = conn.clone();
         let events_tx = events_tx.clone();
+        let budget = budget.clone();
         // Aborting the acceptor drops `streams`, which aborts their readers.
         Owned::spawn(async move {
             let mut streams = Vec::new();
@@ -755,12 +938,23 @@ pub(super) async fn run(
                 // Forget finished readers: a peer opening stream after
                 // stream must not grow this list for the connection's life.
                 streams.retain(|s: &Owned| !s.is_finished());
-                streams.push(Owned(spawn_reader(recv, events_tx.clone())));
+                streams.push(Owned(spawn_reader(recv, events_tx.clone(), budget.clone())));
             }
         })
     };
-    let (control, control_task) = spawn_writer(async move { Ok(ctrl_send) }, events_tx.clone());
-    let (applier, applier_task) = spawn_applier(shared.clone(), peer.clone(), events_tx.clone());
+    let control_backlog = Backlog::default();
+    let (control, control_task) = spawn_writer(
+        async move { Ok(ctrl_send) },
+        events_tx.clone(),
+        control_backlog.clone(),
+    );
+    let (applied_tx, mut applied_rx) = mpsc::unbounded_channel();
+    let (applier, applier_task) = spawn_applier(
+        shared.clone(),
+        peer.clone(),
+        shared.options.limits.max_queued_batches,
+        applied_tx,
+    );
     let mut applier_task = Owned(applier_task);
 
     let mut d = Driver {
@@ -770,6 +964,7 @@ pub(super) async fn run(
         session,
         events_tx,
         control,
+        control_backlog,
         control_task,
         changes: None,
         blob_writers: HashMap::new(),
@@ -777,6 +972,8 @@ pub(super) async fn run(
         serving: HashMap::new(),
         receiving: HashMap::new(),
         applier: Some(applier),
+        stalled_apply: None,
+        stalled_share: None,
         status,
         established: false,
         error: None,
@@ -788,6 +985,7 @@ pub(super) async fn run(
     let mut stopped = false;
     let mut close_code = CLOSE_NORMAL;
     let mut peer_closed = false;
+    let mut applier_running = true;
     loop {
         d.pump().await;
         if d.session.is_closed() {
@@ -798,13 +996,45 @@ pub(super) async fn run(
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + shared.options.idle_timeout);
+        // Owned handles for the stalled branches, so that they borrow
+        // nothing of `d`.
+        let apply_room = d.stalled_apply.as_ref().and_then(|_| d.applier.clone());
+        let share_room = d.stalled_share.as_ref().map(|(_, w)| w.clone());
+        let stalled = d.stalled();
         tokio::select! {
+            room = async move {
+                match apply_room {
+                    Some(tx) => tx.reserve_owned().await.ok(),
+                    None => std::future::pending().await,
+                }
+            }, if d.stalled_apply.is_some() => {
+                let job = d.stalled_apply.take();
+                if let (Some(room), Some(job)) = (room, job) {
+                    room.send(job);
+                }
+            }
+            permit = async move {
+                match share_room {
+                    Some(w) => w.acquire_owned().await.ok(),
+                    None => std::future::pending().await,
+                }
+            }, if d.stalled_share.is_some() => {
+                if let (Some(permit), Some((frame, _))) = (permit, d.stalled_share.take()) {
+                    d.shared.policy.share_received_held(&peer.org, frame, permit);
+                    d.send_share_outbox();
+                }
+            }
+            applied = applied_rx.recv(), if applier_running => match applied {
+                Some(a) => d.on_event(Event::Applied(a)),
+                // The applier stopped (it failed, which closes the session).
+                None => applier_running = false,
+            },
             reason = stop.wait_for(|s| *s != Stop::Running) => {
                 stopped = true;
                 close_code = stop_code(reason.map(|r| *r));
                 d.session.close(None);
             }
-            ev = events.recv() => {
+            ev = events.recv(), if !stalled => {
                 // `d` holds a sender, so the channel never closes while we run.
                 if let Some(ev) = ev {
                     d.on_event(ev);
@@ -872,10 +1102,12 @@ pub(super) async fn run(
     // waited forever once the readers had filled it (a backlog in flight).
     // What arrives now is dropped: the session is over, and the partner
     // resends what was not acked.
+    d.stalled_apply = None;
     loop {
         tokio::select! {
             _ = applier_task.join() => break,
             _ = events.recv() => {}
+            Some(_) = applied_rx.recv() => {}
         }
     }
     let Driver {

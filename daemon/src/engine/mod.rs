@@ -65,6 +65,9 @@ pub struct EngineOptions {
     /// The daemon's counters (changes and bytes sent and applied,
     /// reconnects), shared with the local API's `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What one partner may make us hold (`[limits]`): the blob size cap
+    /// and the per-partner queue bounds.
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl Default for EngineOptions {
@@ -76,6 +79,7 @@ impl Default for EngineOptions {
             reconnect_max: Duration::from_millis(crate::config::DEFAULT_RECONNECT_MAX_MS),
             idle_timeout: Duration::from_secs(30),
             metrics: Arc::default(),
+            limits: crate::config::LimitsConfig::default(),
         }
     }
 }

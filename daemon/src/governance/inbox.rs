@@ -44,7 +44,7 @@ fn decide_change(gov: &Governance, partner: &OrgId, change: &Change) -> Result<I
             return Ok(Incoming::Reject);
         }
         // Held until the share announces it (then `on_offered` decides).
-        Ok(ChangeVerdict::Unannounced) => return Ok(Incoming::Hold),
+        Ok(ChangeVerdict::Unannounced) => return hold_within_cap(gov, partner, change),
         Ok(ChangeVerdict::NewFromMirror) => {
             gov.set_provenance(
                 &change.id,
@@ -69,8 +69,63 @@ fn decide_change(gov: &Governance, partner: &OrgId, change: &Change) -> Result<I
         Some(Decision::Approved) => Incoming::Apply,
         Some(Decision::Linked(_)) => Incoming::Hold,
         None if gov.settings_of(partner).auto_approve => Incoming::Apply,
-        None => Incoming::Hold,
+        None => hold_within_cap(gov, partner, change)?,
     })
+}
+
+/// The count of a partner's held changes kept by [`hold_within_cap`].
+#[derive(Debug)]
+pub(crate) struct HeldCount {
+    n: usize,
+    counted: std::time::Instant,
+}
+
+/// How often a partner at the inbox cap has its held changes recounted
+/// (admins' decisions empty the inbox; a recount reads every key).
+const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Holds `change` unless `partner` already has `limits.max_inbox_items`
+/// changes waiting in our inbox; then refuses it (over the limit: the
+/// partner is told, the refusal audited; what is held stays).
+fn hold_within_cap(
+    gov: &Governance,
+    partner: &OrgId,
+    change: &Change,
+) -> Result<Incoming, GovError> {
+    let max = gov.inner.config.limits.max_inbox_items;
+    let now = std::time::Instant::now();
+    let held = {
+        let mut counts = gov
+            .inner
+            .inbox_held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = match counts.entry(*partner) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(HeldCount {
+                n: gov.store().inbox_len(partner)?,
+                counted: now,
+            }),
+        };
+        if c.n >= max && now.duration_since(c.counted) >= RECOUNT_EVERY {
+            c.n = gov.store().inbox_len(partner)?;
+            c.counted = now;
+        }
+        if c.n < max {
+            c.n += 1;
+            return Ok(Incoming::Hold);
+        }
+        c.n
+    };
+    gov.over_limit(
+        partner,
+        "max_inbox_items",
+        format!(
+            "change to {} {} not held: {held} changes from you already wait for our admin (limits.max_inbox_items = {max})",
+            change.kind, change.id
+        ),
+    );
+    Ok(Incoming::Reject)
 }
 
 /// Changes held because no share had announced their object yet, now

@@ -33,7 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use orgsync_protocol::model::{Change, Object, ObjectId, OrgId};
 use orgsync_protocol::share::{ShareBody, ShareFrame};
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::policy::{Incoming, SharePolicy};
 use crate::store::{Store, StoreError};
@@ -111,9 +111,19 @@ pub struct GovConfig {
     /// an erase was acknowledged), with the audit entry as JSON on stdin.
     #[serde(default)]
     pub webhook: Option<String>,
+    /// The `[limits]` of `orgsync.toml` (not read from this file): inbox
+    /// and open-request caps, the frame window, the webhook rate.
+    #[serde(skip)]
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl GovConfig {
+    /// These settings with the `[limits]` of `orgsync.toml`.
+    pub fn with_limits(mut self, limits: crate::config::LimitsConfig) -> GovConfig {
+        self.limits = limits;
+        self
+    }
+
     /// Reads `dir/governance.toml`; defaults when it does not exist.
     pub fn load(dir: &Path) -> Result<GovConfig, GovError> {
         let path = dir.join(CONFIG_FILE);
@@ -182,7 +192,20 @@ pub(crate) struct Inner {
     /// Replies (frame id 0) waiting for the engine, per partner.
     replies: Mutex<HashMap<OrgId, Vec<ShareFrame>>>,
     outbox_changed: watch::Sender<u64>,
-    frames: mpsc::UnboundedSender<(OrgId, ShareFrame)>,
+    /// Each partner's frame queue, handled by a task of its own so that
+    /// one partner's flood does not delay another's frames behind it.
+    frames: Mutex<HashMap<OrgId, mpsc::UnboundedSender<QueuedFrame>>>,
+    /// Each partner's frame window (`limits.max_queued_frames`): the
+    /// engine takes a permit per frame, so a queue never holds more.
+    windows: Mutex<HashMap<OrgId, Arc<Semaphore>>>,
+    /// When each (partner, limit) refusal was last audited and told to
+    /// the partner, and how many were refused quietly since.
+    limit_notices: Mutex<HashMap<(OrgId, &'static str), LimitNotice>>,
+    /// Changes held in the inbox per partner, counted at the first use
+    /// and recounted when the cap is reached (admins' decisions remove).
+    pub(crate) inbox_held: Mutex<HashMap<OrgId, inbox::HeldCount>>,
+    /// The rate-limited webhook.
+    webhook: audit::Webhook,
     /// Serialises state-changing operations (API calls, frames, events).
     pub(crate) op: tokio::sync::Mutex<()>,
     /// How to pair with an accepted pending peer (set by the daemon).
@@ -249,8 +272,8 @@ impl Governance {
                 break;
             }
         }
-        let (frames_tx, frames_rx) = mpsc::unbounded_channel();
         let (outbox_changed, _) = watch::channel(0);
+        let webhook = audit::Webhook::new(config.webhook.clone(), &config.limits, metrics.clone());
         let gov = Governance {
             inner: Arc::new(Inner {
                 us,
@@ -266,7 +289,11 @@ impl Governance {
                 settings: Mutex::new(settings),
                 replies: Mutex::default(),
                 outbox_changed,
-                frames: frames_tx,
+                frames: Mutex::default(),
+                windows: Mutex::default(),
+                limit_notices: Mutex::default(),
+                inbox_held: Mutex::default(),
+                webhook,
                 op: tokio::sync::Mutex::new(()),
                 pairing: Mutex::new(None),
                 tasks: Mutex::default(),
@@ -281,7 +308,6 @@ impl Governance {
             }
         }
         let tasks = vec![
-            tokio::spawn(frame_loop(gov.clone(), frames_rx)),
             tokio::spawn(shares::membership_loop(gov.clone(), events)),
             tokio::spawn(inbox::linked_loop(gov.clone())),
         ];
@@ -439,7 +465,7 @@ impl Governance {
             },
         )?;
         if matches!(action, "share.received" | "erase.acked" | "terms.accepted") {
-            audit::notify(self.inner.config.webhook.as_ref(), &entry);
+            self.inner.webhook.notify(&entry);
         }
         Ok(entry)
     }
@@ -509,6 +535,11 @@ impl Governance {
                 shares::on_received(self, partner, share, objects)
             }
             ShareBody::Redeem { code } => shares::on_redeem(self, partner, code).await,
+            // The partner refused something over one of its limits (our
+            // admin reads why in the audit log), or a share code.
+            ShareBody::Refused { reason } if reason.starts_with(LIMIT_PREFIX) => self
+                .audit(DAEMON, "partner.limit", Some(&partner), None, reason)
+                .map(|_| ()),
             ShareBody::Refused { reason } => self
                 .audit(DAEMON, "redeem.refused", Some(&partner), None, reason)
                 .map(|_| ()),
@@ -536,10 +567,120 @@ impl Governance {
     }
 }
 
-async fn frame_loop(gov: Governance, mut rx: mpsc::UnboundedReceiver<(OrgId, ShareFrame)>) {
-    while let Some((partner, frame)) = rx.recv().await {
+/// A frame waiting to be handled, with its window permit if the engine
+/// took one.
+type QueuedFrame = (ShareFrame, Option<OwnedSemaphorePermit>);
+
+/// When a (partner, limit) refusal was last noticed (Unix ms, 0 for
+/// never) and how many were refused quietly since.
+type LimitNotice = (u64, u64);
+
+/// Start of the reason of a [`ShareBody::Refused`] sent for a limit.
+pub const LIMIT_PREFIX: &str = "limit ";
+
+/// How often one (partner, limit) refusal is audited and told to the
+/// partner; the refusals in between are counted.
+const LIMIT_NOTICE_EVERY_MS: u64 = 60_000;
+
+async fn frame_loop(gov: Governance, partner: OrgId, mut rx: mpsc::UnboundedReceiver<QueuedFrame>) {
+    while let Some((frame, permit)) = rx.recv().await {
         if let Err(e) = gov.handle_frame(partner, frame).await {
             tracing::error!(error = %e, "cannot handle a governance frame");
+        }
+        // Handled: the partner may send the next one.
+        drop(permit);
+    }
+}
+
+impl Governance {
+    /// Queues a frame for `partner`'s frame task (started on first use).
+    fn queue_frame(
+        &self,
+        partner: &OrgId,
+        frame: ShareFrame,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        if let ShareBody::Delivered(id) = frame.body {
+            if let Err(e) = self.db().delivered(partner, id) {
+                tracing::warn!(error = %e, "cannot drop a delivered governance frame");
+            }
+            return;
+        }
+        let mut frames = self
+            .inner
+            .frames
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let tx = frames.entry(*partner).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(frame_loop(self.clone(), *partner, rx));
+            self.inner
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(task);
+            tx
+        });
+        // The task lives as long as the governance (until shutdown).
+        let _ = tx.send((frame, permit));
+    }
+
+    /// Records that something `partner` sent is over limit `limit` (a
+    /// `[limits]` key) and was refused; `detail` says what. Nothing stored
+    /// changes. Counted every time; a warning, an audit entry
+    /// (`limit.refused`) and a [`ShareBody::Refused`] to the partner (its
+    /// admin sees it in its audit log as `partner.limit`) at most once a
+    /// minute per partner and limit, with the count refused in between,
+    /// so a flood cannot grow the audit log or the outbox either.
+    pub(crate) fn over_limit(&self, partner: &OrgId, limit: &'static str, detail: String) {
+        crate::metrics::add(&self.inner.metrics.limits_refused, 1);
+        let now = self.now_ms();
+        let quiet = {
+            let mut notices = self
+                .inner
+                .limit_notices
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let n = notices.entry((*partner, limit)).or_insert((0, 0));
+            if n.0 != 0 && now < n.0.saturating_add(LIMIT_NOTICE_EVERY_MS) {
+                n.1 += 1;
+                None
+            } else {
+                n.0 = now.max(1);
+                Some(std::mem::take(&mut n.1))
+            }
+        };
+        let Some(quiet) = quiet else {
+            tracing::debug!(partner = %self.partner_name(partner), limit, %detail, "refused: over a limit");
+            return;
+        };
+        let mut detail = detail;
+        if quiet > 0 {
+            detail.push_str(&format!(
+                " ({quiet} more refused for this limit since the last notice)"
+            ));
+        }
+        tracing::warn!(partner = %self.partner_name(partner), limit, %detail, "refused: over a limit");
+        if let Err(e) = self.audit(
+            DAEMON,
+            "limit.refused",
+            Some(partner),
+            None,
+            format!("{limit}: {detail}"),
+        ) {
+            tracing::error!(error = %e, "cannot record a refusal in the audit log");
+        }
+        let mut reason = format!("{LIMIT_PREFIX}{limit}: {detail}");
+        let max = orgsync_protocol::share::MAX_NOTE_LEN;
+        if reason.len() > max {
+            let mut end = max;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        if let Err(e) = self.send(partner, ShareBody::Refused { reason }) {
+            tracing::warn!(error = %e, "cannot tell the partner about a refusal");
         }
     }
 }
@@ -602,14 +743,50 @@ impl SharePolicy for Governance {
     }
 
     fn share_received(&self, partner: &OrgId, frame: ShareFrame) {
-        if let ShareBody::Delivered(id) = frame.body {
-            if let Err(e) = self.db().delivered(partner, id) {
-                tracing::warn!(error = %e, "cannot drop a delivered governance frame");
+        self.queue_frame(partner, frame, None);
+    }
+
+    fn share_window(&self, partner: &OrgId) -> Option<Arc<Semaphore>> {
+        let max = self.inner.config.limits.max_queued_frames;
+        Some(
+            self.inner
+                .windows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(*partner)
+                .or_insert_with(|| Arc::new(Semaphore::new(max.max(1))))
+                .clone(),
+        )
+    }
+
+    fn share_received_held(
+        &self,
+        partner: &OrgId,
+        frame: ShareFrame,
+        permit: OwnedSemaphorePermit,
+    ) {
+        self.queue_frame(partner, frame, Some(permit));
+    }
+
+    fn may_ask_blob(&self, partner: &OrgId, object: &ObjectId) -> bool {
+        use orgsync_protocol::authority::Source;
+        match self.provenance_of(object) {
+            Ok(p) => match p.source {
+                // A copy: only the partner it came from has its content.
+                Source::Share { from, .. } | Source::Mirror { from } => from == *partner,
+                // Ours (e.g. received before provenance was recorded):
+                // only our own organisation's other copies are asked.
+                Source::Own => self.is_mirror(partner),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a copy's provenance; blob not asked");
+                false
             }
-            return;
         }
-        // The loop lives as long as any Governance handle.
-        let _ = self.inner.frames.send((*partner, frame));
+    }
+
+    fn limit_refused(&self, partner: &OrgId, limit: &'static str, detail: String) {
+        self.over_limit(partner, limit, detail);
     }
 
     fn share_outbox_changed(&self) -> Option<watch::Receiver<u64>> {

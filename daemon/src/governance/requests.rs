@@ -253,6 +253,28 @@ pub(super) fn on_request(gov: &Governance, partner: OrgId, req: Request) -> Resu
             req.request
         )));
     }
+    // Over the cap of open requests: refused, nothing stored (the
+    // partner is told and the refusal audited by `over_limit`).
+    let max = gov.inner.config.limits.max_open_requests;
+    let open = list(gov)?
+        .iter()
+        .filter(|r| {
+            r.partner == partner
+                && r.role == RequestRole::Owner
+                && r.status == ShareStatus::ToEvaluate
+        })
+        .count();
+    if open >= max {
+        gov.over_limit(
+            &partner,
+            "max_open_requests",
+            format!(
+                "share request {} refused: {open} of your requests already wait for our admin (limits.max_open_requests = {max})",
+                req.request
+            ),
+        );
+        return Ok(());
+    }
     let mut r = fresh(
         gov,
         req.request,

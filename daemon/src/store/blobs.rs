@@ -11,6 +11,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// BLAKE3 hash of a blob's content.
 pub type BlobHash = [u8; 32];
@@ -66,6 +68,17 @@ pub enum BlobError {
         /// Announced size.
         total: u64,
     },
+    /// The blob is larger than `[limits] max_blob_bytes`; nothing of it is
+    /// kept.
+    #[error("{what}: {size} bytes is over the limit of {max} bytes (limits.max_blob_bytes)")]
+    TooLarge {
+        /// The blob (hash) or source file.
+        what: String,
+        /// Its size (or the size reached when the copy stopped).
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The content does not hash to the announced hash; the partial file is
     /// discarded so the next attempt starts over.
     #[error("blob {expected}: content hashes to {actual}; discarded")]
@@ -90,6 +103,8 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Blo
 #[derive(Clone, Debug)]
 pub struct BlobFiles {
     root: PathBuf,
+    /// Largest blob accepted (`[limits] max_blob_bytes`), shared by clones.
+    max_bytes: Arc<AtomicU64>,
 }
 
 impl BlobFiles {
@@ -99,7 +114,22 @@ impl BlobFiles {
         for dir in [root.clone(), root.join("tmp"), root.join("partial")] {
             fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         }
-        Ok(BlobFiles { root })
+        Ok(BlobFiles {
+            root,
+            max_bytes: Arc::new(AtomicU64::new(crate::config::DEFAULT_MAX_BLOB_BYTES)),
+        })
+    }
+
+    /// Sets the largest blob stored from now on (every clone sees it):
+    /// larger files are refused by [`BlobFiles::put_file`] and
+    /// [`BlobFiles::partial`] before anything is kept.
+    pub fn set_max_bytes(&self, max: u64) {
+        self.max_bytes.store(max, Ordering::Relaxed);
+    }
+
+    /// The largest blob stored (see [`BlobFiles::set_max_bytes`]).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.load(Ordering::Relaxed)
     }
 
     /// Where a complete blob lives.
@@ -133,6 +163,7 @@ impl BlobFiles {
     fn put_reader(&self, input: &mut dyn Read, src: &Path) -> Result<(BlobHash, u64), BlobError> {
         let tmp = tempfile_in(&self.root.join("tmp"))?;
         let (mut file, tmp_path) = tmp;
+        let max = self.max_bytes();
         let result = (|| {
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 256 * 1024];
@@ -142,10 +173,19 @@ impl BlobFiles {
                 if n == 0 {
                     break;
                 }
+                size += n as u64;
+                // Checked as it is read: the file may grow after a size
+                // check by the caller.
+                if size > max {
+                    return Err(BlobError::TooLarge {
+                        what: src.display().to_string(),
+                        size,
+                        max,
+                    });
+                }
                 hasher.update(&buf[..n]);
                 file.write_all(&buf[..n])
                     .map_err(io_err("write", &tmp_path))?;
-                size += n as u64;
             }
             file.sync_all().map_err(io_err("fsync", &tmp_path))?;
             let hash: BlobHash = hasher.finalize().into();
@@ -187,6 +227,15 @@ impl BlobFiles {
     /// Opens (or creates) the partial download of `hash`, `total_len`
     /// bytes long. Its [`PartialBlob::offset`] is where the transfer resumes.
     pub fn partial(&self, hash: &BlobHash, total_len: u64) -> Result<PartialBlob, BlobError> {
+        let max = self.max_bytes();
+        if total_len > max {
+            // Before the file is created: nothing of it reaches the disk.
+            return Err(BlobError::TooLarge {
+                what: format!("blob {}", hash_hex(hash)),
+                size: total_len,
+                max,
+            });
+        }
         let path = self.root.join("partial").join(hash_hex(hash));
         let file = OpenOptions::new()
             .create(true)
@@ -270,6 +319,18 @@ impl PartialBlob {
         Ok(())
     }
 
+    /// Abandons the download and removes its partial file (a refused
+    /// transfer leaves nothing on disk).
+    pub fn discard(self) -> Result<(), BlobError> {
+        let PartialBlob { file, path, .. } = self;
+        drop(file);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &path)(e)),
+        }
+    }
+
     /// Makes the bytes appended so far durable, so a restart resumes after them.
     pub fn sync(&mut self) -> Result<(), BlobError> {
         self.file.sync_data().map_err(io_err("fsync", &self.path))?;
@@ -334,6 +395,49 @@ fn sync_dir(dir: &Path) -> Result<(), BlobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blobs_over_the_cap_leave_nothing_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobFiles::open(dir.path().join("blobs")).unwrap();
+        blobs.set_max_bytes(1000);
+        // A clone (the engine's) sees the same cap.
+        assert_eq!(blobs.clone().max_bytes(), 1000);
+        let err = blobs.put_bytes(&[1u8; 1001]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BlobError::TooLarge {
+                    size: 1001,
+                    max: 1000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("limits.max_blob_bytes"), "{err}");
+        let err = blobs.partial(&[3; 32], 1001).unwrap_err();
+        assert!(matches!(err, BlobError::TooLarge { .. }), "{err}");
+        for sub in ["tmp", "partial"] {
+            assert!(
+                fs::read_dir(dir.path().join("blobs").join(sub))
+                    .unwrap()
+                    .next()
+                    .is_none(),
+                "something of a refused blob is left in {sub}"
+            );
+        }
+        // At the cap: stored; a discarded partial goes.
+        blobs.put_bytes(&[1u8; 1000]).unwrap();
+        let mut p = blobs.partial(&[4; 32], 1000).unwrap();
+        p.append(0, &[5u8; 10]).unwrap();
+        p.discard().unwrap();
+        assert!(!dir
+            .path()
+            .join("blobs/partial")
+            .join(hash_hex(&[4; 32]))
+            .exists());
+    }
 
     #[test]
     fn put_file_stores_by_hash_and_reads_from_offset() {

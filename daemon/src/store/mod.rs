@@ -753,6 +753,21 @@ impl Store {
             .collect()
     }
 
+    /// How many changes are held in the inbox for `partner` (keys only).
+    pub fn inbox_len(&self, partner: &OrgId) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self
+            .inner
+            .data
+            .scan_prefix(keys::inbox_prefix(partner))
+            .keys()
+        {
+            kv.map_err(db_err("count inbox"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     // -----------------------------------------------------------------
     // Cursors and the log
     // -----------------------------------------------------------------
