@@ -169,7 +169,7 @@ enum Command {
     },
     /// Export data received from a partner or under a share.
     #[command(
-        after_help = "Examples:\n  orgsync export --partner Acme --format csv -o acme-data/   (one CSV per kind)\n  orgsync export --share 3f2a... --format ndjson -o share.ndjson"
+        after_help = "Files are created with mode 0600 (owner only) and never written through a symbolic link.\n\nCSV is made safe to open in a spreadsheet: every cell is quoted, and a text cell starting with =, +, -, @, a tab or a carriage return gets a leading ' so it is shown as text, never run as a formula (e.g. =HYPERLINK(...) is written as '=HYPERLINK(...)). NDJSON is written verbatim.\n\nExamples:\n  orgsync export --partner Acme --format csv -o acme-data/   (one CSV per kind)\n  orgsync export --share 3f2a... --format ndjson -o share.ndjson"
     )]
     Export {
         /// Data received from this partner.
