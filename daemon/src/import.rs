@@ -511,7 +511,7 @@ impl Importer {
         // a link (checked on the handle, which is what is read below).
         let file = crate::localfile::open_regular_owned(path).map_err(|e| {
             tracing::warn!(file = %path.display(), error = %e, "drop file refused");
-            FileError::whole(format!("refused: {e}"))
+            FileError::whole(e.to_string())
         })?;
         let edits = match ext.as_str() {
             "ndjson" | "jsonl" => self.parse_blocking(file, path, Format::Ndjson).await?,

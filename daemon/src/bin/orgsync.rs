@@ -515,7 +515,9 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         }
         Command::AttachResume { contact, file } => {
             // The daemon opens the file itself, so it needs an absolute path.
-            let path = std::fs::canonicalize(&file)
+            // Not canonicalize(): that would resolve a symbolic link here and
+            // hand the daemon its target; the daemon refuses links itself.
+            let path = std::path::absolute(&file)
                 .map_err(|e| Failure::bad_input(format!("cannot read {}: {e}", file.display())))?;
             let obj = client.attach_resume(&contact, &path).await?;
             if json_out {
