@@ -232,6 +232,11 @@ fn export_files_are_private_and_csv_formulas_neutralised() {
         "-o",
         ndjson.to_str().unwrap(),
     ]);
+    let dir_mode = std::fs::metadata(&out_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        dir_mode, 0o700,
+        "new export directory has mode {dir_mode:o}"
+    );
     let csv_path = out_dir.join("contact.csv");
     for p in [&csv_path, &ndjson] {
         let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -279,7 +284,7 @@ fn export_files_are_private_and_csv_formulas_neutralised() {
     assert!(support::stderr(&out).contains("symbolic link"));
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
     eprintln!(
-        "local files: export of {} hostile contact names: csv and ndjson 0600, {} formula cells in CSV, NDJSON verbatim, export through a link refused",
+        "local files: export of {} hostile contact names: csv and ndjson 0600 (directory 0700), {} formula cells in CSV, NDJSON verbatim, export through a link refused",
         hostile.len(),
         bad.len()
     );

@@ -1073,6 +1073,9 @@ mod tests {
             "x.csv~",
             ".x.swp",
             "x.csv.error",
+            // The folder's own subfolders are never refused into failed/.
+            "done",
+            "failed",
         ] {
             assert!(!is_candidate_name(n), "{n}");
         }

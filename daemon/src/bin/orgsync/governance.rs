@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -1050,7 +1051,12 @@ pub async fn export(
             );
         }
         Format::Csv => {
-            std::fs::create_dir_all(&output).map_err(|e| export_err(&output, e))?;
+            // A new export directory is the owner's only (0700), like its files.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&output)
+                .map_err(|e| export_err(&output, e))?;
             if objects.is_empty() {
                 println!("nothing received to export");
             }
