@@ -98,12 +98,12 @@ enum Command {
     },
     /// Attach a résumé file to a contact and print the résumé's id.
     #[command(
-        after_help = "Example:\n  orgsync attach-resume 0190a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b ./ada-cv.pdf"
+        after_help = "The daemon reads the file itself: it must be a regular file owned by the daemon's user. Symbolic links, directories, FIFOs and other users' files are refused (copy the file instead).\n\nExample:\n  orgsync attach-resume 0190a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b ./ada-cv.pdf"
     )]
     AttachResume {
         /// The contact's id.
         contact: String,
-        /// The file (the daemon reads it, so it must be readable by the daemon's user).
+        /// The file: a regular file owned by the daemon's user, not a link.
         file: PathBuf,
     },
     /// Write a résumé's content to a file.
