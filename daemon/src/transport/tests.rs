@@ -561,3 +561,46 @@ fn pending_list_bounds_per_source_and_in_all() {
     );
     assert!(trust.unlisted() > 0);
 }
+
+#[test]
+fn accepted_or_forgotten_pending_entries_free_their_place() {
+    let trust = Trust::new(vec![]);
+    for i in 0..MAX_PENDING_PER_SOURCE as u16 {
+        trust.record_pending(fp(i), addr([10, 0, 0, 7], 1), false);
+    }
+    let late = fp(999);
+    assert_eq!(
+        trust.record_pending(late, addr([10, 0, 0, 7], 1), false),
+        PendingOutcome::SourceFull
+    );
+    // Accepting fp(0) (it becomes a paired partner) frees one place.
+    trust.replace(vec![TrustedPeer {
+        org: OrgId([1; 32]),
+        name: "accepted".into(),
+        fingerprint: fp(0),
+        addresses: vec![],
+        revoked: false,
+    }]);
+    assert!(trust.pending().iter().all(|p| p.fingerprint != fp(0)));
+    assert_eq!(
+        trust.record_pending(late, addr([10, 0, 0, 7], 1), false),
+        PendingOutcome::Listed
+    );
+    // Forgetting (dismissing) one frees another.
+    assert!(trust.forget_pending(&fp(1)));
+    assert!(!trust.forget_pending(&fp(1)));
+    assert_eq!(
+        trust.record_pending(fp(1000), addr([10, 0, 0, 7], 1), false),
+        PendingOutcome::Listed
+    );
+    // A revoked partner's entry stays listed (flagged revoked).
+    trust.record_pending(fp(2), addr([10, 0, 0, 7], 1), true);
+    trust.replace(vec![TrustedPeer {
+        org: OrgId([2; 32]),
+        name: "revoked".into(),
+        fingerprint: fp(2),
+        addresses: vec![],
+        revoked: true,
+    }]);
+    assert!(trust.pending().iter().any(|p| p.fingerprint == fp(2)));
+}

@@ -147,8 +147,28 @@ impl Trust {
 
     /// Replaces the partner set; new handshakes use it at once. Existing
     /// connections are not touched (the engine closes revoked ones).
+    /// Pending entries of peers now paired (not revoked) are forgotten, so
+    /// an accepted peer frees its place in the bounded pending list.
     pub fn replace(&self, peers: Vec<TrustedPeer>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|p| {
+                !peers
+                    .iter()
+                    .any(|t| !t.revoked && t.fingerprint.ct_eq(&p.fingerprint))
+            });
         *self.peers.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(peers);
+    }
+
+    /// Forgets the pending entry of `fingerprint` (e.g. dismissed by an
+    /// admin), freeing its place; true if there was one. A later proven
+    /// refusal lists it again.
+    pub fn forget_pending(&self, fingerprint: &Fingerprint) -> bool {
+        let mut list = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = list.len();
+        list.retain(|p| p.fingerprint != *fingerprint);
+        list.len() != before
     }
 
     /// The current partner set.
