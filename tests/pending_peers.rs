@@ -276,6 +276,10 @@ fn only_proven_peers_are_pending_and_a_scanner_cannot_evict_them() {
             .any(|p| p["name"] == "Intruder" && p["connected"] == true)
             .then_some(())
     });
+    assert!(
+        !pending_fps(&a).contains(&c_fp),
+        "an accepted peer is no longer pending"
+    );
     c.stop();
     a.stop();
 }
