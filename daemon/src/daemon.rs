@@ -300,7 +300,7 @@ impl Daemon {
         let trust = Trust::new(trusted(&partners));
         let tls = LocalIdentity {
             cert_der: identity.cert_der.clone(),
-            key_der: Arc::new(identity.key_der.to_vec()),
+            key_der: Arc::new(identity.key_der.clone()),
         };
         let transport = Transport::bind(
             TransportOptions::new(config.listen, tls, identity.org_id),

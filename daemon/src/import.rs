@@ -24,6 +24,14 @@
 //! in size, so a huge line or file fails with a clear error instead of
 //! exhausting memory. Files already present at start are processed.
 //!
+//! Only regular files owned by the daemon's user are read: a symbolic
+//! link, a directory, a FIFO, a socket or device, or another user's file
+//! is refused (moved, itself, to `failed/` with a `.error` saying why; a
+//! link is moved as a link, its target is neither read nor moved). The
+//! checks are made on the opened handle ([`crate::localfile`]), and the
+//! moves are renames, which never follow links; the `.error` file is
+//! created without following a link either.
+//!
 //! A crash after a file's batch is durable but before the file is moved
 //! re-imports it at the next start without creating anything twice: a
 //! record without an `id` gets an id derived from the file (content hash
@@ -46,7 +54,7 @@ use orgsync_protocol::model::{Kind, ObjectId, Schema};
 use serde_json::{Map, Value as Json};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::attach_resume_file;
+use crate::api::attach_resume_handle;
 use crate::json::{self as j, CreateRequest, InputError, LocalEdit};
 use crate::metrics::{self, Metrics};
 use crate::store::{Edit, Store, StoreError};
@@ -225,9 +233,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether a directory entry name is one the drop folder reads.
+/// Whether a directory entry name is one the drop folder reads (or
+/// refuses): not its own `done/` and `failed/` folders.
 fn is_candidate_name(name: &str) -> bool {
     !(name.starts_with('.')
+        || name == "done"
+        || name == "failed"
         || name.ends_with(".tmp")
         || name.ends_with(".part")
         || name.ends_with(".swp")
@@ -374,7 +385,9 @@ impl Importer {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if !is_candidate_name(name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            // Links, directories, FIFOs... too: they are refused (moved to
+            // failed/ with the reason), not silently left lying there.
+            if !is_candidate_name(name) {
                 continue;
             }
             pending.entry(entry.path()).or_insert_with(|| Pending {
@@ -391,11 +404,18 @@ impl Importer {
         let now = Instant::now();
         let mut ready = Vec::new();
         pending.retain(|path, p| {
-            let meta = match std::fs::metadata(path) {
-                Ok(m) if m.is_file() => m,
-                // Gone (moved away, or renamed by its writer) or a directory.
-                _ => return false,
+            // lstat: a link is judged as a link, never by its target.
+            let meta = match std::fs::symlink_metadata(path) {
+                Ok(m) => m,
+                // Gone (moved away, or renamed by its writer).
+                Err(_) => return false,
             };
+            if !meta.is_file() {
+                // Refused at once (process() says why); nothing to settle,
+                // and a FIFO must not be waited on.
+                ready.push(path.clone());
+                return false;
+            }
             let mtime = meta.modified().ok();
             if meta.len() != p.len || mtime != p.mtime {
                 p.len = meta.len();
@@ -450,9 +470,7 @@ impl Importer {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or(name);
                 let reason = failed.join(format!("{target_name}.error"));
-                tokio::fs::write(&reason, format!("{error}\n"))
-                    .await
-                    .map_err(self.io_err(&reason))?;
+                write_reason(&reason, &format!("{error}\n")).map_err(self.io_err(&reason))?;
                 tokio::fs::rename(path, &target)
                     .await
                     .map_err(self.io_err(path))?;
@@ -489,16 +507,22 @@ impl Importer {
             Some((s, e)) => (s.to_string(), e.to_ascii_lowercase()),
             None => (name.clone(), String::new()),
         };
+        // Before anything else: only our own regular files, never through
+        // a link (checked on the handle, which is what is read below).
+        let file = crate::localfile::open_regular_owned(path).map_err(|e| {
+            tracing::warn!(file = %path.display(), error = %e, "drop file refused");
+            FileError::whole(e.to_string())
+        })?;
         let edits = match ext.as_str() {
-            "ndjson" | "jsonl" => self.parse_blocking(path, Format::Ndjson).await?,
-            "csv" => self.parse_blocking(path, Format::Csv(stem)).await?,
+            "ndjson" | "jsonl" => self.parse_blocking(file, path, Format::Ndjson).await?,
+            "csv" => self.parse_blocking(file, path, Format::Csv(stem)).await?,
             e if RESUME_EXTENSIONS.contains(&e) => {
                 let contact: ObjectId = stem.parse().map_err(|_| {
                     FileError::whole(format!(
                         "a résumé file must be named <contact-id>.{e}; {stem:?} is not an object id"
                     ))
                 })?;
-                let edit = attach_resume_file(&self.store, contact, path, None)
+                let edit = attach_resume_handle(&self.store, contact, file, path, None)
                     .await
                     .map_err(|e| FileError::whole(e.to_string()))?;
                 vec![edit]
@@ -525,7 +549,12 @@ impl Importer {
         Ok(n)
     }
 
-    async fn parse_blocking(&self, path: &Path, format: Format) -> Result<Vec<Edit>, FileError> {
+    async fn parse_blocking(
+        &self,
+        file: File,
+        path: &Path,
+        format: Format,
+    ) -> Result<Vec<Edit>, FileError> {
         let store = self.store.clone();
         let schema = self.schema.borrow().clone();
         let path = path.to_path_buf();
@@ -538,17 +567,27 @@ impl Importer {
                 flags: HashSet::new(),
                 file_key: FileKey::default(),
             };
-            parser.parse(&path, format)
+            parser.parse(file, &path, format)
         })
         .await
         .map_err(|e| FileError::whole(format!("import task failed: {e}")))?
     }
 }
 
+/// Writes the `.error` file of a refused drop file: created 0600 without
+/// following a link (a link planted under that name is not written
+/// through).
+fn write_reason(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = crate::localfile::create_private(path, 0o600).map_err(io::Error::other)?;
+    f.write_all(text.as_bytes())
+}
+
 /// `dir/name`, or `dir/<stem>-<ms>.<ext>` when that exists already.
 fn unique_target(dir: &Path, name: &str) -> PathBuf {
     let plain = dir.join(name);
-    if !plain.exists() {
+    // symlink_metadata: a dangling link there still counts as taken.
+    if std::fs::symlink_metadata(&plain).is_err() {
         return plain;
     }
     let stamp = now_ms();
@@ -650,9 +689,12 @@ pub fn decode_ndjson_line(line: u64, bytes: &[u8]) -> Result<Option<CreateReques
 }
 
 impl Parser<'_> {
-    fn parse(mut self, path: &Path, format: Format) -> Result<Vec<Edit>, FileError> {
-        let mut file = File::open(path)
-            .map_err(|e| FileError::whole(format!("cannot read {}: {e}", path.display())))?;
+    fn parse(
+        mut self,
+        mut file: File,
+        path: &Path,
+        format: Format,
+    ) -> Result<Vec<Edit>, FileError> {
         let len = file
             .metadata()
             .map_err(|e| FileError::whole(format!("cannot read {}: {e}", path.display())))?
@@ -1031,6 +1073,9 @@ mod tests {
             "x.csv~",
             ".x.swp",
             "x.csv.error",
+            // The folder's own subfolders are never refused into failed/.
+            "done",
+            "failed",
         ] {
             assert!(!is_candidate_name(n), "{n}");
         }

@@ -60,6 +60,7 @@ pub mod engine;
 pub mod governance;
 pub mod import;
 pub mod json;
+pub mod localfile;
 pub mod metrics;
 pub mod policy;
 pub mod stop;

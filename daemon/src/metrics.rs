@@ -28,6 +28,9 @@ pub struct Metrics {
     pub reconnects: AtomicU64,
     /// Handshakes refused (unknown, revoked or impersonating peers).
     pub refused_handshakes: AtomicU64,
+    /// Refused peers that proved their key but were not listed as pending
+    /// (per-source or total bound of the pending list reached).
+    pub pending_unlisted: AtomicU64,
     /// Requests served by the local API.
     pub api_requests: AtomicU64,
     /// Drop-folder files ingested.
@@ -69,7 +72,7 @@ impl Metrics {
     /// gauges from `partners`.
     pub fn render(&self, partners: &[PartnerStatus]) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             (
                 "orgsync_changes_written_total",
                 "Local changes committed to the change log.",
@@ -104,6 +107,11 @@ impl Metrics {
                 "orgsync_refused_handshakes_total",
                 "Handshakes refused (unknown or revoked peers).",
                 &self.refused_handshakes,
+            ),
+            (
+                "orgsync_pending_unlisted_total",
+                "Refused peers not listed as pending (pending list bounds reached).",
+                &self.pending_unlisted,
             ),
             (
                 "orgsync_api_requests_total",

@@ -352,7 +352,19 @@ impl Identity {
         CertificateDer::from(self.cert_der.clone())
     }
 
-    /// The instance TLS private key for rustls/quinn.
+    /// The instance TLS private key for rustls, borrowed from the wiped-on-
+    /// drop buffer: prefer it (e.g. with
+    /// `rustls::crypto::ring::sign::any_supported_type` and a certificate
+    /// resolver), since no copy of the key outlives it.
+    pub fn tls_private_key_ref(&self) -> PrivateKeyDer<'_> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.as_slice()))
+    }
+
+    /// The instance TLS private key for rustls/quinn, as an owned copy.
+    /// rustls's `with_single_cert` / `with_client_auth_cert` take it by value
+    /// and drop it after parsing **without wiping it** (pki-types key types
+    /// implement `Zeroize` but not on drop); prefer
+    /// [`Identity::tls_private_key_ref`] where possible.
     pub fn tls_private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.to_vec()))
     }
@@ -593,10 +605,13 @@ impl InstanceDir {
         }
 
         let key_pem = fsutil::read_secret(&self.tls_key_path(), 64 * 1024)?;
-        let key_der = PrivatePkcs8KeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        let mut parsed = PrivatePkcs8KeyDer::from_pem_slice(&key_pem).map_err(|e| {
             KeytoolError::parse(self.tls_key_path(), format!("not a PKCS#8 PEM key: {e}"))
         })?;
-        let key_der = Zeroizing::new(key_der.secret_pkcs8_der().to_vec());
+        let key_der = Zeroizing::new(parsed.secret_pkcs8_der().to_vec());
+        // pki-types does not wipe its key buffers on drop: wipe the
+        // decoded copy here (the PEM text is in a Zeroizing buffer).
+        zeroize::Zeroize::zeroize(&mut parsed);
         let cert_path = self.tls_cert_path();
         let cert_pem = fsutil::read_text(&cert_path)?;
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())

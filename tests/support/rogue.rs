@@ -116,7 +116,7 @@ impl Rogue {
             .unwrap_or_else(|| panic!("the rogue is not paired with {target_name}"));
         let tls = LocalIdentity {
             cert_der: identity.cert_der.clone(),
-            key_der: std::sync::Arc::new(identity.key_der.to_vec()),
+            key_der: std::sync::Arc::new(identity.key_der.clone()),
         };
         let trust = Trust::new(vec![TrustedPeer {
             org: target.org_id,

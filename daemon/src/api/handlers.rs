@@ -242,47 +242,67 @@ impl From<ResumeError> for Failure {
 /// The blob is stored (and indexed) before the object is written, so a
 /// Resume object never names content that is not there; a failure after
 /// the blob is stored leaves only an unreferenced blob.
+///
+/// The file must be a regular file owned by the daemon's user, and `path`
+/// must not be a symbolic link (see [`crate::localfile::open_regular_owned`]):
+/// the daemon reads files for whoever can reach its API, so it neither
+/// follows a link (to its own secrets, say) nor reads another user's file.
 pub async fn attach_resume_file(
     store: &Store,
     contact: ObjectId,
     path: &Path,
     media_type: Option<&str>,
 ) -> Result<Edit, ResumeError> {
+    check_contact(store, contact)?;
+    let file = crate::localfile::open_regular_owned(path).map_err(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "résumé file refused");
+        InputError::field("path", e.to_string())
+    })?;
+    attach_resume_handle(store, contact, file, path, media_type).await
+}
+
+fn check_contact(store: &Store, contact: ObjectId) -> Result<(), ResumeError> {
     match store.get(contact)? {
-        Some(o) if o.kind == Kind::Contact && !o.is_deleted() => {}
-        Some(o) if !o.is_deleted() => {
-            return Err(InputError::field(
-                "contact",
-                format!("object {contact} is a {}, not a contact", o.kind),
-            )
-            .into())
-        }
-        _ => return Err(InputError::field("contact", format!("no contact {contact}")).into()),
+        Some(o) if o.kind == Kind::Contact && !o.is_deleted() => Ok(()),
+        Some(o) if !o.is_deleted() => Err(InputError::field(
+            "contact",
+            format!("object {contact} is a {}, not a contact", o.kind),
+        )
+        .into()),
+        _ => Err(InputError::field("contact", format!("no contact {contact}")).into()),
     }
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| InputError::field("path", format!("cannot read {}: {e}", path.display())))?;
-    if !meta.is_file() {
-        return Err(
-            InputError::field("path", format!("{} is not a regular file", path.display())).into(),
-        );
-    }
+}
+
+/// [`attach_resume_file`] for a file already opened (and checked) by the
+/// caller; `path` names it (file name and media type).
+pub async fn attach_resume_handle(
+    store: &Store,
+    contact: ObjectId,
+    mut file: std::fs::File,
+    path: &Path,
+    media_type: Option<&str>,
+) -> Result<Edit, ResumeError> {
+    check_contact(store, contact)?;
     let max = store.blob_files().max_bytes();
-    if meta.len() > max {
+    let len = file
+        .metadata()
+        .map_err(|e| InputError::field("path", format!("cannot read {}: {e}", path.display())))?
+        .len();
+    if len > max {
         // Refused before anything is copied ([limits] max_blob_bytes).
         return Err(InputError::field(
             "path",
             format!(
                 "{} is {} bytes, over the limit of {max} bytes (limits.max_blob_bytes in orgsync.toml)",
                 path.display(),
-                meta.len()
+                len
             ),
         )
         .into());
     }
     let blobs = store.blob_files().clone();
     let src = path.to_path_buf();
-    let (hash, size) = tokio::task::spawn_blocking(move || blobs.put_file(&src))
+    let (hash, size) = tokio::task::spawn_blocking(move || blobs.put_open_file(&mut file, &src))
         .await
         .map_err(|e| StoreError::Thread(io::Error::other(e.to_string())))?
         .map_err(StoreError::Blob)?;

@@ -49,7 +49,7 @@ use serde_json::json;
 use tokio::net::{UnixListener, UnixStream};
 
 pub use events::event_json;
-pub use handlers::{attach_resume_file, media_type_for, ResumeError};
+pub use handlers::{attach_resume_file, attach_resume_handle, media_type_for, ResumeError};
 pub use partners::EnginePartners;
 pub use services::LocalServices;
 pub(crate) use services::ServiceTasks;

@@ -87,7 +87,8 @@ impl LocalServices {
         // Refused handshakes are counted by the trust set; mirror the count.
         let refusals = tokio::spawn({
             let metrics = metrics.clone();
-            let mut refused = daemon.transport().trust().subscribe_refusals();
+            let trust = daemon.transport().trust().clone();
+            let mut refused = trust.subscribe_refusals();
             let mut stop_rx = stop.subscribe();
             async move {
                 loop {
@@ -95,6 +96,9 @@ impl LocalServices {
                     metrics
                         .refused_handshakes
                         .store(n, std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .pending_unlisted
+                        .store(trust.unlisted(), std::sync::atomic::Ordering::Relaxed);
                     tokio::select! {
                         changed = refused.changed() => if changed.is_err() { break },
                         _ = stop_rx.wait_for(|s| *s) => break,

@@ -98,12 +98,12 @@ enum Command {
     },
     /// Attach a résumé file to a contact and print the résumé's id.
     #[command(
-        after_help = "Example:\n  orgsync attach-resume 0190a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b ./ada-cv.pdf"
+        after_help = "The daemon reads the file itself: it must be a regular file owned by the daemon's user. Symbolic links, directories, FIFOs and other users' files are refused (copy the file instead).\n\nExample:\n  orgsync attach-resume 0190a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b ./ada-cv.pdf"
     )]
     AttachResume {
         /// The contact's id.
         contact: String,
-        /// The file (the daemon reads it, so it must be readable by the daemon's user).
+        /// The file: a regular file owned by the daemon's user, not a link.
         file: PathBuf,
     },
     /// Write a résumé's content to a file.
@@ -169,7 +169,7 @@ enum Command {
     },
     /// Export data received from a partner or under a share.
     #[command(
-        after_help = "Examples:\n  orgsync export --partner Acme --format csv -o acme-data/   (one CSV per kind)\n  orgsync export --share 3f2a... --format ndjson -o share.ndjson"
+        after_help = "Files are created with mode 0600 (owner only) and never written through a symbolic link.\n\nCSV is made safe to open in a spreadsheet: every cell is quoted, and a text cell starting with =, +, -, @, a tab or a carriage return gets a leading ' so it is shown as text, never run as a formula (e.g. =HYPERLINK(...) is written as '=HYPERLINK(...)). NDJSON is written verbatim.\n\nExamples:\n  orgsync export --partner Acme --format csv -o acme-data/   (one CSV per kind)\n  orgsync export --share 3f2a... --format ndjson -o share.ndjson"
     )]
     Export {
         /// Data received from this partner.
@@ -515,7 +515,9 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         }
         Command::AttachResume { contact, file } => {
             // The daemon opens the file itself, so it needs an absolute path.
-            let path = std::fs::canonicalize(&file)
+            // Not canonicalize(): that would resolve a symbolic link here and
+            // hand the daemon its target; the daemon refuses links itself.
+            let path = std::path::absolute(&file)
                 .map_err(|e| Failure::bad_input(format!("cannot read {}: {e}", file.display())))?;
             let obj = client.attach_resume(&contact, &path).await?;
             if json_out {

@@ -51,7 +51,7 @@ impl Instance {
             public,
             tls: LocalIdentity {
                 cert_der: ck.cert.der().to_vec(),
-                key_der: Arc::new(ck.key_pair.serialize_der()),
+                key_der: Arc::new(zeroize::Zeroizing::new(ck.key_pair.serialize_der())),
             },
         }
     }

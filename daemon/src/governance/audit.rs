@@ -33,6 +33,10 @@ pub struct AuditEntry {
     pub share: Option<String>,
     /// Free details (object ids, counts, reasons).
     pub detail: String,
+    /// A name the partner *claims* (e.g. who accepted terms on its side):
+    /// never an actor here, control characters stripped and length bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
 }
 
 /// Filters of [`read`].

@@ -451,6 +451,20 @@ impl Governance {
         share: Option<String>,
         detail: String,
     ) -> Result<AuditEntry, GovError> {
+        self.audit_claim(who, action, partner, share, detail, None)
+    }
+
+    /// [`Governance::audit`] with a name the partner claims (sanitised by
+    /// the caller), kept apart from `who`.
+    pub(crate) fn audit_claim(
+        &self,
+        who: &str,
+        action: &str,
+        partner: Option<&OrgId>,
+        share: Option<String>,
+        detail: String,
+        claimed_by: Option<String>,
+    ) -> Result<AuditEntry, GovError> {
         let entry = audit::append(
             self.db(),
             AuditEntry {
@@ -462,6 +476,7 @@ impl Governance {
                 partner_name: partner.map(|p| self.partner_name(p)),
                 share,
                 detail,
+                claimed_by,
             },
         )?;
         if matches!(action, "share.received" | "erase.acked" | "terms.accepted") {

@@ -84,6 +84,9 @@ pub async fn dismiss(gov: &Governance, fingerprint: &str, by: &str) -> Result<()
             op: "write dismissed",
             source,
         })?;
+    // Frees its place in the bounded list; if it keeps dialing it is listed
+    // again (and still hidden by the marker above).
+    gov.inner.trust.forget_pending(&p.fingerprint);
     gov.audit(
         by,
         "partner.dismiss",

@@ -1141,6 +1141,31 @@ pub(super) fn on_erase_ack(
     Ok(())
 }
 
+/// Longest partner-claimed name kept, in characters.
+pub const MAX_CLAIM_CHARS: usize = 64;
+
+/// A name a partner claims, made safe to store and show: control and
+/// bidirectional-override characters removed, whitespace trimmed, at most
+/// [`MAX_CLAIM_CHARS`] characters (an ellipsis marks a cut), `(empty)` when
+/// nothing is left.
+pub fn sanitize_claim(claim: &str) -> String {
+    let cleaned: String = claim
+        .chars()
+        .filter(|c| {
+            !c.is_control() && !matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect();
+    let cleaned = cleaned.trim();
+    let mut out: String = cleaned.chars().take(MAX_CLAIM_CHARS).collect();
+    if cleaned.chars().count() > MAX_CLAIM_CHARS {
+        out.push('…');
+    }
+    if out.is_empty() {
+        out.push_str("(empty)");
+    }
+    out
+}
+
 pub(super) async fn on_terms_accepted(
     gov: &Governance,
     partner: OrgId,
@@ -1155,19 +1180,21 @@ pub(super) async fn on_terms_accepted(
             return Ok(());
         }
     };
-    share.terms_accepted = Some((format!("{by} (the partner's claim)"), at_ms));
+    // `by` is what the partner says: recorded as its claim (sanitised, in
+    // its own field), never as a local actor. The actor is the partner.
+    let claimed = sanitize_claim(&by);
+    share.terms_accepted = Some((format!("{claimed} (the partner's claim)"), at_ms));
     put_share(gov, &share)?;
-    // `by` is what the partner says: recorded as its claim, never as a
-    // local actor.
-    gov.audit(
-        DAEMON,
+    gov.audit_claim(
+        &format!("partner:{}", partner.account_number()),
         "terms.accepted",
         Some(&partner),
         Some(share_id.to_string()),
         format!(
-            "the partner accepted the data-protection agreement (accepted by {by:?}, the \
+            "the partner accepted the data-protection agreement (accepted by {claimed:?}, the \
              partner's claim); data released"
         ),
+        Some(claimed),
     )?;
     sync_members(gov, &share).await?;
     Ok(())

@@ -154,6 +154,12 @@ impl BlobFiles {
         self.put_reader(&mut input, src)
     }
 
+    /// Stores the content of an already opened file (read from its current
+    /// position to the end); `src` names it in errors.
+    pub fn put_open_file(&self, file: &mut File, src: &Path) -> Result<(BlobHash, u64), BlobError> {
+        self.put_reader(file, src)
+    }
+
     /// Stores `bytes`, returning their hash and size.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<(BlobHash, u64), BlobError> {
         let mut input = bytes;

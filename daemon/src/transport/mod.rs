@@ -23,7 +23,9 @@ mod trust;
 pub use backoff::Backoff;
 pub use frames::{FrameReader, FrameWriter};
 pub use tls::LocalIdentity;
-pub use trust::{PendingPeer, Trust, TrustedPeer, Verdict, MAX_PENDING};
+pub use trust::{
+    PendingOutcome, PendingPeer, Trust, TrustedPeer, Verdict, MAX_PENDING, MAX_PENDING_PER_SOURCE,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

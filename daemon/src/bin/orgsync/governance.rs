@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -902,7 +903,11 @@ pub async fn audit(
         .map(|e| {
             vec![
                 ms_text(&e["at_ms"]),
-                text_of(&e["who"]),
+                // A partner's claim is shown as such, next to the actor.
+                match e["claimed_by"].as_str() {
+                    Some(c) => format!("{} (claims {c:?})", text_of(&e["who"])),
+                    None => text_of(&e["who"]),
+                },
                 text_of(&e["action"]),
                 text_of(&e["partner_name"]),
                 e["share"]
@@ -953,7 +958,7 @@ fn cell(o: &Json, col: &str) -> String {
         "flags" => {
             return o["flags"]
                 .as_array()
-                .map(|f| f.iter().map(text_of).collect::<Vec<_>>().join(";"))
+                .map(|f| neutralise_cell(&f.iter().map(text_of).collect::<Vec<_>>().join(";")))
                 .unwrap_or_default();
         }
         c => match c.strip_prefix("custom.") {
@@ -963,8 +968,22 @@ fn cell(o: &Json, col: &str) -> String {
     };
     match v {
         Json::Null => String::new(),
-        Json::String(s) => s.clone(),
+        // Text is what a partner typed: neutralised. JSON numbers and
+        // booleans are written as they are (a spreadsheet reads "-2" or
+        // "1e5" as a number, not a formula).
+        Json::String(s) => neutralise_cell(s),
         other => other.to_string(),
+    }
+}
+
+/// A CSV cell that a spreadsheet will not run as a formula (OWASP "CSV
+/// injection"): text starting with `=`, `+`, `-`, `@`, a tab or a carriage
+/// return gets a leading `'`. Every cell of an export is quoted as well
+/// ([`csv::QuoteStyle::Always`]), so the `'` stays part of the text.
+pub fn neutralise_cell(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_string(),
     }
 }
 
@@ -975,7 +994,13 @@ fn export_err(path: &Path, e: impl std::fmt::Display) -> Failure {
     }
 }
 
-/// `orgsync export`
+/// Mode of exported files: created with it (never chmod'ed afterwards), so
+/// partner data is not readable by other local users at any moment.
+const EXPORT_FILE_MODE: u32 = 0o600;
+
+/// `orgsync export`: files are created 0600 without following a link; CSV
+/// cells are neutralised against formula injection ([`neutralise_cell`]);
+/// NDJSON is written verbatim.
 pub async fn export(
     client: &Client,
     partner: Option<String>,
@@ -1009,7 +1034,9 @@ pub async fn export(
     }
     match format {
         Format::Ndjson => {
-            let file = std::fs::File::create(&output).map_err(|e| export_err(&output, e))?;
+            // NDJSON is data, not a spreadsheet: written verbatim, 0600.
+            let file = orgsync_daemon::localfile::create_private(&output, EXPORT_FILE_MODE)
+                .map_err(|e| export_err(&output, e))?;
             let mut w = std::io::BufWriter::new(file);
             for o in &objects {
                 writeln!(w, "{o}").map_err(|e| export_err(&output, e))?;
@@ -1024,7 +1051,12 @@ pub async fn export(
             );
         }
         Format::Csv => {
-            std::fs::create_dir_all(&output).map_err(|e| export_err(&output, e))?;
+            // A new export directory is the owner's only (0700), like its files.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&output)
+                .map_err(|e| export_err(&output, e))?;
             if objects.is_empty() {
                 println!("nothing received to export");
             }
@@ -1035,8 +1067,14 @@ pub async fn export(
             for (kind, list) in &by_kind {
                 let path = output.join(format!("{kind}.csv"));
                 let cols = csv_columns(list);
-                let mut w = csv::Writer::from_path(&path).map_err(|e| export_err(&path, e))?;
-                w.write_record(&cols).map_err(|e| export_err(&path, e))?;
+                let file = orgsync_daemon::localfile::create_private(&path, EXPORT_FILE_MODE)
+                    .map_err(|e| export_err(&path, e))?;
+                let mut w = csv::WriterBuilder::new()
+                    .quote_style(csv::QuoteStyle::Always)
+                    .from_writer(file);
+                // Headers include partner-chosen custom field names.
+                w.write_record(cols.iter().map(|c| neutralise_cell(c)))
+                    .map_err(|e| export_err(&path, e))?;
                 for o in list {
                     w.write_record(cols.iter().map(|c| cell(o, c)))
                         .map_err(|e| export_err(&path, e))?;
