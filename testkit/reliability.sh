@@ -20,7 +20,7 @@ trap 'rm -f "$out"' EXIT
 
 run() {
   echo "== $*" >&2
-  "$@" 2>&1 | tee -a "$out" | grep -E '^(faults|crash campaign|round [0-9]+: kill|hostile|bad input|fuzz corpus|test result)' >&2
+  "$@" 2>&1 | tee -a "$out" | grep -E '^(faults|crash campaign|round [0-9]+: kill|hostile|bad input|fuzz corpus|rotation|limits|pending peers|local files|partner claims|test result)' >&2
 }
 
 run env ORGSYNC_FAULT_CHANGES="$CHANGES" cargo test --release --test faults -- --nocapture
@@ -29,6 +29,9 @@ run env ORGSYNC_CRASH_ROUNDS="$ROUNDS" ${SEED:+ORGSYNC_CRASH_SEED=$SEED} \
 run cargo test --release --test hostile -- --nocapture
 run cargo test --release --test bad_input -- --nocapture
 run cargo test --release --test fuzz_corpus -- --nocapture
+for t in rotation limits pending_peers local_files partner_claims; do
+  run cargo test --release --test "$t" -- --nocapture
+done
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   for t in frame_decode envelope_open bundle_parse pairing_message config_parse import_line; do

@@ -19,7 +19,7 @@
 //! [api]
 //! socket = "api.sock"             # relative paths are relative to DIR
 //!
-//! [limits]                        # what one partner may make us hold (issue 13)
+//! [limits]                        # what one partner may make us hold
 //! max_blob_bytes = 1073741824     # largest résumé file (1 GiB), received or attached locally
 //! max_inbox_items = 10000         # changes held in the inbox per partner, awaiting an admin
 //! max_open_requests = 100         # share requests per partner awaiting our admin
