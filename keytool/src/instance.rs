@@ -353,20 +353,13 @@ impl Identity {
     }
 
     /// The instance TLS private key for rustls, borrowed from the wiped-on-
-    /// drop buffer: prefer it (e.g. with
-    /// `rustls::crypto::ring::sign::any_supported_type` and a certificate
-    /// resolver), since no copy of the key outlives it.
+    /// drop buffer. Parse it with
+    /// `rustls::crypto::ring::sign::any_supported_type` and serve it through
+    /// a certificate resolver: an owned `PrivateKeyDer` handed to
+    /// `with_single_cert` would be dropped unwiped. (There is deliberately
+    /// no owned-copy accessor.)
     pub fn tls_private_key_ref(&self) -> PrivateKeyDer<'_> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.as_slice()))
-    }
-
-    /// The instance TLS private key for rustls/quinn, as an owned copy.
-    /// rustls's `with_single_cert` / `with_client_auth_cert` take it by value
-    /// and drop it after parsing **without wiping it** (pki-types key types
-    /// implement `Zeroize` but not on drop); prefer
-    /// [`Identity::tls_private_key_ref`] where possible.
-    pub fn tls_private_key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.to_vec()))
     }
 }
 

@@ -85,7 +85,7 @@
 //! // against its fingerprint.
 //! let me = dir.load_identity()?;
 //! let cert = me.tls_certificate();   // rustls CertificateDer
-//! let key = me.tls_private_key();    // rustls PrivateKeyDer (PKCS#8)
+//! let key = me.tls_private_key_ref(); // rustls PrivateKeyDer (PKCS#8), borrowed from a wiped-on-drop buffer
 //! for p in dir.load_partners()? {    // reload when partners.toml changes
 //!     if p.state != PartnerState::Paired { continue; } // refuse revoked certs/keys
 //!     let epoch = me.pair_epoch(&p); // max(our epoch, partner's)

@@ -550,14 +550,26 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// Our certificate and signing key for rustls, parsed from the borrowed
+/// key buffer: `with_single_cert` would take an owned copy of the key and
+/// drop it unwiped. (ring's parsed key is not wiped either; nothing to do
+/// about that from here.)
+fn certified_key(identity: &Identity) -> Result<Arc<rustls::sign::SingleCertAndKey>, PairingError> {
+    let setup = |e: &dyn std::fmt::Display| PairingError::Setup(e.to_string());
+    let signing = rustls::crypto::ring::sign::any_supported_type(&identity.tls_private_key_ref())
+        .map_err(|e| setup(&e))?;
+    let key = rustls::sign::CertifiedKey::new(vec![identity.tls_certificate()], signing);
+    key.keys_match().map_err(|e| setup(&e))?;
+    Ok(Arc::new(rustls::sign::SingleCertAndKey::from(key)))
+}
+
 fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, PairingError> {
     let setup = |e: &dyn std::fmt::Display| PairingError::Setup(e.to_string());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| setup(&e))?
         .with_client_cert_verifier(Arc::new(AnyCertProvesKey::new()))
-        .with_single_cert(vec![identity.tls_certificate()], identity.tls_private_key())
-        .map_err(|e| setup(&e))?;
+        .with_cert_resolver(certified_key(identity)?);
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| setup(&e))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -572,8 +584,7 @@ fn client_config(identity: &Identity) -> Result<quinn::ClientConfig, PairingErro
         .map_err(|e| setup(&e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertProvesKey::new()))
-        .with_client_auth_cert(vec![identity.tls_certificate()], identity.tls_private_key())
-        .map_err(|e| setup(&e))?;
+        .with_client_cert_resolver(certified_key(identity)?);
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| setup(&e))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
