@@ -110,17 +110,33 @@ pub fn open_regular_owned(path: &Path) -> Result<File, LocalFileError> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| {
-            // ELOOP: the path became a symbolic link after the lstat.
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                LocalFileError::Symlink {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                io_err(e)
-            }
-        })?;
-    let meta = file.metadata().map_err(io_err)?;
+        .map_err(|e| open_error(path, e))?;
+    check_handle(&file, path)?;
+    Ok(file)
+}
+
+/// An error of `open(2)` with `O_NOFOLLOW`: ELOOP means the last component
+/// is a symbolic link (possibly one made after an earlier lstat).
+fn open_error(path: &Path, source: std::io::Error) -> LocalFileError {
+    if source.raw_os_error() == Some(libc::ELOOP) {
+        LocalFileError::Symlink {
+            path: path.to_path_buf(),
+        }
+    } else {
+        LocalFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Checks the opened handle (not the path, which may have changed since):
+/// a regular file owned by the daemon's user.
+fn check_handle(file: &File, path: &Path) -> Result<(), LocalFileError> {
+    let meta = file.metadata().map_err(|source| LocalFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if let Some(what) = kind_of(meta.file_type()) {
         return Err(LocalFileError::NotRegular {
             path: path.to_path_buf(),
@@ -135,7 +151,7 @@ pub fn open_regular_owned(path: &Path) -> Result<File, LocalFileError> {
             daemon,
         });
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Creates (or truncates) `path` for writing with mode `mode` from the
@@ -155,30 +171,8 @@ pub fn create_private(path: &Path, mode: u32) -> Result<File, LocalFileError> {
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                LocalFileError::Symlink {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                io_err(e)
-            }
-        })?;
-    let meta = file.metadata().map_err(io_err)?;
-    if let Some(what) = kind_of(meta.file_type()) {
-        return Err(LocalFileError::NotRegular {
-            path: path.to_path_buf(),
-            what,
-        });
-    }
-    let daemon = daemon_uid();
-    if meta.uid() != daemon {
-        return Err(LocalFileError::NotOwned {
-            path: path.to_path_buf(),
-            owner: meta.uid(),
-            daemon,
-        });
-    }
+        .map_err(|e| open_error(path, e))?;
+    check_handle(&file, path)?;
     // Truncated only now that it is known to be our own regular file.
     file.set_len(0).map_err(io_err)?;
     Ok(file)
