@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{wait_for, Instance};
-use web_client::{add_account, enable_console, Browser, From};
+use web_client::{add_account, enable_console, set_password, Browser, From};
 
 const PW: &str = "correct horse battery staple";
 const SYNC: Duration = Duration::from_secs(60);
@@ -250,7 +250,7 @@ fn forged_and_viewer_posts_are_refused_and_an_accept_is_audited_under_the_admin(
         .iter()
         .filter(|e| e["action"] == "web.refused")
         .count();
-    // The CSRF and viewer refusals are audited (cross-site ones are logged).
+    // Every refusal of a signed-in session is audited under its name.
     assert!(refused_audited >= 3, "refusals audited: {refused_audited}");
 
     // The admin's real accept through the page pairs Dyno, audited as ada.
@@ -323,6 +323,15 @@ fn ten_wrong_passwords_lock_the_account_and_a_foreign_host_is_refused() {
     let mut other = Browser::new(addr);
     other.sign_in("bob", PW);
     assert_eq!(other.get("/").status, 200);
+    // A password change ends the sessions opened with the old one.
+    set_password(&a, "bob", "a brand new password");
+    let after = other.get("/");
+    assert_eq!(
+        after.status, 303,
+        "bob's old session must end: {}",
+        after.body
+    );
+    assert_eq!(after.header("location"), Some("/login"));
     let locked = audit(&a)
         .iter()
         .filter(|e| e["action"] == "web.login.locked")
@@ -337,7 +346,7 @@ fn ten_wrong_passwords_lock_the_account_and_a_foreign_host_is_refused() {
     s.read_to_string(&mut resp).expect("read");
     assert!(resp.starts_with("HTTP/1.1 421"), "{resp}");
     eprintln!(
-        "web login lock: 9 wrong passwords 401, 10th 429 (locked 15 min), right password then 429, other account unaffected, foreign Host 421; {:.1}s",
+        "web login lock: 9 wrong passwords 401, 10th 429 (locked 15 min), right password then 429, other account unaffected, its session ended by a password change, foreign Host 421; {:.1}s",
         t0.elapsed().as_secs_f64()
     );
     a.stop();

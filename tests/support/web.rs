@@ -211,10 +211,21 @@ pub fn enable_console(inst: &Instance) -> SocketAddr {
 
 /// `orgsync admin add NAME --role ROLE --password-stdin`, asserting success.
 pub fn add_account(inst: &Instance, name: &str, role: &str, password: &str) {
+    admin_with_password(inst, &["add", name, "--role", role], password);
+}
+
+/// `orgsync admin passwd NAME --password-stdin`, asserting success.
+pub fn set_password(inst: &Instance, name: &str, password: &str) {
+    admin_with_password(inst, &["passwd", name], password);
+}
+
+fn admin_with_password(inst: &Instance, args: &[&str], password: &str) {
     let mut child = Command::new(bin("orgsync"))
         .arg("--dir")
         .arg(&inst.dir)
-        .args(["admin", "add", name, "--role", role, "--password-stdin"])
+        .arg("admin")
+        .args(args)
+        .arg("--password-stdin")
         .env_remove("ORGSYNC_DIR")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -230,7 +241,7 @@ pub fn add_account(inst: &Instance, name: &str, role: &str, password: &str) {
     let out = child.wait_with_output().expect("orgsync admin add");
     assert!(
         out.status.success(),
-        "orgsync admin add {name}: {}",
+        "orgsync admin {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -72,6 +72,19 @@ pub struct Account {
     pub totp_secret: Option<String>,
 }
 
+impl Account {
+    /// A digest of the credentials (password hash and TOTP secret): it
+    /// changes with `orgsync admin passwd` or `admin totp`, which ends the
+    /// console sessions signed in before.
+    pub fn stamp(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(self.password_hash.as_bytes());
+        h.update(b"\0");
+        h.update(self.totp_secret.as_deref().unwrap_or("").as_bytes());
+        *h.finalize().as_bytes()
+    }
+}
+
 impl Drop for Account {
     fn drop(&mut self) {
         // The TOTP secret is a shared secret: do not leave it in freed memory.

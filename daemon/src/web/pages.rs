@@ -128,12 +128,14 @@ fn current(st: &WebState, headers: &HeaderMap) -> Result<Authed, Response> {
     };
     // Re-read at each request: a removed account or a changed role applies at once.
     match st.accounts.get(name) {
-        Ok(Some(account)) => Ok(Authed {
+        Ok(Some(account)) if account.stamp() == session.stamp => Ok(Authed {
             sid,
             session,
             account,
         }),
-        Ok(None) => {
+        Ok(_) => {
+            // Removed, or password / second factor changed since sign-in.
+            tracing::info!(who = %name, "web console: session ended (account removed or credentials changed)");
             st.sessions.remove(&sid);
             Err(to_login())
         }
@@ -460,15 +462,21 @@ async fn login_post(
     // A new id at each stage: a session id known before sign-in is worthless after.
     st.sessions.remove(&sid);
     if account.totp_secret.is_some() {
-        let (id, _) = st.sessions.create(Stage::NeedTotp {
-            name: account.name.clone(),
-        });
+        let (id, _) = st.sessions.create_stamped(
+            Stage::NeedTotp {
+                name: account.name.clone(),
+            },
+            account.stamp(),
+        );
         return see_other("/login", Some(set_cookie(&st, &id)));
     }
     st.limiter.success(&account.name);
-    let (id, _) = st.sessions.create(Stage::SignedIn {
-        name: account.name.clone(),
-    });
+    let (id, _) = st.sessions.create_stamped(
+        Stage::SignedIn {
+            name: account.name.clone(),
+        },
+        account.stamp(),
+    );
     tracing::info!(who = %account.name, client = %ip, "web console: signed in");
     st.audit(&account.name, "web.login", format!("signed in from {ip}"));
     see_other("/", Some(set_cookie(&st, &id)))
@@ -495,8 +503,9 @@ async fn totp_post(
             .into_response();
     }
     let account = match st.accounts.get(name) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
+        Ok(Some(a)) if a.stamp() == s.stamp => a,
+        Ok(_) => {
+            // Removed, or credentials changed since the password step.
             st.sessions.remove(&sid);
             return see_other("/login", None);
         }
@@ -542,7 +551,9 @@ async fn totp_post(
     }
     st.limiter.success(name);
     st.sessions.remove(&sid);
-    let (id, _) = st.sessions.create(Stage::SignedIn { name: name.clone() });
+    let (id, _) = st
+        .sessions
+        .create_stamped(Stage::SignedIn { name: name.clone() }, account.stamp());
     tracing::info!(who = %name, client = %ip, "web console: signed in (password and code)");
     st.audit(
         name,

@@ -66,6 +66,10 @@ pub struct Session {
     pub stage: Stage,
     /// The CSRF token every form of this session carries.
     pub csrf: String,
+    /// Digest of the account's credentials at sign-in (see
+    /// [`super::accounts::Account::stamp`]): a password or TOTP change
+    /// ends the sessions opened before it.
+    pub stamp: [u8; 32],
     created: Instant,
     last_seen: Instant,
 }
@@ -96,11 +100,17 @@ impl Sessions {
     /// Creates a session at `stage`; returns its id (for the cookie) and
     /// the session.
     pub fn create(&self, stage: Stage) -> (String, Session) {
+        self.create_stamped(stage, [0; 32])
+    }
+
+    /// [`Sessions::create`] remembering the account's credential stamp.
+    pub fn create_stamped(&self, stage: Stage, stamp: [u8; 32]) -> (String, Session) {
         let now = Instant::now();
         let id = random_token();
         let s = Session {
             stage,
             csrf: random_token(),
+            stamp,
             created: now,
             last_seen: now,
         };
