@@ -415,3 +415,101 @@ async fn guard(
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Over TLS the console answers HTTPS only, and its session cookie is
+    /// `Secure` (never sent back over plain HTTP).
+    #[tokio::test]
+    async fn tls_console_serves_https_with_secure_cookies() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        let cfg = WebConfig {
+            enabled: WebEnabled::On,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls_cert: Some(cert),
+            tls_key: Some(key),
+        };
+        let about = About {
+            org_name: "Acme".into(),
+            account: "1".into(),
+            fingerprint: "f".into(),
+            epoch: 0,
+            instance: "i".into(),
+        };
+        let state = WebState::new(
+            dir.path(),
+            None,
+            Arc::new(Vec::new),
+            about,
+            true,
+            cfg.listen,
+        );
+        let server = WebServer::start(&cfg, state).await.unwrap();
+        let addr = server.local_addr();
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(
+            format!(
+                "GET /login HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+                addr.port()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut resp = Vec::new();
+        let _ = tls.read_to_end(&mut resp).await;
+        let resp = String::from_utf8_lossy(&resp);
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        let cookie = resp
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .unwrap_or_else(|| panic!("no cookie: {resp}"));
+        assert!(
+            cookie.contains("Secure")
+                && cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+
+        // Plain HTTP to the TLS port gets no HTTP answer.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut back = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut back)).await;
+        assert!(
+            !back.starts_with(b"HTTP/1.1 200"),
+            "plain HTTP must not be served"
+        );
+
+        let mut s = Stopper::new("test", Duration::from_secs(2));
+        server.stop_with(&mut s).await;
+        assert!(s.finish().is_clean());
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "port closed after stop"
+        );
+    }
+}
