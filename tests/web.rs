@@ -377,3 +377,116 @@ fn a_non_loopback_console_without_tls_refuses_to_start() {
         err.trim()
     );
 }
+
+fn inbox_ids(inst: &Instance) -> Vec<String> {
+    let mut ids: Vec<String> = inst.cli_json(&["inbox", "list"])["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn incoming_page_saves_approvals_and_rejections_as_the_admin() {
+    let mut a = Instance::governed("Acme");
+    let mut b = Instance::governed("Globex");
+    Instance::pair(&a, &b);
+    let addr = enable_console(&b);
+    add_account(&b, "gil", "admin", PW);
+    add_account(&b, "val", "viewer", PW);
+    a.start();
+    b.start();
+    wait_console(addr);
+    let vip = a.put("flag", &["--set", "name=VIP"]);
+    let ada = a.put("contact", &["--set", "first_name=Ada", "--flag", &vip]);
+    let bob = a.put("contact", &["--set", "first_name=Bob", "--flag", &vip]);
+    let cyd = a.put("contact", &["--set", "first_name=Cyd", "--flag", &vip]);
+    a.cli_ok(&["share", "add", "Globex", "--flag", &vip]);
+    let mut all = vec![ada.clone(), bob.clone(), cyd.clone(), vip.clone()];
+    all.sort();
+    wait_for("the shared records in Globex's inbox", SYNC, || {
+        (inbox_ids(&b) == all).then_some(())
+    });
+    let before = b.digest();
+
+    // A viewer sees the items but no Save button, and its POST is refused.
+    let mut val = Browser::new(addr);
+    val.sign_in("val", PW);
+    let vpage = val.get("/incoming");
+    assert!(
+        vpage.body.contains("Ada") && !vpage.body.contains(">Save<"),
+        "{}",
+        vpage.body
+    );
+    let vcsrf = vpage.csrf();
+    let key = format!("status-{ada}");
+    let r = val.post(
+        "/incoming",
+        &[("csrf", &vcsrf), (&key, "approved")],
+        From::SameOrigin,
+    );
+    assert_eq!(r.status, 403);
+    // A bad status value: nothing is saved.
+    let mut gil = Browser::new(addr);
+    gil.sign_in("gil", PW);
+    let page = gil.get("/incoming");
+    assert!(page.body.contains(">Save<"), "{}", page.body);
+    let csrf = page.csrf();
+    let r = gil.post(
+        "/incoming",
+        &[
+            ("csrf", &csrf),
+            (&key, "approved"),
+            (&format!("status-{bob}"), "maybe"),
+        ],
+        From::SameOrigin,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(inbox_ids(&b), all, "nothing decided on a bad form");
+    assert_eq!(b.digest(), before, "store unchanged after the refusals");
+
+    // Ada approved, Bob rejected, Cyd and the flag left pending: one Save.
+    let r = gil.post(
+        "/incoming",
+        &[
+            ("csrf", &csrf),
+            (&key, "approved"),
+            (&format!("status-{bob}"), "rejected"),
+            (&format!("status-{cyd}"), "pending"),
+        ],
+        From::SameOrigin,
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let done = gil.get(r.header("location").expect("location"));
+    assert!(
+        done.body.contains("Saved: 1 approved, 1 rejected."),
+        "{}",
+        done.body
+    );
+    let mut left = vec![cyd.clone(), vip.clone()];
+    left.sort();
+    assert_eq!(inbox_ids(&b), left);
+    let ids: Vec<String> = b
+        .objects()
+        .iter()
+        .filter_map(|o| o["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(ids.contains(&ada), "Ada landed as a new record");
+    assert!(!ids.contains(&bob), "Bob was rejected");
+    let log = audit(&b);
+    let by = |action: &str| {
+        log.iter()
+            .filter(|e| e["action"] == action)
+            .map(|e| e["who"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by("inbox.approve"), vec!["gil"], "{log:?}");
+    assert_eq!(by("inbox.reject"), vec!["gil"], "{log:?}");
+    eprintln!(
+        "web incoming: 4 items; viewer POST 403, bad status 400 (store unchanged); one Save approved 1 and rejected 1 (audited who=gil), 2 left pending"
+    );
+    Instance::stop_all(&mut [&mut a, &mut b], Duration::from_secs(10));
+}

@@ -1,6 +1,6 @@
 //! The web console driven by real headless Chromium through WebDriver
 //! (`/usr/bin/chromedriver`, installed by `testkit/install-browser.sh`):
-//! an admin signs in with password and TOTP code, sees Home, Partners and
+//! an admin signs in with password and TOTP code, sees Home, Incoming, Partners and
 //! About at desktop and phone width; screenshots go to `docs/screenshots/`.
 
 mod support;
@@ -78,6 +78,9 @@ fn chromium_signs_in_with_password_and_totp_and_screenshots_each_page() {
         "the sign-in is in the audit log"
     );
     shot("home");
+    b.goto(&format!("{base}/incoming"));
+    assert!(b.source().contains("Nothing waiting."));
+    shot("incoming");
     b.goto(&format!("{base}/partners"));
     assert!(b.source().contains("Pending (refused at the handshake)"));
     shot("partners");
@@ -95,7 +98,7 @@ fn chromium_signs_in_with_password_and_totp_and_screenshots_each_page() {
     drop(b);
     drop(driver);
     eprintln!(
-        "web browser: headless Chromium signed in with password+TOTP, 3 pages at 1280px and Home at 390px; screenshots {}; {:.1}s",
+        "web browser: headless Chromium signed in with password+TOTP, 4 pages at 1280px and Home at 390px; screenshots {}; {:.1}s",
         saved.join(", "),
         t0.elapsed().as_secs_f64()
     );
