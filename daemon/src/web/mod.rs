@@ -105,7 +105,13 @@ pub struct WebState {
     about: Arc<About>,
     tls: bool,
     listen: SocketAddr,
+    /// Bounds concurrent argon2 verifications (19 MiB and tens of ms each),
+    /// so a burst of logins cannot exhaust memory or the blocking pool.
+    verify_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Concurrent password verifications allowed.
+const VERIFY_SLOTS: usize = 4;
 
 impl WebState {
     /// State for a console over the instance in `dir`.
@@ -126,6 +132,7 @@ impl WebState {
             about: Arc::new(about),
             tls,
             listen,
+            verify_slots: Arc::new(tokio::sync::Semaphore::new(VERIFY_SLOTS)),
         }
     }
 

@@ -433,6 +433,10 @@ async fn login_post(
         .as_ref()
         .map(|a| a.password_hash.clone())
         .unwrap_or_else(|| dummy_hash().to_string());
+    // The semaphore is never closed; a closed one would fail the login safely.
+    let Ok(_slot) = st.verify_slots.acquire().await else {
+        return internal("password check unavailable", "semaphore closed");
+    };
     let ok = tokio::task::spawn_blocking(move || accounts::verify_password(&hash, &password))
         .await
         .unwrap_or(false);
