@@ -36,8 +36,8 @@ pub enum AdminCmd {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Turn the TOTP second factor on (prints the otpauth:// URI to add to
-    /// an authenticator app; shown once) or off with --off.
+    /// Turn the TOTP second factor on (prints the otpauth:// URI, and a QR
+    /// code on a terminal, for an authenticator app; shown once) or off with --off.
     Totp {
         /// The account.
         name: String,
@@ -148,6 +148,16 @@ pub fn run(dir: &Path, json_out: bool, cmd: AdminCmd) -> Result<(), AdminFailure
                     println!("{}", json!({"name": name, "secret": *secret, "uri": uri}));
                 } else {
                     println!("{uri}");
+                    // A QR code for the phone's camera, when on a terminal.
+                    if std::io::stdout().is_terminal() {
+                        if let Ok(code) = qrcode::QrCode::new(uri.as_bytes()) {
+                            let art = code
+                                .render::<qrcode::render::unicode::Dense1x2>()
+                                .quiet_zone(true)
+                                .build();
+                            println!("{art}");
+                        }
+                    }
                     eprintln!(
                         "second factor on for {name:?}: add the URI above to an authenticator app (secret {}); it is not shown again",
                         *secret
