@@ -85,6 +85,8 @@ pub const DEFAULT_RECONNECT_MIN_MS: u64 = 500;
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 /// Default `[api] socket`, relative to the instance directory.
 pub const DEFAULT_API_SOCKET: &str = "api.sock";
+/// Default `[web] listen`: the admin console, on loopback only.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:7780";
 /// Default `[log] level`.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default `[limits] max_blob_bytes` (1 GiB).
@@ -115,6 +117,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Log settings.
     pub log: LogConfig,
+    /// The web admin console (`[web]`).
+    pub web: WebConfig,
     /// What one partner may make this instance hold or run.
     pub limits: LimitsConfig,
     /// Custom-field definitions (`[[custom_field]]`), which type the custom
@@ -195,6 +199,48 @@ pub struct ApiConfig {
     pub socket: PathBuf,
 }
 
+/// `[web]`: the admin console served by `orgsyncd`.
+///
+/// Guarantee (checked at load): a `listen` address that is not loopback
+/// always comes with both `tls_cert` and `tls_key`, so the console never
+/// serves passwords in clear text off this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebConfig {
+    /// Whether the console is served.
+    pub enabled: WebEnabled,
+    /// TCP address of the console.
+    pub listen: SocketAddr,
+    /// PEM certificate chain (absolute once loaded), when served over TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (absolute once loaded), when served over TLS.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[web] enabled`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WebEnabled {
+    /// Key absent: served once at least one console account exists
+    /// (`orgsync admin add`), so an instance without accounts opens no port.
+    #[default]
+    Auto,
+    /// `enabled = true`: always served.
+    On,
+    /// `enabled = false`: never served.
+    Off,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: WebEnabled::Auto,
+            // A constant that parses.
+            listen: SocketAddr::from(([127, 0, 0, 1], 7780)),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
@@ -266,6 +312,8 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
+    web: RawWeb,
+    #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
     custom_field: Vec<RawCustomField>,
@@ -316,6 +364,15 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     socket: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -473,6 +530,7 @@ impl Config {
         };
         let schema = v.schema(&raw.custom_field)?;
         let limits = v.limits(raw.limits)?;
+        let web = v.web(&raw.web, dir)?;
 
         Ok(Config {
             listen,
@@ -489,6 +547,7 @@ impl Config {
             },
             api: ApiConfig { socket },
             log: LogConfig { level, format },
+            web,
             limits,
             schema,
         })
@@ -516,6 +575,7 @@ impl Config {
                 level: DEFAULT_LOG_LEVEL.into(),
                 format: LogFormat::Text,
             },
+            web: WebConfig::default(),
             limits: LimitsConfig::default(),
             schema: Schema::default(),
         }
@@ -544,6 +604,9 @@ impl Config {
         if self.limits != new.limits {
             keys.push("limits");
         }
+        if self.web != new.web {
+            keys.push("web");
+        }
         keys
     }
 }
@@ -554,6 +617,63 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    fn web(&self, raw: &RawWeb, dir: &Path) -> Result<WebConfig, ConfigError> {
+        let enabled = match raw.enabled {
+            None => WebEnabled::Auto,
+            Some(true) => WebEnabled::On,
+            Some(false) => WebEnabled::Off,
+        };
+        let listen = match &raw.listen {
+            None => WebConfig::default().listen,
+            Some(s) => s.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
+                self.invalid(
+                    "web.listen",
+                    Some(s.span()),
+                    format!(
+                        "{:?} is not a socket address (expected e.g. \"{DEFAULT_WEB_LISTEN}\")",
+                        s.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let path = |key: &str, v: &Option<Spanned<String>>| match v {
+            None => Ok(None),
+            Some(s) if s.get_ref().trim().is_empty() => {
+                Err(self.invalid(key, Some(s.span()), "must not be empty".into()))
+            }
+            Some(s) => Ok(Some(dir.join(s.get_ref()))),
+        };
+        let tls_cert = path("web.tls_cert", &raw.tls_cert)?;
+        let tls_key = path("web.tls_key", &raw.tls_key)?;
+        if tls_cert.is_some() != tls_key.is_some() {
+            let (key, span) = match &raw.tls_cert {
+                Some(s) => ("web.tls_key", Some(s.span())),
+                None => ("web.tls_cert", raw.tls_key.as_ref().map(|s| s.span())),
+            };
+            return Err(self.invalid(
+                key,
+                span,
+                "web.tls_cert and web.tls_key must be set together".into(),
+            ));
+        }
+        // Passwords and session cookies must not cross the network in clear.
+        if enabled != WebEnabled::Off && !listen.ip().is_loopback() && tls_cert.is_none() {
+            return Err(self.invalid(
+                "web.listen",
+                raw.listen.as_ref().map(|s| s.span()),
+                format!(
+                    "{listen} is not a loopback address: set web.tls_cert and web.tls_key (PEM files) to serve the console over TLS, or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        Ok(WebConfig {
+            enabled,
+            listen,
+            tls_cert,
+            tls_key,
+        })
+    }
+
     fn invalid(&self, key: &str, span: Option<Range<usize>>, message: String) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
@@ -796,6 +916,41 @@ mod tests {
             Config::with_listen("127.0.0.1:7700".parse().unwrap(), Path::new("/i"))
         );
         assert_eq!(c.api.socket, PathBuf::from("/i/api.sock"));
+    }
+
+    #[test]
+    fn web_defaults_tls_pairing_and_non_loopback_refusal() {
+        let c = parse("listen = \"127.0.0.1:7700\"\n").unwrap();
+        assert_eq!(c.web, WebConfig::default());
+        assert_eq!(c.web.listen.to_string(), DEFAULT_WEB_LISTEN);
+        assert_eq!(c.web.enabled, WebEnabled::Auto);
+        let c = parse(
+            "listen = \"127.0.0.1:7700\"\n[web]\nenabled = false\nlisten = \"0.0.0.0:8443\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.web.enabled, WebEnabled::Off);
+        let err =
+            parse("listen = \"127.0.0.1:7700\"\n[web]\nlisten = \"0.0.0.0:8443\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, line: 3, .. } if key == "web.listen")
+                && msg.contains("web.tls_cert")
+                && msg.contains("web.tls_key"),
+            "{msg}"
+        );
+        let err = parse("listen = \"127.0.0.1:7700\"\n[web]\ntls_cert = \"c.pem\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "web.tls_key"),
+            "{err}"
+        );
+        let c = parse(
+            "listen = \"127.0.0.1:7700\"\n[web]\nlisten = \"[::]:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"/k.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.web.tls_cert, Some(PathBuf::from("/i/c.pem")));
+        assert_eq!(c.web.tls_key, Some(PathBuf::from("/k.pem")));
+        assert!(parse("listen = \"127.0.0.1:7700\"\n[web]\nlisten = \"nope\"\n").is_err());
+        assert!(parse("listen = \"127.0.0.1:7700\"\n[web]\nport = 1\n").is_err());
     }
 
     #[test]

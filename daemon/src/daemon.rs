@@ -252,6 +252,8 @@ pub struct Daemon {
     governance: Option<Governance>,
     /// Local API and drop folder started for this daemon (stopped with it).
     services: Mutex<Vec<Arc<ServiceTasks>>>,
+    /// The web console, when started (stopped with the daemon).
+    web: Mutex<Option<crate::web::WebServer>>,
 }
 
 impl Daemon {
@@ -383,6 +385,7 @@ impl Daemon {
             watcher,
             governance,
             services: Mutex::default(),
+            web: Mutex::default(),
         })
     }
 
@@ -449,6 +452,51 @@ impl Daemon {
         self.governance.as_ref()
     }
 
+    /// Starts the web console on `[web] listen` when the configuration
+    /// asks for it (see [`crate::config::WebEnabled`]); returns its bound
+    /// address, or `None` when it is not wanted. A second call does nothing
+    /// while it runs. Stopped by [`Daemon::stop`].
+    pub async fn start_web(
+        &self,
+        dir: &Path,
+    ) -> Result<Option<std::net::SocketAddr>, crate::web::WebError> {
+        use crate::web::{About, WebServer, WebState};
+        if let Some(w) = self
+            .web
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(Some(w.local_addr()));
+        }
+        let cfg = &self.config.web;
+        if !WebServer::wanted(cfg, dir)? {
+            return Ok(None);
+        }
+        let id = &self.identity;
+        let about = About {
+            org_name: id.org_name.clone(),
+            account: id.org_id.account_number(),
+            fingerprint: id.fingerprint.to_string(),
+            epoch: id.epoch,
+            instance: id.instance_id.to_string(),
+        };
+        let partners =
+            crate::api::EnginePartners::new(self.engine.clone(), self.transport.trust().clone());
+        let state = WebState::new(
+            dir,
+            self.governance.clone(),
+            Arc::new(partners),
+            about,
+            cfg.tls_cert.is_some(),
+            cfg.listen,
+        );
+        let server = WebServer::start(cfg, state).await?;
+        let addr = server.local_addr();
+        *self.web.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);
+        Ok(Some(addr))
+    }
+
     /// Lets [`Daemon::stop`] stop the local API and drop folder started
     /// for this daemon, if they still run then.
     pub(crate) fn attach_services(&self, services: Arc<ServiceTasks>) {
@@ -464,7 +512,7 @@ impl Daemon {
     /// everything overruns, however many partners; about a second
     /// normally, most of it telling peers).
     ///
-    /// In order: the local API and drop folder started for it (open
+    /// In order: the web console, the local API and drop folder started for it (open
     /// requests and a file being imported may finish), the directory
     /// watcher, the sync engine (every partner task closes its session,
     /// letting an apply in progress become durable; the endpoint closes and
@@ -483,6 +531,14 @@ impl Daemon {
     /// [`Daemon::stop`] with another budget for the graceful part.
     pub async fn stop_within(self, budget: Duration) -> StopReport {
         let mut s = Stopper::new("daemon", budget);
+        let web = self
+            .web
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = web {
+            w.stop_with(&mut s).await;
+        }
         let services =
             std::mem::take(&mut *self.services.lock().unwrap_or_else(PoisonError::into_inner));
         for svc in services {

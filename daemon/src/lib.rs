@@ -66,3 +66,4 @@ pub mod policy;
 pub mod stop;
 pub mod store;
 pub mod transport;
+pub mod web;

@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 use orgsync_daemon::client::{Client, ClientError};
 use serde_json::{json, Map, Value as Json};
 
+#[path = "orgsync/admin.rs"]
+mod admin;
 #[path = "orgsync/governance.rs"]
 mod governance;
 
@@ -155,6 +157,9 @@ enum Command {
     /// Governance settings of partners (subcontractor, child, field map).
     #[command(subcommand)]
     Partner(governance::PartnerCmd),
+    /// Web console accounts (works without a running daemon).
+    #[command(subcommand)]
+    Admin(admin::AdminCmd),
     /// The audit log of sharing decisions, deliveries, terms and erasures.
     #[command(
         after_help = "Examples:\n  orgsync audit\n  orgsync audit --partner Globex --since 1h --json"
@@ -422,6 +427,13 @@ fn array(v: &Json, key: &str) -> Vec<Json> {
 }
 
 async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failure> {
+    let command = match command {
+        Command::Admin(c) => {
+            return admin::run(&dir, json_out, c)
+                .map_err(|(code, message)| Failure { code, message })
+        }
+        other => other,
+    };
     let client = client_for(&dir);
     match command {
         Command::Share(c) => governance::share(&client, json_out, c).await?,
@@ -621,6 +633,8 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         }
         Command::WaitSynced { timeout } => wait_synced(&client, timeout, json_out).await?,
         Command::Metrics => print!("{}", client.get_text("/metrics").await?),
+        // Handled above, without the API client.
+        Command::Admin(_) => {}
     }
     Ok(())
 }

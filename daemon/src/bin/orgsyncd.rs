@@ -117,6 +117,13 @@ async fn run(dir: PathBuf, log_reload: Option<LogReload>) -> anyhow::Result<()> 
             return Err(e).context("cannot start the local API");
         }
     };
+    // The web console: on when [web] enabled = true, or when console
+    // accounts exist (SIGHUP starts it after the first `orgsync admin add`).
+    if let Err(e) = daemon.start_web(&dir).await {
+        local.stop().await;
+        daemon.stop().await;
+        return Err(e).context("cannot start the web console");
+    }
     let level_task = log_reload.map(|h| follow_log_level(&daemon, h));
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -132,6 +139,9 @@ async fn run(dir: PathBuf, log_reload: Option<LogReload>) -> anyhow::Result<()> 
                 }
                 // Logs what it applied, or why it kept the previous file.
                 let _ = daemon.reload_config();
+                if let Err(e) = daemon.start_web(&dir).await {
+                    tracing::error!(error = %e, "cannot start the web console");
+                }
             }
         }
     }

@@ -1,0 +1,1134 @@
+//! Routes and pages of the console (maud templates, checked at compile time).
+
+// Guards return the refusal page itself as the error: it is built once per
+// request and returned straight to axum, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use maud::{html, Markup, DOCTYPE};
+
+use super::accounts::{self, Account, Role};
+use super::session::{self, Locked, Session, Stage};
+use super::{refusal, totp, ClientAddr, WebState, COOKIE, MAX_FORM_BYTES};
+use crate::governance::audit::AuditFilter;
+use crate::governance::inbox::{self, Action};
+use crate::governance::{pending, shares, GovError, Governance};
+
+const STYLE: &str = include_str!("style.css");
+/// Most audit entries shown on the Home page.
+const AUDIT_ROWS: usize = 200;
+
+pub(super) fn router(st: WebState) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login_post))
+        .route("/login/totp", post(totp_post))
+        .route("/logout", post(logout))
+        .route("/about", get(about))
+        .route("/incoming", get(incoming).post(incoming_save))
+        .route("/partners", get(partners))
+        .route("/partners/pending/accept", post(pending_accept))
+        .route("/partners/pending/dismiss", post(pending_dismiss))
+        .route("/shares/:id/accept-terms", post(accept_terms))
+        .route("/static/style.css", get(css))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            super::guard,
+        ))
+        .with_state(st)
+}
+
+type FormMap = Form<HashMap<String, String>>;
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+/// The signed-in account behind a request.
+struct Authed {
+    sid: String,
+    session: Session,
+    account: Account,
+}
+
+impl Authed {
+    fn name(&self) -> &str {
+        &self.account.name
+    }
+    fn admin(&self) -> bool {
+        self.account.role == Role::Admin
+    }
+}
+
+fn cookie_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The signed-in account name of the request's session, if any.
+pub(super) fn session_name(st: &WebState, headers: &HeaderMap) -> Option<String> {
+    let s = st.sessions.get(&cookie_id(headers)?)?;
+    match s.stage {
+        Stage::SignedIn { name } => Some(name),
+        _ => None,
+    }
+}
+
+fn set_cookie(st: &WebState, id: &str) -> HeaderValue {
+    let secure = if st.tls { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+fn see_other(to: &str, cookie: Option<HeaderValue>) -> Response {
+    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response();
+    if let Some(c) = cookie {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "web console: {what}");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        message_page("Error", &format!("{what}: {e}")),
+    )
+        .into_response()
+}
+
+/// The signed-in account, or a redirect to the login page.
+fn current(st: &WebState, headers: &HeaderMap) -> Result<Authed, Response> {
+    let to_login = || see_other("/login", None);
+    let sid = cookie_id(headers).ok_or_else(to_login)?;
+    let session = st.sessions.get(&sid).ok_or_else(to_login)?;
+    let Stage::SignedIn { name } = &session.stage else {
+        return Err(to_login());
+    };
+    // Re-read at each request: a removed account or a changed role applies at once.
+    match st.accounts.get(name) {
+        Ok(Some(account)) if account.stamp() == session.stamp => Ok(Authed {
+            sid,
+            session,
+            account,
+        }),
+        Ok(_) => {
+            // Removed, or password / second factor changed since sign-in.
+            tracing::info!(who = %name, "web console: session ended (account removed or credentials changed)");
+            st.sessions.remove(&sid);
+            Err(to_login())
+        }
+        Err(e) => Err(internal("cannot read the console accounts", e)),
+    }
+}
+
+/// Checks a POST: signed in, the form's CSRF token is the session's, and
+/// (when `needs_admin`) the account is an admin. Refusals are logged and
+/// audited under the account's name.
+fn authorize_post(
+    st: &WebState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    needs_admin: bool,
+    what: &str,
+) -> Result<Authed, Response> {
+    let a = match current(st, headers) {
+        Ok(a) => a,
+        Err(_) => {
+            tracing::warn!(
+                what,
+                "web console: refused a POST without a signed-in session"
+            );
+            return Err(refusal(
+                StatusCode::FORBIDDEN,
+                "Sign in first: this session has ended or never signed in.",
+            ));
+        }
+    };
+    let token = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !session::tokens_equal(token, &a.session.csrf) {
+        let reason = if token.is_empty() { "missing" } else { "wrong" };
+        tracing::warn!(who = %a.name(), what, reason, "web console: refused a POST: CSRF token {reason}");
+        st.audit(
+            a.name(),
+            "web.refused",
+            format!("{what}: CSRF token {reason}"),
+        );
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "The form's security token is missing or wrong (CSRF check). Reload the page and try again.",
+        ));
+    }
+    if needs_admin && !a.admin() {
+        tracing::warn!(who = %a.name(), what, "web console: refused a viewer's change");
+        st.audit(
+            a.name(),
+            "web.refused",
+            format!("{what}: viewer accounts cannot change anything"),
+        );
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "Viewer accounts see everything but change nothing: {what} needs an admin account."
+            ),
+        ));
+    }
+    Ok(a)
+}
+
+fn gov_status(e: &GovError) -> StatusCode {
+    match e {
+        GovError::NotFound(_) => StatusCode::NOT_FOUND,
+        GovError::Invalid(_) => StatusCode::BAD_REQUEST,
+        GovError::Refused(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Unix ms as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Markup) -> Html<String> {
+    let nav = [
+        ("/", "Home", "home"),
+        ("/incoming", "Incoming", "incoming"),
+        ("/partners", "Partners", "partners"),
+        ("/about", "About", "about"),
+    ];
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (title) " · orgsync console" }
+                    link rel="stylesheet" href="/static/style.css";
+                }
+                body {
+                    header {
+                        span.brand { "orgsync console" }
+                        @if let Some(a) = auth {
+                            nav aria-label="Main" {
+                                ul {
+                                    @for (href, label, key) in nav {
+                                        li { a href=(href) aria-current=[(key == here).then_some("page")] { (label) } }
+                                    }
+                                }
+                            }
+                            form method="post" action="/logout" {
+                                input type="hidden" name="csrf" value=(a.session.csrf);
+                                span.muted { (a.name()) " (" (a.account.role.as_str()) ") " }
+                                button.secondary type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                    main id="main" {
+                        h1 { (title) }
+                        (body)
+                    }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+/// A page with only a message (refusals, errors).
+pub(super) fn message_page(title: &str, message: &str) -> Html<String> {
+    layout(
+        title,
+        "",
+        None,
+        html! {
+            p.error role="alert" { (message) }
+            p { a href="/" { "Back to the console" } }
+        },
+    )
+}
+
+fn notice(n: &Option<(bool, String)>) -> Markup {
+    html! {
+        @if let Some((ok, text)) = n {
+            @if *ok { p.ok role="status" { (text) } } @else { p.error role="alert" { (text) } }
+        }
+    }
+}
+
+// ----- login -----
+
+fn login_form(st: &WebState, session: &Session, error: Option<&str>) -> Html<String> {
+    let _ = st;
+    let body = match &session.stage {
+        Stage::NeedTotp { name } => html! {
+            div.login {
+                @if let Some(e) = error { p.error role="alert" id="login-error" { (e) } }
+                p { "Password accepted for " strong { (name) } ". Enter the 6-digit code from your authenticator app." }
+                form method="post" action="/login/totp" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label for="code" { "Authentication code" }
+                    input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code"
+                        pattern="[0-9]{6}" maxlength="6" required autofocus aria-describedby=[error.map(|_| "login-error")];
+                    p { button type="submit" { "Verify" } }
+                }
+            }
+        },
+        _ => html! {
+            div.login {
+                @if let Some(e) = error { p.error role="alert" id="login-error" { (e) } }
+                form method="post" action="/login" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label for="name" { "Account name" }
+                    input type="text" id="name" name="name" autocomplete="username" required autofocus;
+                    label for="password" { "Password" }
+                    input type="password" id="password" name="password" autocomplete="current-password" required
+                        aria-describedby=[error.map(|_| "login-error")];
+                    p { button type="submit" { "Sign in" } }
+                }
+                p.muted { "Accounts are created on the server with " code { "orgsync admin add NAME" } "." }
+            }
+        },
+    };
+    layout("Sign in", "", None, body)
+}
+
+/// The login-stage session of the request, or a new anonymous one (with
+/// the cookie to set).
+fn login_session(st: &WebState, headers: &HeaderMap) -> (String, Session, Option<HeaderValue>) {
+    if let Some(id) = cookie_id(headers) {
+        if let Some(s) = st.sessions.get(&id) {
+            return (id, s, None);
+        }
+    }
+    let (id, s) = st.sessions.create(Stage::Anonymous);
+    let c = set_cookie(st, &id);
+    (id, s, Some(c))
+}
+
+async fn login_page(State(st): State<WebState>, headers: HeaderMap) -> Response {
+    let (_, s, cookie) = login_session(&st, &headers);
+    if matches!(s.stage, Stage::SignedIn { .. }) {
+        return see_other("/", None);
+    }
+    let mut r = login_form(&st, &s, None).into_response();
+    if let Some(c) = cookie {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r
+}
+
+fn lock_message(l: Locked) -> String {
+    let (what, left) = match l {
+        Locked::Account(d) => ("this account", d),
+        Locked::Address(d) => ("sign-ins from your address", d),
+    };
+    let mins = left.as_secs().div_ceil(60).max(1);
+    format!(
+        "Too many failed sign-ins: {what} are locked for {mins} more minute(s) (locks last {} minutes). Try again later, or have an admin reset the password on the server with `orgsync admin passwd NAME`.",
+        session::LOCK_FOR.as_secs() / 60
+    )
+    .replace("this account are", "this account is")
+}
+
+fn dummy_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    // Verified for unknown names so that timing does not reveal which exist.
+    H.get_or_init(|| accounts::hash_password("orgsync-timing-equaliser").unwrap_or_default())
+}
+
+/// Checks a login-stage POST's session and CSRF token.
+fn login_post_session(
+    st: &WebState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(String, Session), Response> {
+    let sid = cookie_id(headers);
+    let s = sid.as_deref().and_then(|id| st.sessions.get(id));
+    let (Some(sid), Some(s)) = (sid, s) else {
+        tracing::warn!("web console: sign-in POST without a login session");
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "The sign-in form has expired. Reload the page and try again.",
+        ));
+    };
+    let token = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !session::tokens_equal(token, &s.csrf) {
+        tracing::warn!("web console: sign-in POST with a missing or wrong CSRF token");
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "The form's security token is missing or wrong (CSRF check). Reload the page and try again.",
+        ));
+    }
+    Ok((sid, s))
+}
+
+async fn login_post(
+    State(st): State<WebState>,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    headers: HeaderMap,
+    Form(form): FormMap,
+) -> Response {
+    let (sid, s) = match login_post_session(&st, &headers, &form) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let name = form.get("name").map(|n| n.trim()).unwrap_or("").to_string();
+    let password = zeroize::Zeroizing::new(form.get("password").cloned().unwrap_or_default());
+    let shown = crate::governance::shares::sanitize_claim(&name);
+    if let Some(l) = st.limiter.check(&name, ip) {
+        tracing::warn!(name = %shown, client = %ip, "web console: sign-in refused, locked");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            login_form(&st, &s, Some(&lock_message(l))),
+        )
+            .into_response();
+    }
+    let account = match st.accounts.get(&name) {
+        Ok(a) => a,
+        Err(e) => return internal("cannot read the console accounts", e),
+    };
+    let hash = account
+        .as_ref()
+        .map(|a| a.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_string());
+    // The semaphore is never closed; a closed one would fail the login safely.
+    let Ok(_slot) = st.verify_slots.acquire().await else {
+        return internal("password check unavailable", "semaphore closed");
+    };
+    let ok = tokio::task::spawn_blocking(move || accounts::verify_password(&hash, &password))
+        .await
+        .unwrap_or(false);
+    let Some(account) = account.filter(|_| ok) else {
+        let locked = st.limiter.failure(&name, ip);
+        tracing::warn!(name = %shown, client = %ip, locked = locked.is_some(), "web console: wrong name or password");
+        st.audit(
+            "web",
+            "web.login.failed",
+            format!("wrong name or password for {shown:?} from {ip}"),
+        );
+        if let Some(l) = locked {
+            st.audit(
+                "web",
+                "web.login.locked",
+                format!("{shown:?} locked after repeated failures (last from {ip})"),
+            );
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                login_form(&st, &s, Some(&lock_message(l))),
+            )
+                .into_response();
+        }
+        return (
+            StatusCode::UNAUTHORIZED,
+            login_form(&st, &s, Some("Wrong account name or password.")),
+        )
+            .into_response();
+    };
+    // A new id at each stage: a session id known before sign-in is worthless after.
+    st.sessions.remove(&sid);
+    if account.totp_secret.is_some() {
+        let (id, _) = st.sessions.create_stamped(
+            Stage::NeedTotp {
+                name: account.name.clone(),
+            },
+            account.stamp(),
+        );
+        return see_other("/login", Some(set_cookie(&st, &id)));
+    }
+    st.limiter.success(&account.name);
+    let (id, _) = st.sessions.create_stamped(
+        Stage::SignedIn {
+            name: account.name.clone(),
+        },
+        account.stamp(),
+    );
+    tracing::info!(who = %account.name, client = %ip, "web console: signed in");
+    st.audit(&account.name, "web.login", format!("signed in from {ip}"));
+    see_other("/", Some(set_cookie(&st, &id)))
+}
+
+async fn totp_post(
+    State(st): State<WebState>,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
+    headers: HeaderMap,
+    Form(form): FormMap,
+) -> Response {
+    let (sid, s) = match login_post_session(&st, &headers, &form) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Stage::NeedTotp { name } = &s.stage else {
+        return see_other("/login", None);
+    };
+    if let Some(l) = st.limiter.check(name, ip) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            login_form(&st, &s, Some(&lock_message(l))),
+        )
+            .into_response();
+    }
+    let account = match st.accounts.get(name) {
+        Ok(Some(a)) if a.stamp() == s.stamp => a,
+        Ok(_) => {
+            // Removed, or credentials changed since the password step.
+            st.sessions.remove(&sid);
+            return see_other("/login", None);
+        }
+        Err(e) => return internal("cannot read the console accounts", e),
+    };
+    let code = form.get("code").map(String::as_str).unwrap_or("");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let step = match &account.totp_secret {
+        Some(secret) => match totp::matching_step(secret, code, now) {
+            Ok(s) => s,
+            Err(e) => return internal("the account's TOTP secret is unusable", e),
+        },
+        None => None,
+    };
+    let fresh = step.is_some_and(|st_| st.limiter.use_totp_step(name, st_));
+    if !fresh {
+        let locked = st.limiter.failure(name, ip);
+        tracing::warn!(who = %name, client = %ip, "web console: wrong or reused authentication code");
+        st.audit(
+            name,
+            "web.login.failed",
+            format!("wrong or reused authentication code from {ip}"),
+        );
+        if let Some(l) = locked {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                login_form(&st, &s, Some(&lock_message(l))),
+            )
+                .into_response();
+        }
+        return (
+            StatusCode::UNAUTHORIZED,
+            login_form(
+                &st,
+                &s,
+                Some("Wrong or already used code. Enter the current code."),
+            ),
+        )
+            .into_response();
+    }
+    st.limiter.success(name);
+    st.sessions.remove(&sid);
+    let (id, _) = st
+        .sessions
+        .create_stamped(Stage::SignedIn { name: name.clone() }, account.stamp());
+    tracing::info!(who = %name, client = %ip, "web console: signed in (password and code)");
+    st.audit(
+        name,
+        "web.login",
+        format!("signed in with password and code from {ip}"),
+    );
+    see_other("/", Some(set_cookie(&st, &id)))
+}
+
+async fn logout(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
+    let a = match authorize_post(&st, &headers, &form, false, "signing out") {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    st.sessions.remove(&a.sid);
+    st.audit(a.name(), "web.logout", String::new());
+    see_other(
+        "/login",
+        Some(HeaderValue::from_static(
+            "orgsync_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        )),
+    )
+}
+
+// ----- pages -----
+
+fn no_gov(a: &Authed, title: &str, here: &str) -> Response {
+    layout(
+        title,
+        here,
+        Some(a),
+        html! { p.error { "Sharing governance is not enabled in this daemon." } },
+    )
+    .into_response()
+}
+
+async fn home(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let a = match current(&st, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(g) = st.gov.as_ref() else {
+        return no_gov(&a, "Home", "home");
+    };
+    let n = q.get("done").map(|d| (true, d.clone()));
+    home_view(&st, g, &a, &q, n, StatusCode::OK)
+}
+
+fn home_view(
+    _st: &WebState,
+    g: &Governance,
+    a: &Authed,
+    q: &HashMap<String, String>,
+    n: Option<(bool, String)>,
+    status: StatusCode,
+) -> Response {
+    let received = match shares::list(g) {
+        Ok((_, r)) => r,
+        Err(e) => return internal("cannot list shares", e),
+    };
+    let get = |k: &str| q.get(k).map(|s| s.trim().to_string()).unwrap_or_default();
+    let (fp, fa, fw) = (get("partner"), get("action"), get("who"));
+    let mut partner_error = None;
+    let partner = if fp.is_empty() {
+        None
+    } else {
+        match g.resolve_partner(&fp) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                partner_error = Some(e.to_string());
+                None
+            }
+        }
+    };
+    let entries = match g.audit_log(&AuditFilter {
+        partner,
+        since_ms: None,
+    }) {
+        Ok(e) => e,
+        Err(e) => return internal("cannot read the audit log", e),
+    };
+    let mut entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| fa.is_empty() || e.action.contains(fa.as_str()))
+        .filter(|e| fw.is_empty() || e.who == fw)
+        .filter(|_| partner_error.is_none())
+        .collect();
+    entries.reverse();
+    let total = entries.len();
+    entries.truncate(AUDIT_ROWS);
+    let body = html! {
+        (notice(&n))
+        h2 id="received" { "Shares received" }
+        @if received.is_empty() {
+            p.muted { "No partner shares anything with this organisation yet." }
+        } @else {
+            table aria-labelledby="received" {
+                thead { tr { th { "From" } th { "Label" } th { "Access" } th { "Records" } th { "Terms" } th { "Status" } } }
+                tbody {
+                    @for s in &received {
+                        tr {
+                            td data-label="From" { (g.partner_name(&s.partner)) }
+                            td data-label="Label" { (s.label) }
+                            td data-label="Access" { (s.access.as_str()) }
+                            td data-label="Records" { (s.received) }
+                            td data-label="Terms" {
+                                @match &s.terms {
+                                    Some(t) => details { summary { "Read the terms" } p { (t) } },
+                                    None => span.muted { "none" },
+                                }
+                            }
+                            td data-label="Status" {
+                                @if s.revoked_ms.is_some() { "revoked by the partner" }
+                                @else if let Some((by, at)) = &s.terms_accepted { "terms accepted by " (by) " on " (utc(*at)) }
+                                @else if s.terms.is_none() { "receiving" }
+                                @else if a.admin() {
+                                    form method="post" action={"/shares/" (s.id) "/accept-terms"} {
+                                        input type="hidden" name="csrf" value=(a.session.csrf);
+                                        button type="submit" aria-label={"Accept the terms of share " (s.label)} { "Accept terms" }
+                                    }
+                                } @else { "waiting for an admin to accept the terms" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 id="audit" { "Audit log" }
+        form.filters method="get" action="/" role="search" aria-label="Filter the audit log" {
+            div {
+                label for="f-partner" { "Partner (name or account number)" }
+                input type="text" id="f-partner" name="partner" value=(fp) aria-describedby=[partner_error.as_ref().map(|_| "f-partner-error")];
+                @if let Some(e) = &partner_error { span.error id="f-partner-error" { (e) } }
+            }
+            div { label for="f-action" { "Action contains" } input type="text" id="f-action" name="action" value=(fa); }
+            div { label for="f-who" { "Who (exact)" } input type="text" id="f-who" name="who" value=(fw); }
+            div { button type="submit" { "Filter" } }
+        }
+        p.muted { "Showing " (entries.len()) " of " (total) " matching entries, newest first." }
+        table aria-labelledby="audit" {
+            thead { tr { th { "When" } th { "Who" } th { "Action" } th { "Partner" } th { "Share" } th { "Detail" } } }
+            tbody {
+                @for e in &entries {
+                    tr {
+                        td data-label="When" { (utc(e.at_ms)) }
+                        td data-label="Who" { (e.who) }
+                        td data-label="Action" { code { (e.action) } }
+                        td data-label="Partner" { (e.partner_name.clone().or(e.partner.clone()).unwrap_or_default()) }
+                        td data-label="Share" { (e.share.clone().unwrap_or_default()) }
+                        td data-label="Detail" { (e.detail) }
+                    }
+                }
+            }
+        }
+    };
+    (status, layout("Home", "home", Some(a), body)).into_response()
+}
+
+async fn about(State(st): State<WebState>, headers: HeaderMap) -> Response {
+    let a = match current(&st, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let i = &st.about;
+    let body = html! {
+        dl {
+            dt { "Organisation" } dd { (i.org_name) }
+            dt { "Account number" } dd { (i.account) }
+            dt { "Certificate fingerprint" } dd { (i.fingerprint) }
+            dt { "Key epoch" } dd { (i.epoch) }
+            dt { "Instance" } dd { (i.instance) }
+        }
+        p.muted { "Partners compare the fingerprint with the one you read to them before pairing." }
+    };
+    layout("About", "about", Some(&a), body).into_response()
+}
+
+async fn partners(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let a = match current(&st, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let n = q.get("done").map(|d| (true, d.clone()));
+    partners_view(&st, &a, n, StatusCode::OK)
+}
+
+fn partners_view(
+    st: &WebState,
+    a: &Authed,
+    n: Option<(bool, String)>,
+    status: StatusCode,
+) -> Response {
+    let list = st.partners.partners();
+    let pend = match st.gov.as_ref().map(pending::list).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => return internal("cannot list pending peers", e),
+    };
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    let body = html! {
+        (notice(&n))
+        h2 id="paired" { "Paired and revoked" }
+        @if list.is_empty() { p.muted { "No partners yet." } } @else {
+            table aria-labelledby="paired" {
+                thead { tr { th { "Partner" } th { "Account number" } th { "State" } th { "Connected" } th { "Last sync" } th { "Not acknowledged" } } }
+                tbody {
+                    @for p in &list {
+                        tr {
+                            td data-label="Partner" { (p.name) }
+                            td data-label="Account number" { span.mono { (p.org.account_number()) } }
+                            td data-label="State" { (p.state) }
+                            td data-label="Connected" { @if p.connected { "yes" } @else { "no" } }
+                            td data-label="Last sync" { (p.last_sync_ms.map(utc).unwrap_or_else(|| "never".into())) }
+                            td data-label="Not acknowledged" { (p.not_acked) }
+                        }
+                    }
+                }
+            }
+        }
+        h2 id="pending" { "Pending (refused at the handshake)" }
+        p.muted { "A pending peer proved it holds its key but is not paired. Pair only after comparing its fingerprint with the one its admin reads to you, and paste the bundle they sent." }
+        @if pend.is_empty() { p.muted { "No pending peers." } }
+        @for (i, p) in pend.iter().enumerate() {
+            section aria-labelledby={"pending-" (i)} {
+                h3 id={"pending-" (i)} { "Fingerprint " span.mono { (p.fingerprint) } }
+                p {
+                    "Address " (p.address.map(|a| a.to_string()).unwrap_or_else(|| "unknown".into()))
+                    ", " (p.attempts) " attempt(s), first seen " (utc(ms(p.first_seen))) ", last seen " (utc(ms(p.last_seen)))
+                    @if p.revoked { " (a revoked partner's key)" }
+                }
+                @if a.admin() {
+                    form method="post" action="/partners/pending/accept" {
+                        input type="hidden" name="csrf" value=(a.session.csrf);
+                        input type="hidden" name="fingerprint" value=(p.fingerprint);
+                        label for={"bundle-" (i)} { "Partner's bundle (paste the text their admin sent)" }
+                        textarea id={"bundle-" (i)} name="bundle" required {}
+                        p.check {
+                            input type="checkbox" id={"checked-" (i)} name="checked" value="yes" required;
+                            " "
+                            label for={"checked-" (i)} { "I compared this fingerprint with the one the partner's admin read to me, and they match." }
+                        }
+                        p { button type="submit" { "Accept and pair" } }
+                    }
+                    form method="post" action="/partners/pending/dismiss" {
+                        input type="hidden" name="csrf" value=(a.session.csrf);
+                        input type="hidden" name="fingerprint" value=(p.fingerprint);
+                        button.secondary type="submit" aria-label={"Dismiss pending peer " (p.fingerprint)} { "Dismiss" }
+                    }
+                }
+            }
+        }
+    };
+    (status, layout("Partners", "partners", Some(a), body)).into_response()
+}
+
+fn field<'a>(form: &'a HashMap<String, String>, k: &str) -> &'a str {
+    form.get(k).map(|s| s.trim()).unwrap_or("")
+}
+
+async fn pending_accept(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Form(form): FormMap,
+) -> Response {
+    let a = match authorize_post(&st, &headers, &form, true, "pairing a pending peer") {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(g) = st.gov.as_ref() else {
+        return no_gov(&a, "Partners", "partners");
+    };
+    if field(&form, "checked") != "yes" {
+        return partners_view(
+            &st,
+            &a,
+            Some((
+                false,
+                "Compare the fingerprint with the partner's admin first, then tick the box.".into(),
+            )),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    match pending::accept(
+        g,
+        field(&form, "fingerprint"),
+        field(&form, "bundle"),
+        a.name(),
+    )
+    .await
+    {
+        Ok(name) => see_other(
+            &format!(
+                "/partners?done={}",
+                urlencode(&format!("Paired with {name}."))
+            ),
+            None,
+        ),
+        Err(e) => {
+            tracing::warn!(who = %a.name(), error = %e, "web console: pairing refused");
+            partners_view(
+                &st,
+                &a,
+                Some((false, format!("Not paired: {e}"))),
+                gov_status(&e),
+            )
+        }
+    }
+}
+
+async fn pending_dismiss(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Form(form): FormMap,
+) -> Response {
+    let a = match authorize_post(&st, &headers, &form, true, "dismissing a pending peer") {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(g) = st.gov.as_ref() else {
+        return no_gov(&a, "Partners", "partners");
+    };
+    let fp = field(&form, "fingerprint");
+    match pending::dismiss(g, fp, a.name()).await {
+        Ok(()) => see_other(&format!("/partners?done={}", urlencode("Dismissed.")), None),
+        Err(e) => partners_view(
+            &st,
+            &a,
+            Some((false, format!("Not dismissed: {e}"))),
+            gov_status(&e),
+        ),
+    }
+}
+
+async fn accept_terms(
+    State(st): State<WebState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    Form(form): FormMap,
+) -> Response {
+    let a = match authorize_post(&st, &headers, &form, true, "accepting a share's terms") {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(g) = st.gov.as_ref() else {
+        return no_gov(&a, "Home", "home");
+    };
+    let result = match id.parse() {
+        Ok(id) => shares::accept_terms(g, &id, a.name()).await,
+        Err(e) => Err(GovError::Invalid(format!("share id: {e}"))),
+    };
+    match result {
+        Ok(s) => see_other(
+            &format!(
+                "/?done={}",
+                urlencode(&format!("Terms of {} accepted.", s.label))
+            ),
+            None,
+        ),
+        Err(e) => home_view(
+            &st,
+            g,
+            &a,
+            &HashMap::new(),
+            Some((false, format!("Terms not accepted: {e}"))),
+            gov_status(&e),
+        ),
+    }
+}
+
+/// A one-line summary of an inbox object's fields.
+fn summary(o: &orgsync_protocol::model::Object) -> String {
+    let j = crate::json::object_to_json(o);
+    let mut parts = Vec::new();
+    for section in ["fields", "custom"] {
+        if let Some(m) = j.get(section).and_then(|v| v.as_object()) {
+            for (k, v) in m {
+                let v = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                parts.push(format!("{k}: {v}"));
+            }
+        }
+    }
+    let mut text = parts.join(", ");
+    if text.chars().count() > 160 {
+        text = text.chars().take(160).collect::<String>() + "…";
+    }
+    text
+}
+
+async fn incoming(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let a = match current(&st, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let n = q.get("done").map(|d| (true, d.clone()));
+    incoming_view(&st, &a, n, StatusCode::OK)
+}
+
+fn incoming_view(
+    st: &WebState,
+    a: &Authed,
+    n: Option<(bool, String)>,
+    status: StatusCode,
+) -> Response {
+    let Some(g) = st.gov.as_ref() else {
+        return no_gov(a, "Incoming", "incoming");
+    };
+    let items = match inbox::list(g, None) {
+        Ok(i) => i,
+        Err(e) => return internal("cannot list the inbox", e),
+    };
+    let body = html! {
+        (notice(&n))
+        p.muted { "Records partners shared with this organisation wait here until an admin approves (kept as new records) or rejects them (dropped, now and later)." }
+        @if items.is_empty() { p.muted { "Nothing waiting." } } @else {
+            form method="post" action="/incoming" {
+                input type="hidden" name="csrf" value=(a.session.csrf);
+                table aria-label="Incoming records" {
+                    thead { tr { th { "From" } th { "Kind" } th { "Record" } th { "Status" } } }
+                    tbody {
+                        @for (i, item) in items.iter().enumerate() {
+                            tr {
+                                td data-label="From" { (item.partner_name) }
+                                td data-label="Kind" { (item.kind.as_str()) }
+                                td data-label="Record" { (summary(&item.object)) br; span.muted.mono { (item.id) } }
+                                td data-label="Status" {
+                                    label for={"status-" (i)} { "Status of " (item.kind.as_str()) " " (i + 1) }
+                                    select id={"status-" (i)} name={"status-" (item.id)} disabled[!a.admin()] {
+                                        option value="pending" selected { "Pending" }
+                                        option value="approved" { "Approved" }
+                                        option value="rejected" { "Rejected" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if a.admin() { p { button type="submit" { "Save" } } }
+            }
+        }
+    };
+    (status, layout("Incoming", "incoming", Some(a), body)).into_response()
+}
+
+async fn incoming_save(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Form(form): FormMap,
+) -> Response {
+    let a = match authorize_post(&st, &headers, &form, true, "deciding incoming records") {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(g) = st.gov.as_ref() else {
+        return no_gov(&a, "Incoming", "incoming");
+    };
+    // Validate the whole form before deciding anything.
+    let (mut approve, mut reject) = (Vec::new(), Vec::new());
+    for (k, v) in &form {
+        let Some(id) = k.strip_prefix("status-") else {
+            continue;
+        };
+        let id = match id.parse::<orgsync_protocol::model::ObjectId>() {
+            Ok(id) => id,
+            Err(_) => {
+                return incoming_view(
+                    &st,
+                    &a,
+                    Some((
+                        false,
+                        format!("{id:?} is not a record id; nothing was saved."),
+                    )),
+                    StatusCode::BAD_REQUEST,
+                )
+            }
+        };
+        match v.as_str() {
+            "pending" => {}
+            "approved" => approve.push(id),
+            "rejected" => reject.push(id),
+            other => {
+                return incoming_view(&st, &a, Some((false, format!("{other:?} is not a status (Pending, Approved or Rejected); nothing was saved."))), StatusCode::BAD_REQUEST)
+            }
+        }
+    }
+    let mut done = Vec::new();
+    for (ids, action, word) in [
+        (approve, Action::AsNew, "approved"),
+        (reject, Action::Reject, "rejected"),
+    ] {
+        if ids.is_empty() {
+            continue;
+        }
+        match inbox::decide(g, &ids, action, None, a.name()).await {
+            Ok(n) => done.push(format!("{n} {word}")),
+            Err(e) => {
+                let msg = format!(
+                    "Saved so far: {}. Not {word}: {e}",
+                    if done.is_empty() {
+                        "nothing".into()
+                    } else {
+                        done.join(", ")
+                    }
+                );
+                return incoming_view(&st, &a, Some((false, msg)), gov_status(&e));
+            }
+        }
+    }
+    let msg = if done.is_empty() {
+        "Nothing to save.".to_string()
+    } else {
+        format!("Saved: {}.", done.join(", "))
+    };
+    see_other(&format!("/incoming?done={}", urlencode(&msg)), None)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_764_750_000_000), "2025-12-03 08:20:00 UTC");
+    }
+
+    #[test]
+    fn cookie_parsing_finds_only_our_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; orgsync_session=abc; b=2"),
+        );
+        assert_eq!(cookie_id(&h).as_deref(), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("xorgsync_session=abc"),
+        );
+        assert_eq!(cookie_id(&h), None);
+    }
+}
