@@ -37,6 +37,7 @@ pub(super) fn router(st: WebState) -> Router {
         .route("/partners/pending/accept", post(pending_accept))
         .route("/partners/pending/dismiss", post(pending_dismiss))
         .route("/shares/:id/accept-terms", post(accept_terms))
+        .merge(super::outgoing::routes())
         .route("/static/style.css", get(css))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -46,7 +47,7 @@ pub(super) fn router(st: WebState) -> Router {
         .with_state(st)
 }
 
-type FormMap = Form<HashMap<String, String>>;
+pub(super) type FormMap = Form<HashMap<String, String>>;
 
 async fn css() -> Response {
     (
@@ -60,17 +61,17 @@ async fn css() -> Response {
 }
 
 /// The signed-in account behind a request.
-struct Authed {
-    sid: String,
-    session: Session,
-    account: Account,
+pub(super) struct Authed {
+    pub(super) sid: String,
+    pub(super) session: Session,
+    pub(super) account: Account,
 }
 
 impl Authed {
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.account.name
     }
-    fn admin(&self) -> bool {
+    pub(super) fn admin(&self) -> bool {
         self.account.role == Role::Admin
     }
 }
@@ -103,7 +104,7 @@ fn set_cookie(st: &WebState, id: &str) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
-fn see_other(to: &str, cookie: Option<HeaderValue>) -> Response {
+pub(super) fn see_other(to: &str, cookie: Option<HeaderValue>) -> Response {
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response();
     if let Some(c) = cookie {
         r.headers_mut().insert(header::SET_COOKIE, c);
@@ -111,7 +112,7 @@ fn see_other(to: &str, cookie: Option<HeaderValue>) -> Response {
     r
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> Response {
+pub(super) fn internal(what: &str, e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "web console: {what}");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -121,7 +122,7 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Response {
 }
 
 /// The signed-in account, or a redirect to the login page.
-fn current(st: &WebState, headers: &HeaderMap) -> Result<Authed, Response> {
+pub(super) fn current(st: &WebState, headers: &HeaderMap) -> Result<Authed, Response> {
     let to_login = || see_other("/login", None);
     let sid = cookie_id(headers).ok_or_else(to_login)?;
     let session = st.sessions.get(&sid).ok_or_else(to_login)?;
@@ -148,7 +149,7 @@ fn current(st: &WebState, headers: &HeaderMap) -> Result<Authed, Response> {
 /// Checks a POST: signed in, the form's CSRF token is the session's, and
 /// (when `needs_admin`) the account is an admin. Refusals are logged and
 /// audited under the account's name.
-fn authorize_post(
+pub(super) fn authorize_post(
     st: &WebState,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
@@ -199,7 +200,7 @@ fn authorize_post(
     Ok(a)
 }
 
-fn gov_status(e: &GovError) -> StatusCode {
+pub(super) fn gov_status(e: &GovError) -> StatusCode {
     match e {
         GovError::NotFound(_) => StatusCode::NOT_FOUND,
         GovError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -209,7 +210,7 @@ fn gov_status(e: &GovError) -> StatusCode {
 }
 
 /// Unix ms as `YYYY-MM-DD HH:MM:SS UTC`.
-fn utc(ms: u64) -> String {
+pub(super) fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
@@ -230,10 +231,11 @@ fn utc(ms: u64) -> String {
     )
 }
 
-fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Markup) -> Html<String> {
+pub(super) fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Markup) -> Html<String> {
     let nav = [
         ("/", "Home", "home"),
         ("/incoming", "Incoming", "incoming"),
+        ("/outgoing", "Outgoing", "outgoing"),
         ("/partners", "Partners", "partners"),
         ("/about", "About", "about"),
     ];
@@ -289,7 +291,7 @@ pub(super) fn message_page(title: &str, message: &str) -> Html<String> {
     )
 }
 
-fn notice(n: &Option<(bool, String)>) -> Markup {
+pub(super) fn notice(n: &Option<(bool, String)>) -> Markup {
     html! {
         @if let Some((ok, text)) = n {
             @if *ok { p.ok role="status" { (text) } } @else { p.error role="alert" { (text) } }
@@ -587,7 +589,7 @@ async fn logout(State(st): State<WebState>, headers: HeaderMap, Form(form): Form
 
 // ----- pages -----
 
-fn no_gov(a: &Authed, title: &str, here: &str) -> Response {
+pub(super) fn no_gov(a: &Authed, title: &str, here: &str) -> Response {
     layout(
         title,
         here,
@@ -827,7 +829,7 @@ fn partners_view(
     (status, layout("Partners", "partners", Some(a), body)).into_response()
 }
 
-fn field<'a>(form: &'a HashMap<String, String>, k: &str) -> &'a str {
+pub(super) fn field<'a>(form: &'a HashMap<String, String>, k: &str) -> &'a str {
     form.get(k).map(|s| s.trim()).unwrap_or("")
 }
 
@@ -1094,7 +1096,7 @@ async fn incoming_save(
     see_other(&format!("/incoming?done={}", urlencode(&msg)), None)
 }
 
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
