@@ -27,6 +27,9 @@ fn shots_dir() -> PathBuf {
 #[test]
 fn chromium_signs_in_with_password_and_totp_and_screenshots_each_page() {
     let mut a = Instance::governed("Acme");
+    // A paired partner (never started) so the Outgoing page has someone to share with.
+    let g = Instance::governed("Globex");
+    Instance::pair(&a, &g);
     let addr = enable_console(&a);
     add_account(&a, "ada", "admin", PW);
     let secret = a.cli_json(&["admin", "totp", "ada"])["secret"]
@@ -90,6 +93,16 @@ fn chromium_signs_in_with_password_and_totp_and_screenshots_each_page() {
         "About shows the account number"
     );
     shot("about");
+    let vip = a.put("flag", &["--set", "name=VIP"]);
+    a.put("flag", &["--set", "name=Volunteers"]);
+    a.put("contact", &["--set", "first_name=Ada", "--flag", &vip]);
+    a.cli_ok(&["share", "add", "Globex", "--flag", &vip]);
+    b.goto(&format!("{base}/outgoing"));
+    assert!(
+        b.source().contains("New share") && b.source().contains("Volunteers"),
+        "the Outgoing page lists the flags and the form"
+    );
+    shot("outgoing");
     b.window_size(390, 844);
     b.goto(&format!("{base}/"));
     assert!(b.source().contains("Audit log"));
@@ -98,7 +111,7 @@ fn chromium_signs_in_with_password_and_totp_and_screenshots_each_page() {
     drop(b);
     drop(driver);
     eprintln!(
-        "web browser: headless Chromium signed in with password+TOTP, 4 pages at 1280px and Home at 390px; screenshots {}; {:.1}s",
+        "web browser: headless Chromium signed in with password+TOTP, 5 pages at 1280px and Home at 390px; screenshots {}; {:.1}s",
         saved.join(", "),
         t0.elapsed().as_secs_f64()
     );

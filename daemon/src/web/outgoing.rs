@@ -308,7 +308,7 @@ fn view(
                 label for="access" { "Access type" }
                 select id="access" name="access" {
                     @for t in AccessType::ALL {
-                        option value=(t.as_str()) selected[draft.get("access") == t.as_str()] { (t.as_str()) }
+                        option value=(t.as_str()) selected[draft.get("access") == t.as_str() || (draft.get("access").is_empty() && t == AccessType::OnLoan)] { (t.as_str()) }
                     }
                 }
                 (draft.error_at("access"))
