@@ -209,12 +209,17 @@ fn outgoing_share_and_unshare_a_flag_reach_and_stop_at_the_partner() {
         inbox_ids(&b).contains(&mark).then_some(())
     });
     let inbox = inbox_ids(&b);
+    assert_eq!(
+        inbox,
+        vec![mark.clone()],
+        "after UnShare Ann and the flag were withdrawn, only the marker is left"
+    );
     assert!(
         !inbox.contains(&bea),
         "Bea was flagged after UnShare and must not reach Globex: {inbox:?}"
     );
     eprintln!(
-        "web outgoing: viewer POST 403, 2 bad form values 400 (store unchanged, no share); Share via checklist -> record + flag in partner inbox in {:.1}s; UnShare -> checklist empty, record flagged later not sent (marker arrived, {} inbox item(s)); audited who=ada; {:.1}s total",
+        "web outgoing: viewer POST 403, 2 bad form values 400 (store unchanged, no share); Share via checklist -> record + flag in partner inbox in {:.1}s; UnShare -> checklist empty, earlier records withdrawn and a record flagged later not sent (marker arrived; partner inbox holds {} item); audited who=ada; {:.1}s total",
         arrive.as_secs_f64(),
         inbox.len(),
         t0.elapsed().as_secs_f64()
