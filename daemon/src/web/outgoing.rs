@@ -19,10 +19,10 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use maud::{html, Markup};
 use orgsync_protocol::model::{Kind, ObjectId, OrgId};
-use orgsync_protocol::share::{AccessType, Selection, Selector, ShareId};
+use orgsync_protocol::share::{AccessType, Selection, Selector};
 
 use super::pages::{
-    authorize_post, current, field, gov_status, internal, layout, no_gov, notice, see_other,
+    admin_post, current, field, gov_status, internal, layout, no_gov, notice, see_other, share_id,
     urlencode, utc, Authed, FormMap,
 };
 use super::WebState;
@@ -350,12 +350,15 @@ async fn new_share(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "creating a share") {
-        Ok(a) => a,
+    let (a, g) = match admin_post(
+        &st,
+        &headers,
+        &form,
+        "creating a share",
+        ("Outgoing", "outgoing"),
+    ) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Outgoing", "outgoing");
     };
     let redo = |at: &'static str, msg: String, status: StatusCode| {
         tracing::warn!(who = %a.name(), field = at, reason = %msg, "web console: share refused");
@@ -416,23 +419,21 @@ async fn new_share(
     }
 }
 
-fn share_id(id: &str) -> Result<ShareId, GovError> {
-    id.parse()
-        .map_err(|e| GovError::Invalid(format!("share id: {e}")))
-}
-
 async fn revoke(
     State(st): State<WebState>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "revoking a share") {
-        Ok(a) => a,
+    let (a, g) = match admin_post(
+        &st,
+        &headers,
+        &form,
+        "revoking a share",
+        ("Outgoing", "outgoing"),
+    ) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Outgoing", "outgoing");
     };
     let result = match share_id(&id) {
         Ok(id) => shares::revoke(g, &id, a.name()).await,
@@ -452,12 +453,15 @@ async fn unshare(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "removing a share rule") {
-        Ok(a) => a,
+    let (a, g) = match admin_post(
+        &st,
+        &headers,
+        &form,
+        "removing a share rule",
+        ("Outgoing", "outgoing"),
+    ) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Outgoing", "outgoing");
     };
     let result = async {
         let id = share_id(&id)?;
@@ -503,12 +507,15 @@ async fn flag_save(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "sharing a flag") {
-        Ok(a) => a,
+    let (a, g) = match admin_post(
+        &st,
+        &headers,
+        &form,
+        "sharing a flag",
+        ("Outgoing", "outgoing"),
+    ) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Outgoing", "outgoing");
     };
     let bad = |msg: String| done_or_error(&st, &a, Err(GovError::Invalid(msg)), "Nothing changed");
     let flag: ObjectId = match field(&form, "flag").parse() {

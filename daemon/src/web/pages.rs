@@ -589,6 +589,30 @@ async fn logout(State(st): State<WebState>, headers: HeaderMap, Form(form): Form
 
 // ----- pages -----
 
+/// The checks every governance-changing POST makes, in order: a
+/// signed-in admin with a valid CSRF token and same-origin request
+/// ([`authorize_post`]), then a daemon that runs sharing governance (else
+/// the `page` (title, nav entry) says it does not).
+pub(super) fn admin_post<'a>(
+    st: &'a WebState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    what: &str,
+    page: (&str, &str),
+) -> Result<(Authed, &'a Governance), Response> {
+    let a = authorize_post(st, headers, form, true, what)?;
+    match st.gov.as_ref() {
+        Some(g) => Ok((a, g)),
+        None => Err(no_gov(&a, page.0, page.1)),
+    }
+}
+
+/// A share id from a URL path; a malformed one is the admin's bad input.
+pub(super) fn share_id(id: &str) -> Result<orgsync_protocol::share::ShareId, GovError> {
+    id.parse()
+        .map_err(|e| GovError::Invalid(format!("share id: {e}")))
+}
+
 pub(super) fn no_gov(a: &Authed, title: &str, here: &str) -> Response {
     layout(
         title,
@@ -838,12 +862,15 @@ async fn pending_accept(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "pairing a pending peer") {
-        Ok(a) => a,
+    let (a, g) = match admin_post(
+        &st,
+        &headers,
+        &form,
+        "pairing a pending peer",
+        ("Partners", "partners"),
+    ) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Partners", "partners");
     };
     if field(&form, "checked") != "yes" {
         return partners_view(
@@ -888,12 +915,15 @@ async fn pending_dismiss(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "dismissing a pending peer") {
-        Ok(a) => a,
+    let (a, g) = match admin_post(
+        &st,
+        &headers,
+        &form,
+        "dismissing a pending peer",
+        ("Partners", "partners"),
+    ) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Partners", "partners");
     };
     let fp = field(&form, "fingerprint");
     match pending::dismiss(g, fp, a.name()).await {
@@ -913,16 +943,19 @@ async fn accept_terms(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "accepting a share's terms") {
-        Ok(a) => a,
+    let (a, g) = match admin_post(
+        &st,
+        &headers,
+        &form,
+        "accepting a share's terms",
+        ("Home", "home"),
+    ) {
+        Ok(ok) => ok,
         Err(r) => return r,
     };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Home", "home");
-    };
-    let result = match id.parse() {
+    let result = match share_id(&id) {
         Ok(id) => shares::accept_terms(g, &id, a.name()).await,
-        Err(e) => Err(GovError::Invalid(format!("share id: {e}"))),
+        Err(e) => Err(e),
     };
     match result {
         Ok(s) => see_other(
@@ -1029,12 +1062,15 @@ async fn incoming_save(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "deciding incoming records") {
-        Ok(a) => a,
+    let (a, g) = match admin_post(
+        &st,
+        &headers,
+        &form,
+        "deciding incoming records",
+        ("Incoming", "incoming"),
+    ) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Incoming", "incoming");
     };
     // Validate the whole form before deciding anything.
     let (mut approve, mut reject) = (Vec::new(), Vec::new());
