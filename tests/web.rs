@@ -8,20 +8,15 @@ mod support;
 #[path = "support/web.rs"]
 mod web_client;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{wait_for, Instance};
-use web_client::{add_account, enable_console, set_password, Browser, From};
+use web_client::{
+    add_account, enable_console, inbox_ids, set_password, wait_console, Browser, From,
+};
 
 const PW: &str = "correct horse battery staple";
 const SYNC: Duration = Duration::from_secs(60);
-
-fn wait_console(addr: SocketAddr) {
-    wait_for("the web console to answer", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(addr).ok()
-    });
-}
 
 fn unix_secs() -> u64 {
     std::time::SystemTime::now()
@@ -376,17 +371,6 @@ fn a_non_loopback_console_without_tls_refuses_to_start() {
         "web config: non-loopback listen without TLS refused at start: {}",
         err.trim()
     );
-}
-
-fn inbox_ids(inst: &Instance) -> Vec<String> {
-    let mut ids: Vec<String> = inst.cli_json(&["inbox", "list"])["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|i| i["id"].as_str().map(str::to_string))
-        .collect();
-    ids.sort();
-    ids
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::{wait_for, Instance};
-use web_client::{add_account, enable_console};
+use web_client::{add_account, enable_console, wait_console};
 use webdriver::Driver;
 
 const PW: &str = "correct horse battery staple";
@@ -37,9 +37,7 @@ fn chromium_signs_in_with_password_and_totp_and_screenshots_each_page() {
         .expect("secret")
         .to_string();
     a.start();
-    wait_for("the web console to answer", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(addr).ok()
-    });
+    wait_console(addr);
     let t0 = Instant::now();
     let driver = Driver::start();
     let profile = tempfile::tempdir().expect("profile dir");

@@ -7,31 +7,13 @@ mod support;
 #[path = "support/web.rs"]
 mod web_client;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{wait_for, Instance};
-use web_client::{add_account, enable_console, Browser, From};
+use web_client::{add_account, enable_console, inbox_ids, wait_console, Browser, From};
 
 const PW: &str = "correct horse battery staple";
 const SYNC: Duration = Duration::from_secs(60);
-
-fn wait_console(addr: SocketAddr) {
-    wait_for("the web console to answer", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(addr).ok()
-    });
-}
-
-fn inbox_ids(inst: &Instance) -> Vec<String> {
-    let mut ids: Vec<String> = inst.cli_json(&["inbox", "list"])["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|i| i["id"].as_str().map(str::to_string))
-        .collect();
-    ids.sort();
-    ids
-}
 
 fn given(inst: &Instance) -> Vec<serde_json::Value> {
     inst.cli_json(&["share", "list"])["given"]

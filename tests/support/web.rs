@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{bin, Instance};
+use crate::support::{bin, wait_for, Instance};
 
 /// One response.
 #[derive(Debug)]
@@ -244,4 +244,23 @@ fn admin_with_password(inst: &Instance, args: &[&str], password: &str) {
         "orgsync admin {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Waits (30 s at most) until the console at `addr` accepts connections.
+pub fn wait_console(addr: SocketAddr) {
+    wait_for("the web console to answer", Duration::from_secs(30), || {
+        TcpStream::connect(addr).ok()
+    });
+}
+
+/// The ids of the items in `inst`'s inbox (through the CLI), sorted.
+pub fn inbox_ids(inst: &Instance) -> Vec<String> {
+    let mut ids: Vec<String> = inst.cli_json(&["inbox", "list"])["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
 }
