@@ -211,24 +211,11 @@ pub(super) fn gov_status(e: &GovError) -> StatusCode {
 
 /// Unix ms as `YYYY-MM-DD HH:MM:SS UTC`.
 pub(super) fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    // The one civil-date conversion is json's; only the layout differs.
+    let stamp = crate::json::rfc3339_ms(ms);
+    let (date, time) = stamp.split_once('T').unwrap_or((&stamp, ""));
+    let time = time.split_once('.').map_or(time, |(hms, _)| hms);
+    format!("{date} {time} UTC")
 }
 
 pub(super) fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Markup) -> Html<String> {
