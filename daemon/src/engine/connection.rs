@@ -207,10 +207,16 @@ const MAX_MERGED_APPLY: usize = 8_192;
 /// partner (see [`Driver::stalled`]), so a partner that ignores our ack
 /// window cannot grow this queue. Results go to `applied`, which the
 /// driver reads even while stalled.
+///
+/// Once the engine stops, batches still queued are dropped unapplied: the
+/// apply in progress finishes, but a full queue applied one after the other
+/// on a loaded machine overran the stop budget. Nothing is lost: a dropped
+/// batch was never acknowledged, so the partner sends it again.
 fn spawn_applier(
     shared: Arc<Shared>,
     peer: TrustedPeer,
     queue: usize,
+    stop: watch::Receiver<Stop>,
     applied: mpsc::UnboundedSender<Result<Applied, StoreError>>,
 ) -> (mpsc::Sender<ApplyJob>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<ApplyJob>(queue.max(1));
@@ -221,6 +227,9 @@ fn spawn_applier(
         // into one apply (their sequences are increasing across jobs), so a
         // backlog costs one flush per round instead of one per batch.
         while let Some(mut job) = rx.recv().await {
+            if *stop.borrow() != Stop::Running {
+                return;
+            }
             while job.changes.len() < MAX_MERGED_APPLY {
                 match rx.try_recv() {
                     Ok(next) => {
@@ -953,6 +962,7 @@ pub(super) async fn run(
         shared.clone(),
         peer.clone(),
         shared.options.limits.max_queued_batches,
+        stop.clone(),
         applied_tx,
     );
     let mut applier_task = Owned(applier_task);
