@@ -43,6 +43,8 @@ pub(super) const LEGACY_TREES: [(&str, u8); 6] = [
 
 /// Last hybrid-logical-clock timestamp issued or observed (u64 BE).
 pub(super) const META_HLC: &[u8] = b"mhlc";
+/// The store's format version (u32 BE, see `format.rs`).
+pub(super) const META_FORMAT: &[u8] = b"mformat";
 /// The instance id this store belongs to (u64 BE).
 pub(super) const META_INSTANCE: &[u8] = b"minstance";
 

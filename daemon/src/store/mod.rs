@@ -24,6 +24,7 @@
 
 mod blobs;
 mod commit;
+pub mod format;
 mod keys;
 
 pub use blobs::{hash_hex, BlobError, BlobFiles, BlobHash, PartialBlob};
@@ -107,6 +108,27 @@ pub enum StoreError {
     /// The object does not exist.
     #[error("object {0} not found")]
     NotFound(ObjectId),
+    /// The store was written by a newer release, in a format this build
+    /// cannot read; nothing was changed.
+    #[error("the store is in format {found}, written by a newer orgsync; this build reads formats up to {supported}: upgrade orgsync (or restore a backup taken before the upgrade)")]
+    FormatTooNew {
+        /// The store's format.
+        found: u32,
+        /// The newest format this build reads.
+        supported: u32,
+    },
+    /// No migration leads from the store's format to the current one.
+    #[error("no migration from store format {from}: this build cannot open the store")]
+    NoMigration {
+        /// The store's format.
+        from: u32,
+    },
+    /// The recorded format version is not a 4-byte number.
+    #[error("the store's format version is unreadable ({len} bytes, expected 4)")]
+    FormatUnreadable {
+        /// Length of the stored value.
+        len: usize,
+    },
     /// The store belongs to another instance.
     #[error("the store belongs to instance {stored}, not {given}")]
     InstanceMismatch {
@@ -380,7 +402,10 @@ impl Store {
                 source,
             })?;
         let data = db.open_tree(keys::TREE).map_err(db_err("open tree"))?;
-        migrate_legacy_trees(&db, &data)?;
+        let upgrade = format::upgrade(&db, &data)?;
+        if upgrade.migrated() {
+            tracing::info!(from = ?upgrade.found, to = upgrade.now, path = %path.display(), "store migrated");
+        }
 
         let stored = data
             .get(keys::META_INSTANCE)
@@ -1072,7 +1097,7 @@ impl Merged {
 
 /// Moves the content of a store written with one tree per section (before
 /// the single-tree layout) into the single tree, once, then drops the old
-/// trees. One batch per old tree; the old tree is dropped only after the
+/// trees (format 1 to 2, see [`format`]). One batch per old tree; the old tree is dropped only after the
 /// batch is flushed, so a crash midway redoes the copy (idempotent).
 fn migrate_legacy_trees(db: &sled::Db, data: &sled::Tree) -> Result<(), StoreError> {
     let names = db.tree_names();

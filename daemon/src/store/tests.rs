@@ -355,8 +355,160 @@ async fn legacy_multi_tree_store_is_migrated_on_open() {
     assert_eq!(store.load_log(0, 10).unwrap()[0].change, change);
     assert_eq!(store.get(change.id).unwrap(), Some(obj));
     assert_eq!(store.cursor(&partner).unwrap().applied_from_peer, 5);
+    assert_eq!(recorded_format(&store), Some(format::CURRENT));
     // The old trees are gone: a second open has nothing left to move.
     drop(store);
     let store = Store::open(dir.path(), 8 << 20).unwrap();
     assert_eq!(store.log_head(), 1);
+}
+
+/// Copies a fixture instance directory (`store/`, `blobs/`) into a fresh
+/// temporary directory: opening a store writes to it.
+fn fixture(name: &str) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    copy(&src, dir.path());
+    dir
+}
+
+fn recorded_format(store: &Store) -> Option<u32> {
+    store
+        .inner
+        .data
+        .get(keys::META_FORMAT)
+        .unwrap()
+        .map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap()))
+}
+
+/// A store written by the release before format versions were recorded
+/// (format 2, `daemon/tests/fixtures/store-format-2`: an organization, a
+/// flag, contacts with custom fields, an edit, a deletion, a transaction
+/// and a résumé, written through `orgsync` against `orgsyncd`) opens with
+/// all of it, and is stamped with the current format.
+#[tokio::test]
+async fn store_written_by_the_previous_release_opens_with_its_data() {
+    let dir = fixture("store-format-2");
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    assert_eq!(store.instance(), InstanceId(0x62f5_4e23_b970_963f));
+    assert_eq!(store.log_head(), 9);
+    assert_eq!(recorded_format(&store), Some(format::CURRENT));
+    let id = |s: &str| s.parse::<ObjectId>().unwrap();
+    let text = |s: &str| Some(text(s));
+
+    let ada = store
+        .get(id("01a23b61-e745-713c-aedc-e2adb74f1da9"))
+        .unwrap()
+        .expect("Ada");
+    assert_eq!(ada.get_std("first_name").cloned(), text("Ada"));
+    assert_eq!(
+        ada.get(&FieldKey::Custom("level".into())).cloned(),
+        text("senior")
+    );
+    let flag = id("01a23b61-e735-713d-bc8d-7643f8f79f90");
+    assert_eq!(
+        ada.get(&FieldKey::Flag(flag)).cloned(),
+        Some(Value::Bool(true))
+    );
+    let grace = store
+        .get(id("01a23b61-e753-7dbe-91a9-8c6e61fd9267"))
+        .unwrap()
+        .expect("Grace");
+    assert_eq!(grace.get_std("last_name").cloned(), text("Hopper-Murray"));
+    let deleted = store
+        .get(id("01a23b61-e776-7b3b-8cd1-6b9ffc785f9f"))
+        .unwrap();
+    assert!(
+        deleted.as_ref().is_none_or(|o| o.is_deleted()),
+        "{deleted:?}"
+    );
+    let resume = store
+        .get(id("01a23b61-e7aa-7d7e-a0c2-df20830cddd1"))
+        .unwrap()
+        .expect("résumé");
+    let Some(Value::Hash(hash)) = resume.get_std("hash").cloned() else {
+        panic!("résumé without a hash: {resume:?}")
+    };
+    let content = std::fs::read(store.blob_files().path_of(&hash)).unwrap();
+    assert_eq!(content.len(), 3000);
+    assert_eq!(*blake3::hash(&content).as_bytes(), hash);
+    assert_eq!(store.load_log(0, 100).unwrap().len(), 9);
+
+    // Writable, and a second open finds the current format.
+    let c = store.write(vec![contact("Linus")]).await.unwrap();
+    assert_eq!(c.changes.len(), 1);
+    drop(store);
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    assert_eq!(store.log_head(), 10);
+    assert_eq!(recorded_format(&store), Some(format::CURRENT));
+}
+
+/// A store of a format newer than this build is refused with a message
+/// naming both formats, and left as it was.
+#[tokio::test]
+async fn a_store_from_a_newer_release_is_refused_unchanged() {
+    let dir = fixture("store-format-2");
+    let newer = format::CURRENT + 1;
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        let data = db.open_tree(keys::TREE).unwrap();
+        data.insert(keys::META_FORMAT, &newer.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let Err(err) = Store::open(dir.path(), 8 << 20) else {
+        panic!("opened")
+    };
+    assert!(
+        matches!(err, StoreError::FormatTooNew { found, supported } if found == newer && supported == format::CURRENT),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("newer orgsync") && msg.contains("upgrade"),
+        "{msg}"
+    );
+    let db = sled::open(dir.path().join("store")).unwrap();
+    let data = db.open_tree(keys::TREE).unwrap();
+    assert_eq!(
+        data.get(keys::META_FORMAT).unwrap().unwrap().as_ref(),
+        newer.to_be_bytes()
+    );
+    assert_eq!(data.scan_prefix([keys::LOG]).count(), 9);
+}
+
+/// A new store is stamped with the current format; a mangled version is
+/// an error, not a guess.
+#[tokio::test]
+async fn new_store_records_its_format_and_a_mangled_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    assert_eq!(recorded_format(&store), Some(format::CURRENT));
+    store
+        .inner
+        .data
+        .insert(keys::META_FORMAT, &[1u8, 2, 3][..])
+        .unwrap();
+    store.inner.db.flush().unwrap();
+    drop(store);
+    let Err(err) = Store::open(dir.path(), 8 << 20) else {
+        panic!("opened")
+    };
+    assert!(
+        matches!(err, StoreError::FormatUnreadable { len: 3 }),
+        "{err:?}"
+    );
 }
