@@ -1,7 +1,9 @@
 //! The store's on-disk format version, and the migrations between formats.
 //!
 //! The version lives in the store itself (`m` ++ `format`, u32 big-endian)
-//! so that a copied or restored store carries it. [`upgrade`] runs on every
+//! so that a copied or restored store carries it. It covers the whole sled
+//! database, the governance trees (`gov_*`, kept in the same database)
+//! included: a change to their layout bumps it too. [`upgrade`] runs on every
 //! open: it finds the format the store was written in, refuses a store
 //! from a newer release (reading it would misread it), and otherwise runs
 //! each migration from that format up to [`CURRENT`] in order. Each step
