@@ -18,9 +18,11 @@
 //! Accounts live in [`accounts::ACCOUNTS_FILE`]; sessions and login
 //! failure counts only in memory (a restart signs everyone out).
 
+mod about;
 pub mod accounts;
 mod outgoing;
 mod pages;
+mod partners;
 pub mod session;
 pub mod totp;
 
