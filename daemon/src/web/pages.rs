@@ -36,6 +36,7 @@ pub(super) fn router(st: WebState) -> Router {
         .merge(super::outgoing::routes())
         .merge(super::partners::routes())
         .merge(super::about::routes())
+        .merge(super::live::routes())
         .route("/static/style.css", get(css))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -63,6 +64,8 @@ pub(super) struct Authed {
     pub(super) sid: String,
     pub(super) session: Session,
     pub(super) account: Account,
+    /// Inbox items waiting, for the navigation's count (live.rs updates it).
+    pub(super) inbox: usize,
 }
 
 impl Authed {
@@ -133,6 +136,11 @@ pub(super) fn current(st: &WebState, headers: &HeaderMap) -> Result<Authed, Resp
             sid,
             session,
             account,
+            inbox: st
+                .gov
+                .as_ref()
+                .and_then(|g| inbox::list(g, None).ok())
+                .map_or(0, |l| l.len()),
         }),
         Ok(_) => {
             // Removed, or password / second factor changed since sign-in.
@@ -233,6 +241,7 @@ pub(super) fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Marku
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     title { (title) " · orgsync console" }
                     link rel="stylesheet" href="/static/style.css";
+                    @if auth.is_some() { script src="/static/live.js" defer {} }
                 }
                 body {
                     header {
@@ -241,7 +250,7 @@ pub(super) fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Marku
                             nav aria-label="Main" {
                                 ul {
                                     @for (href, label, key) in nav {
-                                        li { a href=(href) aria-current=[(key == here).then_some("page")] { (label) } }
+                                        li { a href=(href) aria-current=[(key == here).then_some("page")] { (label) @if key == "incoming" { " " span.count id="nav-inbox" hidden[a.inbox == 0] { @if a.inbox > 0 { (a.inbox) } } } } }
                                     }
                                 }
                             }
