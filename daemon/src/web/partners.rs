@@ -71,7 +71,7 @@ pub(super) fn partners_view(
         h2 id="paired" { "Paired and revoked" }
         p id="sync-progress" role="status" aria-live="polite" { (progress_text(not_acked)) }
         @if list.is_empty() { p.muted { "No partners yet. Pair on the " a href="/about" { "About" } " page with a one-time code." } } @else {
-            table aria-labelledby="paired" {
+            table.partners aria-labelledby="paired" {
                 thead { tr { th { "Partner" } th { "Account number" } th { "State" } th { "Connected" } th { "Last sync" } th { "Not acknowledged" } th { "Lag" } @if can_revoke { th { "Actions" } } } }
                 tbody {
                     @for p in &list {
