@@ -18,20 +18,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use sse::Sse;
 use support::{wait_for, Instance};
-use web_client::{add_account, enable_console, wait_console, Browser, From};
+use web_client::{add_account, audit_who, enable_console, wait_console, Browser, From};
 
 const PW: &str = "correct horse battery staple";
 const SYNC: Duration = Duration::from_secs(60);
-
-fn audit_who(inst: &Instance, action: &str) -> Vec<String> {
-    inst.cli_json(&["audit"])["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .filter(|e| e["action"] == action)
-        .map(|e| e["who"].as_str().unwrap_or("").to_string())
-        .collect()
-}
 
 /// The text of the element with `id` (up to its first `<`).
 fn text_of(body: &str, id: &str) -> String {

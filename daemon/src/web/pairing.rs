@@ -289,3 +289,69 @@ impl PartnerControl {
         Ok((list[i].name.clone(), !changed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control(name: &str) -> (tempfile::TempDir, Arc<PartnerControl>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(name);
+        InstanceDir::create(&dir, name, "127.0.0.1:7700").unwrap();
+        let c = PartnerControl::new(InstanceDir::new(&dir), Arc::new(|| Ok(())));
+        (tmp, Arc::new(c))
+    }
+
+    /// Bad join input is refused naming its field, before any network step.
+    #[tokio::test]
+    async fn join_refuses_bad_fields_by_name() {
+        let (_t, c) = control("Acme");
+        let (_t2, other) = control("Globex");
+        let acct = other.dir.load_identity().unwrap().org_id.account_number();
+        for (connect, account, code, want) in [
+            ("no-port", acct.as_str(), "7-lantern-wagon", "connect"),
+            ("127.0.0.1:9", "ABC", "7-lantern-wagon", "account"),
+            ("127.0.0.1:9", acct.as_str(), "lantern", "code"),
+        ] {
+            match c.join(connect, account, code).await {
+                Err(PairError::Field(f, msg)) => assert_eq!(f, want, "{msg}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+        assert!(c.dir.load_partners().unwrap().is_empty());
+    }
+
+    /// Bad invitation input is refused naming its field; a good one binds,
+    /// reports waiting, and a second replaces the first.
+    #[tokio::test]
+    async fn invite_checks_fields_and_replaces_the_previous_one() {
+        let (_t, c) = control("Acme");
+        let bad = c.invite("nowhere", Duration::from_secs(60), |_| {});
+        assert!(matches!(bad, Err(PairError::Field("listen", _))));
+        let bad = c.invite("127.0.0.1:0", Duration::ZERO, |_| {});
+        assert!(matches!(bad, Err(PairError::Field("minutes", _))));
+        assert_eq!(c.invite_state(), None);
+        let first = c
+            .invite("127.0.0.1:0", Duration::from_secs(60), |_| {})
+            .unwrap();
+        let second = c
+            .invite("127.0.0.1:0", Duration::from_secs(60), |_| {})
+            .unwrap();
+        assert_ne!(first.connect, second.connect);
+        match c.invite_state() {
+            Some(InviteState::Waiting { listen, .. }) => {
+                assert_eq!(listen.to_string(), second.connect)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.default_invite_listen(), "127.0.0.1:7701");
+    }
+
+    /// Revoking an unknown partner changes nothing and says so.
+    #[test]
+    fn revoke_of_an_unknown_partner_is_refused() {
+        let (_t, c) = control("Acme");
+        let e = c.revoke("Nobody").unwrap_err();
+        assert!(e.to_string().contains("Nobody"), "{e}");
+    }
+}
