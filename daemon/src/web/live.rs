@@ -6,7 +6,7 @@
 //! The stream sends:
 //! - `event: status` with `{"inbox", "not_acked", "partners": [{"account",
 //!   "connected", "last_sync", "not_acked", "lag"}]}` at once, then whenever
-//!   it changes (checked at each committed change and every second);
+//!   it changes (checked every second);
 //! - `event: change` with the same JSON line as `orgsync events` for each
 //!   committed change (local or from a partner);
 //! - a comment every 15 s so proxies keep the connection open.
@@ -152,9 +152,10 @@ impl Stream {
                     Ok(ev) => {
                         let line = crate::api::event_json(&ev);
                         self.out.push_back(format!("event: change\ndata: {line}\n\n"));
-                        self.check_status();
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.check_status(),
+                    // The status is recomputed at the next tick, not per
+                    // change: a burst of writes costs one inbox scan a second.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => self.live = None,
                 },
                 _ = self.tick.tick() => self.check_status(),

@@ -30,16 +30,6 @@ pub(super) fn routes() -> Router<WebState> {
         .route("/partners/map/remove", post(map_remove))
 }
 
-/// A mirror as admins see it: both sides must say so.
-fn mirror_state(s: &PartnerSettings) -> &'static str {
-    match (s.mirror, s.peer_mirror) {
-        (true, true) => "active",
-        (true, false) => "waiting for the partner",
-        (false, true) => "asked by the partner",
-        (false, false) => "no",
-    }
-}
-
 fn names(all: &[(OrgId, String, PartnerSettings)], f: impl Fn(&PartnerSettings) -> bool) -> String {
     let v: Vec<&str> = all
         .iter()
@@ -105,11 +95,11 @@ pub(super) fn section(st: &WebState, a: &Authed, err: Option<&(String, String)>)
                                 label for={(key) "-" (acct)} { (label) }
                             }
                         }
-                        p.muted { "Mirror: " (mirror_state(s)) }
+                        p.muted { "Mirror: " (s.mirror_state()) }
                         p { button type="submit" aria-label={"Save roles of " (name)} { "Save roles" } }
                     }
                 } @else {
-                    p { "Child: " (if s.child { "yes" } else { "no" }) ", subcontractor: " (if s.subcontractor { "yes" } else { "no" }) ", mirror: " (mirror_state(s)) }
+                    p { "Child: " (if s.child { "yes" } else { "no" }) ", subcontractor: " (if s.subcontractor { "yes" } else { "no" }) ", mirror: " (s.mirror_state()) }
                 }
                 @if s.field_map.is_empty() { p.muted { "No field map." } } @else {
                     table aria-label={"Field map of " (name)} {
