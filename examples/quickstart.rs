@@ -304,6 +304,7 @@ async fn main() -> Result<()> {
     a.stop().await;
     b.stop().await;
     println!("  stopped cleanly; removing {}", root.path().display());
+    println!("\nNext: `cargo run --release --example console_demo` starts two paired instances with their web consoles to click through.");
     Ok(())
 }
 

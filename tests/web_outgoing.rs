@@ -10,7 +10,7 @@ mod web_client;
 use std::time::{Duration, Instant};
 
 use support::{wait_for, Instance};
-use web_client::{add_account, enable_console, inbox_ids, wait_console, Browser, From};
+use web_client::{add_account, audit_who, enable_console, inbox_ids, wait_console, Browser, From};
 
 const PW: &str = "correct horse battery staple";
 const SYNC: Duration = Duration::from_secs(60);
@@ -20,16 +20,6 @@ fn given(inst: &Instance) -> Vec<serde_json::Value> {
         .as_array()
         .expect("given")
         .clone()
-}
-
-fn audit_who(inst: &Instance, action: &str) -> Vec<String> {
-    inst.cli_json(&["audit"])["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .filter(|e| e["action"] == action)
-        .map(|e| e["who"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 #[test]

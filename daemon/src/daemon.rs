@@ -491,6 +491,12 @@ impl Daemon {
             cfg.tls_cert.is_some(),
             cfg.listen,
         );
+        let reloader = self.reloader.clone();
+        let control = crate::web::pairing::PartnerControl::new(
+            InstanceDir::new(dir),
+            Arc::new(move || reloader.reload().map_err(|e| e.to_string())),
+        );
+        let state = state.with_instance(control, self.store.clone());
         let server = WebServer::start(cfg, state).await?;
         let addr = server.local_addr();
         *self.web.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);

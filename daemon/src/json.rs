@@ -254,7 +254,7 @@ fn infer_value(field: &str, v: &Json) -> Result<Value, InputError> {
     Ok(value)
 }
 
-fn check_custom_name(name: &str) -> Result<(), InputError> {
+pub(crate) fn check_custom_name(name: &str) -> Result<(), InputError> {
     let shown = format!("custom.{name}");
     if name.is_empty() || name.len() > MAX_FIELD_NAME_LEN {
         return Err(InputError::field(

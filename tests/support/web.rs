@@ -264,3 +264,14 @@ pub fn inbox_ids(inst: &Instance) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// The accounts named in `inst`'s audit log for `action`, oldest first.
+pub fn audit_who(inst: &Instance, action: &str) -> Vec<String> {
+    inst.cli_json(&["audit"])["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == action)
+        .map(|e| e["who"].as_str().unwrap_or("").to_string())
+        .collect()
+}

@@ -235,6 +235,12 @@ impl Session {
         );
     }
 
+    /// Empties the input matching `css`.
+    pub fn clear(&self, css: &str) {
+        let e = self.find(css);
+        self.call("POST", &format!("/element/{e}/clear"), Some(json!({})));
+    }
+
     /// Clicks the element matching `css`.
     pub fn click(&self, css: &str) {
         let e = self.find(css);

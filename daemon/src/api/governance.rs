@@ -445,22 +445,12 @@ async fn partner_settings(State(st): State<ApiState>) -> ApiResult<AxJson<Json>>
                 "inbox": if s.auto_approve { "auto" } else { "manual" },
                 "subcontractor": s.subcontractor,
                 "child": s.child,
-                "mirror": mirror_state(&s),
+                "mirror": s.mirror_state(),
                 "field_map": s.field_map,
             })
         })
         .collect();
     Ok(AxJson(json!({ "partners": partners })))
-}
-
-/// A mirror as admins see it: both sides must say so.
-fn mirror_state(s: &crate::governance::db::PartnerSettings) -> &'static str {
-    match (s.mirror, s.peer_mirror) {
-        (true, true) => "active",
-        (true, false) => "waiting for the partner",
-        (false, true) => "asked by the partner",
-        (false, false) => "no",
-    }
 }
 
 #[derive(Deserialize)]
@@ -516,7 +506,7 @@ async fn set_partner(
     Ok(AxJson(json!({
         "subcontractor": s.subcontractor,
         "child": s.child,
-        "mirror": mirror_state(&s),
+        "mirror": s.mirror_state(),
         "field_map": s.field_map,
     })))
 }

@@ -129,6 +129,17 @@ impl PartnerSettings {
     pub fn is_mirror(&self) -> bool {
         self.mirror && self.peer_mirror
     }
+
+    /// The mirror state as admins see it (both sides must say so):
+    /// `active`, `waiting for the partner`, `asked by the partner` or `no`.
+    pub fn mirror_state(&self) -> &'static str {
+        match (self.mirror, self.peer_mirror) {
+            (true, true) => "active",
+            (true, false) => "waiting for the partner",
+            (false, true) => "asked by the partner",
+            (false, false) => "no",
+        }
+    }
 }
 
 /// The provenance of a copy we did not create (see

@@ -18,9 +18,14 @@
 //! Accounts live in [`accounts::ACCOUNTS_FILE`]; sessions and login
 //! failure counts only in memory (a restart signs everyone out).
 
+mod about;
 pub mod accounts;
+mod live;
 mod outgoing;
 mod pages;
+pub mod pairing;
+mod partner_settings;
+mod partners;
 pub mod session;
 pub mod totp;
 
@@ -109,6 +114,12 @@ pub struct WebState {
     /// Bounds concurrent argon2 verifications (19 MiB and tens of ms each),
     /// so a burst of logins cannot exhaust memory or the blocking pool.
     verify_slots: Arc<tokio::sync::Semaphore>,
+    /// Pairing by code and revocation (absent: those forms are not shown).
+    control: Option<Arc<pairing::PartnerControl>>,
+    /// Committed changes, for the live-updates stream.
+    store: Option<crate::store::Store>,
+    /// Turns true when the console stops (ends the live streams).
+    stop: Option<watch::Receiver<bool>>,
 }
 
 /// Concurrent password verifications allowed.
@@ -134,7 +145,22 @@ impl WebState {
             tls,
             listen,
             verify_slots: Arc::new(tokio::sync::Semaphore::new(VERIFY_SLOTS)),
+            control: None,
+            store: None,
+            stop: None,
         }
+    }
+
+    /// Adds pairing by code and revocation (About and Partners pages) and
+    /// live updates of committed changes from `store`.
+    pub fn with_instance(
+        mut self,
+        control: pairing::PartnerControl,
+        store: crate::store::Store,
+    ) -> WebState {
+        self.control = Some(Arc::new(control));
+        self.store = Some(store);
+        self
     }
 
     /// Records `action` in the governance audit log under `who` (the
@@ -192,6 +218,10 @@ impl WebServer {
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(url = %format!("{scheme}://{addr}/"), "web console listening");
         let (stop, stop_rx) = watch::channel(false);
+        if let Some(c) = &state.control {
+            c.set_stop(stop_rx.clone());
+        }
+        state.stop = Some(stop_rx.clone());
         let task = tokio::spawn(serve(listener, tls, state, async move {
             let mut rx = stop_rx;
             let _ = rx.wait_for(|s| *s).await;
@@ -414,7 +444,7 @@ async fn guard(
         h.insert(k, HeaderValue::from_static(v));
     };
     set(h, "content-security-policy",
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+        "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
     set(h, "x-frame-options", "DENY");
     set(h, "x-content-type-options", "nosniff");
     set(h, "referrer-policy", "same-origin");

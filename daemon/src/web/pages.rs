@@ -19,7 +19,7 @@ use super::session::{self, Locked, Session, Stage};
 use super::{refusal, totp, ClientAddr, WebState, COOKIE, MAX_FORM_BYTES};
 use crate::governance::audit::AuditFilter;
 use crate::governance::inbox::{self, Action};
-use crate::governance::{pending, shares, GovError, Governance};
+use crate::governance::{shares, GovError, Governance};
 
 const STYLE: &str = include_str!("style.css");
 /// Most audit entries shown on the Home page.
@@ -31,13 +31,12 @@ pub(super) fn router(st: WebState) -> Router {
         .route("/login", get(login_page).post(login_post))
         .route("/login/totp", post(totp_post))
         .route("/logout", post(logout))
-        .route("/about", get(about))
         .route("/incoming", get(incoming).post(incoming_save))
-        .route("/partners", get(partners))
-        .route("/partners/pending/accept", post(pending_accept))
-        .route("/partners/pending/dismiss", post(pending_dismiss))
         .route("/shares/:id/accept-terms", post(accept_terms))
         .merge(super::outgoing::routes())
+        .merge(super::partners::routes())
+        .merge(super::about::routes())
+        .merge(super::live::routes())
         .route("/static/style.css", get(css))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -65,6 +64,8 @@ pub(super) struct Authed {
     pub(super) sid: String,
     pub(super) session: Session,
     pub(super) account: Account,
+    /// Inbox items waiting, for the navigation's count (live.rs updates it).
+    pub(super) inbox: usize,
 }
 
 impl Authed {
@@ -135,6 +136,11 @@ pub(super) fn current(st: &WebState, headers: &HeaderMap) -> Result<Authed, Resp
             sid,
             session,
             account,
+            inbox: st
+                .gov
+                .as_ref()
+                .and_then(|g| inbox::list(g, None).ok())
+                .map_or(0, |l| l.len()),
         }),
         Ok(_) => {
             // Removed, or password / second factor changed since sign-in.
@@ -235,6 +241,7 @@ pub(super) fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Marku
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     title { (title) " · orgsync console" }
                     link rel="stylesheet" href="/static/style.css";
+                    @if auth.is_some() { script src="/static/live.js" defer {} }
                 }
                 body {
                     header {
@@ -243,7 +250,7 @@ pub(super) fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Marku
                             nav aria-label="Main" {
                                 ul {
                                     @for (href, label, key) in nav {
-                                        li { a href=(href) aria-current=[(key == here).then_some("page")] { (label) } }
+                                        li { a href=(href) aria-current=[(key == here).then_some("page")] { (label) @if key == "incoming" { " " span.count id="nav-inbox" hidden[a.inbox == 0] { @if a.inbox > 0 { (a.inbox) } } } } }
                                     }
                                 }
                             }
@@ -736,192 +743,8 @@ fn home_view(
     (status, layout("Home", "home", Some(a), body)).into_response()
 }
 
-async fn about(State(st): State<WebState>, headers: HeaderMap) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let i = &st.about;
-    let body = html! {
-        dl {
-            dt { "Organisation" } dd { (i.org_name) }
-            dt { "Account number" } dd { (i.account) }
-            dt { "Certificate fingerprint" } dd { (i.fingerprint) }
-            dt { "Key epoch" } dd { (i.epoch) }
-            dt { "Instance" } dd { (i.instance) }
-        }
-        p.muted { "Partners compare the fingerprint with the one you read to them before pairing." }
-    };
-    layout("About", "about", Some(&a), body).into_response()
-}
-
-async fn partners(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let n = q.get("done").map(|d| (true, d.clone()));
-    partners_view(&st, &a, n, StatusCode::OK)
-}
-
-fn partners_view(
-    st: &WebState,
-    a: &Authed,
-    n: Option<(bool, String)>,
-    status: StatusCode,
-) -> Response {
-    let list = st.partners.partners();
-    let pend = match st.gov.as_ref().map(pending::list).transpose() {
-        Ok(p) => p.unwrap_or_default(),
-        Err(e) => return internal("cannot list pending peers", e),
-    };
-    let ms = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    };
-    let body = html! {
-        (notice(&n))
-        h2 id="paired" { "Paired and revoked" }
-        @if list.is_empty() { p.muted { "No partners yet." } } @else {
-            table aria-labelledby="paired" {
-                thead { tr { th { "Partner" } th { "Account number" } th { "State" } th { "Connected" } th { "Last sync" } th { "Not acknowledged" } } }
-                tbody {
-                    @for p in &list {
-                        tr {
-                            td data-label="Partner" { (p.name) }
-                            td data-label="Account number" { span.mono { (p.org.account_number()) } }
-                            td data-label="State" { (p.state) }
-                            td data-label="Connected" { @if p.connected { "yes" } @else { "no" } }
-                            td data-label="Last sync" { (p.last_sync_ms.map(utc).unwrap_or_else(|| "never".into())) }
-                            td data-label="Not acknowledged" { (p.not_acked) }
-                        }
-                    }
-                }
-            }
-        }
-        h2 id="pending" { "Pending (refused at the handshake)" }
-        p.muted { "A pending peer proved it holds its key but is not paired. Pair only after comparing its fingerprint with the one its admin reads to you, and paste the bundle they sent." }
-        @if pend.is_empty() { p.muted { "No pending peers." } }
-        @for (i, p) in pend.iter().enumerate() {
-            section aria-labelledby={"pending-" (i)} {
-                h3 id={"pending-" (i)} { "Fingerprint " span.mono { (p.fingerprint) } }
-                p {
-                    "Address " (p.address.map(|a| a.to_string()).unwrap_or_else(|| "unknown".into()))
-                    ", " (p.attempts) " attempt(s), first seen " (utc(ms(p.first_seen))) ", last seen " (utc(ms(p.last_seen)))
-                    @if p.revoked { " (a revoked partner's key)" }
-                }
-                @if a.admin() {
-                    form method="post" action="/partners/pending/accept" {
-                        input type="hidden" name="csrf" value=(a.session.csrf);
-                        input type="hidden" name="fingerprint" value=(p.fingerprint);
-                        label for={"bundle-" (i)} { "Partner's bundle (paste the text their admin sent)" }
-                        textarea id={"bundle-" (i)} name="bundle" required {}
-                        p.check {
-                            input type="checkbox" id={"checked-" (i)} name="checked" value="yes" required;
-                            " "
-                            label for={"checked-" (i)} { "I compared this fingerprint with the one the partner's admin read to me, and they match." }
-                        }
-                        p { button type="submit" { "Accept and pair" } }
-                    }
-                    form method="post" action="/partners/pending/dismiss" {
-                        input type="hidden" name="csrf" value=(a.session.csrf);
-                        input type="hidden" name="fingerprint" value=(p.fingerprint);
-                        button.secondary type="submit" aria-label={"Dismiss pending peer " (p.fingerprint)} { "Dismiss" }
-                    }
-                }
-            }
-        }
-    };
-    (status, layout("Partners", "partners", Some(a), body)).into_response()
-}
-
 pub(super) fn field<'a>(form: &'a HashMap<String, String>, k: &str) -> &'a str {
     form.get(k).map(|s| s.trim()).unwrap_or("")
-}
-
-async fn pending_accept(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Form(form): FormMap,
-) -> Response {
-    let (a, g) = match admin_post(
-        &st,
-        &headers,
-        &form,
-        "pairing a pending peer",
-        ("Partners", "partners"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    if field(&form, "checked") != "yes" {
-        return partners_view(
-            &st,
-            &a,
-            Some((
-                false,
-                "Compare the fingerprint with the partner's admin first, then tick the box.".into(),
-            )),
-            StatusCode::BAD_REQUEST,
-        );
-    }
-    match pending::accept(
-        g,
-        field(&form, "fingerprint"),
-        field(&form, "bundle"),
-        a.name(),
-    )
-    .await
-    {
-        Ok(name) => see_other(
-            &format!(
-                "/partners?done={}",
-                urlencode(&format!("Paired with {name}."))
-            ),
-            None,
-        ),
-        Err(e) => {
-            tracing::warn!(who = %a.name(), error = %e, "web console: pairing refused");
-            partners_view(
-                &st,
-                &a,
-                Some((false, format!("Not paired: {e}"))),
-                gov_status(&e),
-            )
-        }
-    }
-}
-
-async fn pending_dismiss(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Form(form): FormMap,
-) -> Response {
-    let (a, g) = match admin_post(
-        &st,
-        &headers,
-        &form,
-        "dismissing a pending peer",
-        ("Partners", "partners"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    let fp = field(&form, "fingerprint");
-    match pending::dismiss(g, fp, a.name()).await {
-        Ok(()) => see_other(&format!("/partners?done={}", urlencode("Dismissed.")), None),
-        Err(e) => partners_view(
-            &st,
-            &a,
-            Some((false, format!("Not dismissed: {e}"))),
-            gov_status(&e),
-        ),
-    }
 }
 
 async fn accept_terms(
