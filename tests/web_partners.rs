@@ -159,7 +159,14 @@ fn code_pairing_through_about_pages_then_records_flow_and_stream_live() {
             .map(|_| ())
     });
     let connected_ms = t_join.elapsed().as_millis();
-    assert!(ada.get("/about").body.contains("paired with Globex"));
+    // The invitation's state is updated by its listener task once the
+    // exchange is over, which can come after partners.toml lists Globex.
+    wait_for("About to show the invitation paired", SYNC, || {
+        ada.get("/about")
+            .body
+            .contains("paired with Globex")
+            .then_some(())
+    });
     // The code never reaches a log or the audit.
     assert!(!a.log_text().contains(&code) && !b.log_text().contains(&code));
     assert!(!a.cli_ok(&["audit"]).contains(&code));
