@@ -158,7 +158,8 @@ fn refused(st: &WebState, a: &Authed, what: &str, e: &GovError) -> Response {
     )
 }
 
-fn done(msg: &str) -> Response {
+/// Back to the Partners page with `msg` shown as done.
+pub(super) fn done(msg: &str) -> Response {
     see_other(&format!("/partners?done={}", urlencode(msg)), None)
 }
 

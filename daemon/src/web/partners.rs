@@ -14,9 +14,10 @@ use maud::{html, Markup};
 
 use super::live::{lag_text, progress_text};
 use super::pages::{
-    admin_post, authorize_post, current, field, gov_status, internal, layout, notice, see_other,
-    urlencode, utc, Authed, FormMap,
+    admin_post, authorize_post, current, field, gov_status, internal, layout, notice, utc, Authed,
+    FormMap,
 };
+use super::partner_settings::done;
 use super::WebState;
 use crate::governance::pending;
 
@@ -167,13 +168,7 @@ async fn pending_accept(
     )
     .await
     {
-        Ok(name) => see_other(
-            &format!(
-                "/partners?done={}",
-                urlencode(&format!("Paired with {name}."))
-            ),
-            None,
-        ),
+        Ok(name) => done(&format!("Paired with {name}.")),
         Err(e) => {
             tracing::warn!(who = %a.name(), error = %e, "web console: pairing refused");
             partners_view(
@@ -204,7 +199,7 @@ async fn pending_dismiss(
     };
     let fp = field(&form, "fingerprint");
     match pending::dismiss(g, fp, a.name()).await {
-        Ok(()) => see_other(&format!("/partners?done={}", urlencode("Dismissed.")), None),
+        Ok(()) => done("Dismissed."),
         Err(e) => partners_view(
             &st,
             &a,
@@ -322,7 +317,7 @@ async fn revoke(State(st): State<WebState>, headers: HeaderMap, Form(form): Form
             } else {
                 format!("Revoked {name}: its certificate and keys are refused from now on.")
             };
-            see_other(&format!("/partners?done={}", urlencode(&msg)), None)
+            done(&msg)
         }
         Err(e) => {
             tracing::warn!(who = %a.name(), error = %e, "web console: revoke failed");
