@@ -19,8 +19,11 @@
 //! failure counts only in memory (a restart signs everyone out).
 
 pub mod accounts;
+mod export;
 mod outgoing;
 mod pages;
+mod records;
+mod requests;
 pub mod session;
 pub mod totp;
 

@@ -38,6 +38,9 @@ pub(super) fn router(st: WebState) -> Router {
         .route("/partners/pending/dismiss", post(pending_dismiss))
         .route("/shares/:id/accept-terms", post(accept_terms))
         .merge(super::outgoing::routes())
+        .merge(super::requests::routes())
+        .merge(super::records::routes())
+        .merge(super::export::routes())
         .route("/static/style.css", get(css))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -223,6 +226,9 @@ pub(super) fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Marku
         ("/", "Home", "home"),
         ("/incoming", "Incoming", "incoming"),
         ("/outgoing", "Outgoing", "outgoing"),
+        ("/requests", "Requests", "requests"),
+        ("/records", "Records", "records"),
+        ("/export", "Export", "export"),
         ("/partners", "Partners", "partners"),
         ("/about", "About", "about"),
     ];
