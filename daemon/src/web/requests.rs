@@ -453,7 +453,8 @@ async fn evaluate(
             .cloned()
             .unwrap_or_else(|| AccessType::OnLoan.as_str().into()),
     );
-    eval_view(g, &a, &r, draft, previewing, None, StatusCode::OK)
+    let n = q.get("done").map(|d| (true, d.clone()));
+    eval_view(g, &a, &r, draft, previewing, n, StatusCode::OK)
 }
 
 /// The preview of what approving with the draft's level and access sends,
@@ -538,6 +539,7 @@ fn eval_view(
             @if let Some(s) = &r.share { dt { "Share" } dd { (s) } }
             @if let Some(why) = &r.reason { dt { "Reason" } dd { (why) } }
         }
+        (draft.error_at("form"))
         h2 id="history" { "History" }
         (history(r))
         @if evaluable {
@@ -590,7 +592,6 @@ fn eval_view(
                     }
                 }
             }
-            (draft.error_at("form"))
             @if can_decide {
                 h3 id="reject-h" { "Reject" }
                 form method="post" action={"/requests/" (r.id) "/reject"} aria-labelledby="reject-h" {
