@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use maud::{html, Markup};
+use orgsync_protocol::model::ObjectId;
 use orgsync_protocol::share::{
     AccessType, Selection, Selector, ShareStatus, TransferLevel, MAX_NOTE_LEN, MAX_TERMS_LEN,
 };
@@ -90,9 +91,30 @@ fn status_badge(s: ShareStatus) -> Markup {
     html! { span.status data-status=(s.as_str()) { (status_words(s).0) } }
 }
 
-fn rules_text(sel: &Selection) -> String {
-    let r: Vec<String> = sel.rules.iter().map(|r| r.to_string()).collect();
+/// A record's name when it is held here, else its id.
+fn named(g: &Governance, id: &ObjectId) -> String {
+    match g.store().get(*id) {
+        Ok(Some(o)) => format!("{} ({id})", title(&o)),
+        _ => id.to_string(),
+    }
+}
+
+/// Rules as admins read them: records named when held here.
+fn rules_text(g: &Governance, rules: &[Selector]) -> String {
+    let r: Vec<String> = rules
+        .iter()
+        .map(|r| match r {
+            Selector::Organization(id) => format!("organization {}", named(g, id)),
+            Selector::Object(id) => format!("record {}", named(g, id)),
+            Selector::Flag(id) => format!("flag {}", named(g, id)),
+            other => other.to_string(),
+        })
+        .collect();
     r.join(", ")
+}
+
+fn level_text(g: &Governance, l: &TransferLevel) -> String {
+    rules_text(g, &l.selection().rules)
 }
 
 fn role_text(r: RequestRole) -> &'static str {
@@ -158,24 +180,24 @@ fn view(
         h2 id="list" { "Requests" }
         @if all.is_empty() { p.muted { "No share requests yet." } } @else {
             table aria-labelledby="list" {
-                thead { tr { th { "Request" } th { "Partner" } th { "Direction" } th { "Status" } th { "Wants" } th { "Level / access" } th { "History" } th { "Actions" } } }
+                thead { tr { th { "Request" } th.nowrap { "Partner" } th.nowrap { "Direction" } th { "Status" } th { "Wants" } th { "Level / access" } th { "History" } th { "Actions" } } }
                 tbody {
                     @for r in &all {
                         tr id={"r-" (r.id)} {
-                            td data-label="Request" { span.mono { (r.id) } @if !r.note.is_empty() { br; span.muted { "“" (r.note) "”" } } }
-                            td data-label="Partner" { (g.partner_name(&r.partner)) }
-                            td data-label="Direction" { (role_text(r.role)) }
+                            td data-label="Request" { span.mono title=(r.id) { (r.id.to_string().get(..8).unwrap_or_default()) } @if !r.note.is_empty() { br; span.muted { "“" (r.note) "”" } } }
+                            td.nowrap data-label="Partner" { (g.partner_name(&r.partner)) }
+                            td.nowrap data-label="Direction" { (role_text(r.role)) }
                             td data-label="Status" { (status_badge(r.status)) }
-                            td data-label="Wants" { (rules_text(&r.wants)) @if let Some(s) = &r.suggested { br; span.muted { "suggests " (s) } } }
+                            td data-label="Wants" { (rules_text(g, &r.wants.rules)) @if let Some(s) = &r.suggested { br; span.muted { "suggests " (level_text(g, s)) } } }
                             td data-label="Level / access" {
                                 @match (&r.level, r.access) {
-                                    (Some(l), Some(acc)) => { (l) br; (acc) },
+                                    (Some(l), Some(acc)) => { (level_text(g, l)) br; (acc) },
                                     _ => span.muted { "-" },
                                 }
                                 @if let Some(why) = &r.reason { br; span.muted { "reason: " (why) } }
                             }
                             td data-label="History" { (history(r)) }
-                            td data-label="Actions" {
+                            td.nowrap data-label="Actions" {
                                 @if a.admin() && r.role == RequestRole::Owner && r.status == ShareStatus::ToEvaluate {
                                     a.button href={"/requests/" (r.id)} aria-label={"Evaluate request " (r.id)} { "Evaluate" }
                                 } @else {
@@ -532,10 +554,10 @@ fn eval_view(
             dt { "Request" } dd { (r.id) }
             dt { "Partner" } dd { (g.partner_name(&r.partner)) " (" (role_text(r.role)) ")" }
             dt { "Status" } dd { (status_badge(r.status)) " — " (status_words(r.status).1) }
-            dt { "Wants" } dd { (rules_text(&r.wants)) }
-            dt { "Suggested level" } dd { @match &r.suggested { Some(l) => (l), None => "none" } }
+            dt { "Wants" } dd { (rules_text(g, &r.wants.rules)) }
+            dt { "Suggested level" } dd { @match &r.suggested { Some(l) => (level_text(g, l)), None => "none" } }
             dt { "Note" } dd { @if r.note.is_empty() { "none" } @else { (r.note) } }
-            @if let (Some(l), Some(acc)) = (&r.level, r.access) { dt { "Level, access" } dd { (l) ", " (acc) } }
+            @if let (Some(l), Some(acc)) = (&r.level, r.access) { dt { "Level, access" } dd { (level_text(g, l)) ", " (acc) } }
             @if let Some(s) = &r.share { dt { "Share" } dd { (s) } }
             @if let Some(why) = &r.reason { dt { "Reason" } dd { (why) } }
         }
