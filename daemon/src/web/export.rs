@@ -25,7 +25,7 @@ use orgsync_protocol::model::{Kind, OrgId};
 use serde_json::Value as Json;
 
 use super::outgoing::Draft;
-use super::pages::{authorize_post, current, field, internal, layout, no_gov, Authed, FormMap};
+use super::pages::{authorize_post, field, internal, layout, no_gov, signed_in, Authed, FormMap};
 use super::WebState;
 use crate::export::{by_kind, received, write_csv};
 use crate::governance::Governance;
@@ -66,12 +66,9 @@ async fn page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
+    let (a, g) = match signed_in(&st, &headers, ("Export", "export")) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Export", "export");
     };
     let mut draft = Draft {
         values: q.clone(),
@@ -217,11 +214,7 @@ async fn download(State(st): State<WebState>, headers: HeaderMap, Form(form): Fo
     };
     let redo = |at: &'static str, msg: String, partner: Option<OrgId>| {
         tracing::warn!(who = %a.name(), field = at, reason = %msg, "web console: export refused");
-        let draft = Draft {
-            values: form.clone(),
-            error: Some((at, msg)),
-        };
-        let mut r = view(&st, g, &a, partner, draft);
+        let mut r = view(&st, g, &a, partner, Draft::refused(&form, at, msg));
         *r.status_mut() = StatusCode::BAD_REQUEST;
         r
     };

@@ -100,6 +100,17 @@ pub(super) struct Draft {
 }
 
 impl Draft {
+    /// A form's values shown again with `msg` next to field `at`.
+    pub(super) fn refused(
+        values: &HashMap<String, String>,
+        at: &'static str,
+        msg: String,
+    ) -> Draft {
+        Draft {
+            values: values.clone(),
+            error: Some((at, msg)),
+        }
+    }
     pub(super) fn get(&self, k: &str) -> &str {
         self.values.get(k).map(String::as_str).unwrap_or("")
     }

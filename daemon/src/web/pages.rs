@@ -600,6 +600,21 @@ pub(super) fn admin_post<'a>(
     }
 }
 
+/// The signed-in account and the governance behind a page that only
+/// reads, or the response to give instead (the login page, or a page
+/// saying governance is off).
+pub(super) fn signed_in<'a>(
+    st: &'a WebState,
+    headers: &HeaderMap,
+    page: (&str, &str),
+) -> Result<(Authed, &'a Governance), Response> {
+    let a = current(st, headers)?;
+    match st.gov.as_ref() {
+        Some(g) => Ok((a, g)),
+        None => Err(no_gov(&a, page.0, page.1)),
+    }
+}
+
 /// A share id from a URL path; a malformed one is the admin's bad input.
 pub(super) fn share_id(id: &str) -> Result<orgsync_protocol::share::ShareId, GovError> {
     id.parse()

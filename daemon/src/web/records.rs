@@ -22,7 +22,7 @@ use maud::{html, Markup};
 use orgsync_protocol::authority::{Provenance, Source};
 use orgsync_protocol::model::{FieldKey, Kind, Object, ObjectId, Value};
 
-use super::pages::{current, internal, layout, no_gov, urlencode, Authed};
+use super::pages::{internal, layout, signed_in, urlencode, Authed};
 use super::WebState;
 use crate::governance::Governance;
 
@@ -181,12 +181,9 @@ async fn page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
+    let (a, g) = match signed_in(&st, &headers, ("Records", "records")) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Records", "records");
     };
     view(g, &a, &q)
 }
@@ -335,12 +332,9 @@ async fn resume_file(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
+    let (a, g) = match signed_in(&st, &headers, ("Records", "records")) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Records", "records");
     };
     let not_found = |msg: String| {
         (

@@ -29,7 +29,7 @@ use orgsync_protocol::share::{
 use super::outgoing::Draft;
 use super::pages::{
     admin_post, current, field, gov_status, internal, layout, no_gov, notice, see_other, share_id,
-    urlencode, utc, Authed, FormMap,
+    signed_in, urlencode, utc, Authed, FormMap,
 };
 use super::records::{fields_markup, title};
 use super::WebState;
@@ -323,11 +323,7 @@ async fn new_request(
     };
     let redo = |at: &'static str, msg: String, status: StatusCode| {
         tracing::warn!(who = %a.name(), field = at, reason = %msg, "web console: share request refused");
-        let draft = Draft {
-            values: form.clone(),
-            error: Some((at, msg)),
-        };
-        view(&st, &a, None, draft, status)
+        view(&st, &a, None, Draft::refused(&form, at, msg), status)
     };
     let partner = match g.resolve_partner(field(&form, "partner")) {
         Ok(p) => p,
@@ -453,12 +449,9 @@ async fn evaluate(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
+    let (a, g) = match signed_in(&st, &headers, ("Request", "requests")) {
+        Ok(ok) => ok,
         Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Request", "requests");
     };
     let r = match find(g, &a, &id) {
         Ok(r) => r,
@@ -640,11 +633,21 @@ fn redo_eval(
     status: StatusCode,
 ) -> Response {
     tracing::warn!(who = %a.name(), field = at, reason = %msg, request = %r.id, "web console: request decision refused");
-    let draft = Draft {
-        values: form.clone(),
-        error: Some((at, msg)),
-    };
-    eval_view(g, a, r, draft, true, None, status)
+    eval_view(g, a, r, Draft::refused(form, at, msg), true, None, status)
+}
+
+/// An admin's decision POST on request `id`: the account, governance and
+/// the request, or the refusal to answer.
+fn decision_post<'a>(
+    st: &'a WebState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    id: &str,
+    what: &str,
+) -> Result<(Authed, &'a Governance, RequestRecord), Response> {
+    let (a, g) = admin_post(st, headers, form, what, ("Requests", "requests"))?;
+    let r = find(g, &a, id)?;
+    Ok((a, g, r))
 }
 
 fn decided(r: &RequestRecord, what: &str) -> Response {
@@ -660,18 +663,8 @@ async fn approve(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
-        &st,
-        &headers,
-        &form,
-        "approving a share request",
-        ("Requests", "requests"),
-    ) {
+    let (a, g, r) = match decision_post(&st, &headers, &form, &id, "approving a share request") {
         Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    let r = match find(g, &a, &id) {
-        Ok(r) => r,
         Err(resp) => return resp,
     };
     let level = match parse_level(
@@ -745,18 +738,8 @@ async fn reject(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
-        &st,
-        &headers,
-        &form,
-        "rejecting a share request",
-        ("Requests", "requests"),
-    ) {
+    let (a, g, r) = match decision_post(&st, &headers, &form, &id, "rejecting a share request") {
         Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    let r = match find(g, &a, &id) {
-        Ok(r) => r,
         Err(resp) => return resp,
     };
     let reason = field(&form, "reason").to_string();
