@@ -75,6 +75,7 @@ fn share_request_goes_from_requested_to_processed_through_both_consoles() {
     add_account(&a, "ada", "admin", PW);
     add_account(&a, "vic", "viewer", PW);
     add_account(&b, "bob", "admin", PW);
+    add_account(&b, "val", "viewer", PW);
     a.start();
     b.start();
     wait_console(a_addr);
@@ -505,14 +506,41 @@ fn share_request_goes_from_requested_to_processed_through_both_consoles() {
         From::SameOrigin,
     );
     refused_at(&bad, "kind", "not a kind");
+    // A viewer sees the records and may download (reading changes
+    // nothing); the download is audited under its name.
+    let mut val = Browser::new(b_addr);
+    val.sign_in("val", PW);
+    assert!(val.get("/records?kind=contact").body.contains("Marie"));
+    let vex = val.get("/export");
+    assert!(vex.body.contains("Download CSV"), "{}", vex.body);
+    let vcsv = val.post(
+        "/export/download",
+        &[
+            ("csrf", &vex.csrf()),
+            ("partner", "all"),
+            ("kind", "contact"),
+        ],
+        From::SameOrigin,
+    );
+    assert_eq!(vcsv.body, cli_csv);
+    // Without the CSRF token a download is refused (and not audited).
+    let forged = val.post(
+        "/export/download",
+        &[("partner", "all"), ("kind", "contact")],
+        From::SameOrigin,
+    );
+    assert_eq!(forged.status, 403);
     let downloads = audit(&b, "export.download");
-    assert_eq!(downloads.len(), 2, "{downloads:?}");
+    assert_eq!(downloads.len(), 3, "{downloads:?}");
+    assert_eq!(downloads.iter().filter(|e| e["who"] == "val").count(), 1);
     assert!(
-        downloads.iter().all(|e| e["who"] == "bob"
-            && e["partner_name"] == "Acme"
-            && e["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("record(s)"))),
+        downloads
+            .iter()
+            .all(|e| (e["who"] == "bob" || e["who"] == "val")
+                && e["partner_name"] == "Acme"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("record(s)"))),
         "{downloads:?}"
     );
 
