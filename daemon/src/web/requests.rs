@@ -209,7 +209,10 @@ fn view(
                 }
             }
         }
-        @if a.admin() {
+        @if a.admin() && partners.is_empty() {
+            h2 id="new" { "New request" }
+            p.muted { "Pair with a partner first (see Partners); then ask it for data here." }
+        } @else if a.admin() {
             h2 id="new" { "New request" }
             form method="post" action="/requests/new" aria-labelledby="new" {
                 input type="hidden" name="csrf" value=(a.session.csrf);
