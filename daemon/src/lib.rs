@@ -57,6 +57,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod export;
 pub mod governance;
 pub mod import;
 pub mod json;

@@ -37,7 +37,7 @@ use serde_json::{json, Value as Json};
 
 use super::{ApiResult, ApiState, Failure, JsonBody};
 use crate::governance::audit::AuditFilter;
-use crate::governance::db::{InShare, OutShare, ProvRecord, RequestRecord, RequestRole};
+use crate::governance::db::{InShare, OutShare, RequestRecord, RequestRole};
 use crate::governance::inbox::{self, Action};
 use crate::governance::shares::{self, NewShare};
 use crate::governance::{pending, requests, GovError, Governance};
@@ -663,25 +663,10 @@ async fn received(
         .filter(|s| !s.is_empty())
         .map(|s| share_id(s))
         .transpose()?;
-    let mut objects = Vec::new();
-    for kv in g.db().prov.iter() {
-        let (k, v) = kv.map_err(|e| Failure::internal(e.to_string()))?;
-        let r: ProvRecord = crate::governance::db::decode("provenance", &v)?;
-        let (from, under) = match r.prov.source {
-            orgsync_protocol::authority::Source::Share { from, share, .. } => (from, Some(share)),
-            orgsync_protocol::authority::Source::Mirror { from } => (from, None),
-            orgsync_protocol::authority::Source::Own => continue,
-        };
-        if partner.is_some_and(|p| p != from) || share.is_some_and(|s| Some(s) != under) {
-            continue;
-        }
-        let Ok(id) = <[u8; 16]>::try_from(k.as_ref()) else {
-            continue;
-        };
-        if let Some(o) = g.store().get(ObjectId(id))?.filter(|o| !o.is_deleted()) {
-            objects.push(object_to_json(&o));
-        }
-    }
+    let objects: Vec<Json> = crate::export::received(g, partner, share)?
+        .iter()
+        .map(|r| object_to_json(&r.object))
+        .collect();
     Ok(AxJson(json!({ "objects": objects })))
 }
 

@@ -855,6 +855,10 @@ pub(super) async fn on_objects(
     share.expected.extend(accepted.iter().copied());
     gov.db()
         .put(&gov.db().inc, "incoming share", &share_id.0, &share)?;
+    // The data may have arrived before this announcement: wake the loop
+    // that reports arrived shares now rather than at its 30 s safety net
+    // (the owner's request status moves to processed on that report).
+    gov.inner.batch_applied.notify_one();
     super::inbox::on_offered(gov, &partner, &accepted).await
 }
 

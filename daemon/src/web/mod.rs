@@ -20,12 +20,15 @@
 
 mod about;
 pub mod accounts;
+mod export;
 mod live;
 mod outgoing;
 mod pages;
 pub mod pairing;
 mod partner_settings;
 mod partners;
+mod records;
+mod requests;
 pub mod session;
 pub mod totp;
 

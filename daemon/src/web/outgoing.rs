@@ -90,19 +90,31 @@ fn gives_flag(s: &OutShare, flag: ObjectId) -> bool {
     s.revoked_ms.is_none() && s.selection.rules.contains(&Selector::Flag(flag))
 }
 
-/// What the new-share form held, to show it again with an error.
+/// What a form held, to show it again with an error next to its field
+/// (shared by the console's forms).
 #[derive(Default)]
-struct Draft {
-    values: HashMap<String, String>,
+pub(super) struct Draft {
+    pub(super) values: HashMap<String, String>,
     /// The field the error is about, and the error in plain words.
-    error: Option<(&'static str, String)>,
+    pub(super) error: Option<(&'static str, String)>,
 }
 
 impl Draft {
-    fn get(&self, k: &str) -> &str {
+    /// A form's values shown again with `msg` next to field `at`.
+    pub(super) fn refused(
+        values: &HashMap<String, String>,
+        at: &'static str,
+        msg: String,
+    ) -> Draft {
+        Draft {
+            values: values.clone(),
+            error: Some((at, msg)),
+        }
+    }
+    pub(super) fn get(&self, k: &str) -> &str {
         self.values.get(k).map(String::as_str).unwrap_or("")
     }
-    fn error_at(&self, f: &str) -> Markup {
+    pub(super) fn error_at(&self, f: &str) -> Markup {
         html! {
             @if let Some((at, msg)) = &self.error {
                 @if *at == f { p.error role="alert" id={"err-" (f)} { (msg) } }

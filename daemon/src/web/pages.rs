@@ -37,6 +37,9 @@ pub(super) fn router(st: WebState) -> Router {
         .merge(super::partners::routes())
         .merge(super::about::routes())
         .merge(super::live::routes())
+        .merge(super::requests::routes())
+        .merge(super::records::routes())
+        .merge(super::export::routes())
         .route("/static/style.css", get(css))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -229,6 +232,9 @@ pub(super) fn layout(title: &str, here: &str, auth: Option<&Authed>, body: Marku
         ("/", "Home", "home"),
         ("/incoming", "Incoming", "incoming"),
         ("/outgoing", "Outgoing", "outgoing"),
+        ("/requests", "Requests", "requests"),
+        ("/records", "Records", "records"),
+        ("/export", "Export", "export"),
         ("/partners", "Partners", "partners"),
         ("/about", "About", "about"),
     ];
@@ -595,6 +601,21 @@ pub(super) fn admin_post<'a>(
     page: (&str, &str),
 ) -> Result<(Authed, &'a Governance), Response> {
     let a = authorize_post(st, headers, form, true, what)?;
+    match st.gov.as_ref() {
+        Some(g) => Ok((a, g)),
+        None => Err(no_gov(&a, page.0, page.1)),
+    }
+}
+
+/// The signed-in account and the governance behind a page that only
+/// reads, or the response to give instead (the login page, or a page
+/// saying governance is off).
+pub(super) fn signed_in<'a>(
+    st: &'a WebState,
+    headers: &HeaderMap,
+    page: (&str, &str),
+) -> Result<(Authed, &'a Governance), Response> {
+    let a = current(st, headers)?;
     match st.gov.as_ref() {
         Some(g) => Ok((a, g)),
         None => Err(no_gov(&a, page.0, page.1)),

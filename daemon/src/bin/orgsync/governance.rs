@@ -925,68 +925,6 @@ pub async fn audit(
     Ok(())
 }
 
-/// The columns of a kind's CSV: id, then every field seen, sorted.
-fn csv_columns(objects: &[&Json]) -> Vec<String> {
-    let mut cols = std::collections::BTreeSet::new();
-    for o in objects {
-        for section in ["fields", "custom"] {
-            if let Some(m) = o[section].as_object() {
-                for k in m.keys() {
-                    cols.insert(if section == "custom" {
-                        format!("custom.{k}")
-                    } else {
-                        k.clone()
-                    });
-                }
-            }
-        }
-    }
-    let mut out = vec!["id".to_string()];
-    out.extend(cols);
-    if objects
-        .iter()
-        .any(|o| o["flags"].as_array().is_some_and(|f| !f.is_empty()))
-    {
-        out.push("flags".into());
-    }
-    out
-}
-
-fn cell(o: &Json, col: &str) -> String {
-    let v = match col {
-        "id" => &o["id"],
-        "flags" => {
-            return o["flags"]
-                .as_array()
-                .map(|f| neutralise_cell(&f.iter().map(text_of).collect::<Vec<_>>().join(";")))
-                .unwrap_or_default();
-        }
-        c => match c.strip_prefix("custom.") {
-            Some(name) => &o["custom"][name],
-            None => &o["fields"][c],
-        },
-    };
-    match v {
-        Json::Null => String::new(),
-        // Text is what a partner typed: neutralised. JSON numbers and
-        // booleans are written as they are (a spreadsheet reads "-2" or
-        // "1e5" as a number, not a formula).
-        Json::String(s) => neutralise_cell(s),
-        other => other.to_string(),
-    }
-}
-
-/// A CSV cell that a spreadsheet will not run as a formula (OWASP "CSV
-/// injection"): text starting with `=`, `+`, `-`, `@`, a tab or a carriage
-/// return gets a leading `'`. Every cell of an export is quoted as well
-/// ([`csv::QuoteStyle::Always`]), so the `'` stays part of the text.
-pub fn neutralise_cell(s: &str) -> String {
-    match s.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
-        _ => s.to_string(),
-    }
-}
-
 fn export_err(path: &Path, e: impl std::fmt::Display) -> Failure {
     Failure {
         code: 1,
@@ -999,7 +937,8 @@ fn export_err(path: &Path, e: impl std::fmt::Display) -> Failure {
 const EXPORT_FILE_MODE: u32 = 0o600;
 
 /// `orgsync export`: files are created 0600 without following a link; CSV
-/// cells are neutralised against formula injection ([`neutralise_cell`]);
+/// cells are neutralised against formula injection
+/// ([`orgsync_daemon::export::neutralise_cell`]);
 /// NDJSON is written verbatim.
 pub async fn export(
     client: &Client,
@@ -1060,27 +999,12 @@ pub async fn export(
             if objects.is_empty() {
                 println!("nothing received to export");
             }
-            let mut by_kind: BTreeMap<String, Vec<&Json>> = BTreeMap::new();
-            for o in &objects {
-                by_kind.entry(text_of(&o["kind"])).or_default().push(o);
-            }
-            for (kind, list) in &by_kind {
+            for (kind, list) in &orgsync_daemon::export::by_kind(&objects) {
                 let path = output.join(format!("{kind}.csv"));
-                let cols = csv_columns(list);
                 let file = orgsync_daemon::localfile::create_private(&path, EXPORT_FILE_MODE)
                     .map_err(|e| export_err(&path, e))?;
-                let mut w = csv::WriterBuilder::new()
-                    .quote_style(csv::QuoteStyle::Always)
-                    .from_writer(file);
-                // Headers include partner-chosen custom field names.
-                w.write_record(cols.iter().map(|c| neutralise_cell(c)))
-                    .map_err(|e| export_err(&path, e))?;
-                for o in list {
-                    w.write_record(cols.iter().map(|c| cell(o, c)))
-                        .map_err(|e| export_err(&path, e))?;
-                    bar.inc(1);
-                }
-                w.flush().map_err(|e| export_err(&path, e))?;
+                orgsync_daemon::export::write_csv(file, list).map_err(|e| export_err(&path, e))?;
+                bar.inc(list.len() as u64);
                 println!("{}: {} {kind}(s)", path.display(), list.len());
             }
             bar.finish_and_clear();
