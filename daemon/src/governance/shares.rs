@@ -663,6 +663,12 @@ pub async fn accept_terms(gov: &Governance, id: &ShareId, by: &str) -> Result<In
             "the terms of share {id} are already accepted"
         )));
     }
+    if let Some(d) = super::declined::get(gov, id)? {
+        return Err(GovError::Invalid(format!(
+            "share {id} was rejected by {}: its terms can no longer be accepted",
+            d.by
+        )));
+    }
     let now = gov.now_ms();
     share.terms_accepted = Some((by.to_string(), now));
     gov.db()
