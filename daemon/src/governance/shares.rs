@@ -83,7 +83,7 @@ fn describe(gov: &Governance, prov: &Provenance, e: Refusal) -> String {
 }
 
 /// Every live object, page by page.
-pub(super) fn all_objects(gov: &Governance) -> Result<Vec<Object>, GovError> {
+pub(crate) fn all_objects(gov: &Governance) -> Result<Vec<Object>, GovError> {
     let mut out = Vec::new();
     let mut after = None;
     loop {

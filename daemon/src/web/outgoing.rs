@@ -51,12 +51,12 @@ pub(super) fn routes() -> Router<WebState> {
 }
 
 /// A flag of this store: id and name.
-struct Flag {
-    id: ObjectId,
-    name: String,
+pub(super) struct Flag {
+    pub(super) id: ObjectId,
+    pub(super) name: String,
 }
 
-fn flags(g: &Governance) -> Result<Vec<Flag>, Response> {
+pub(super) fn flags(g: &Governance) -> Result<Vec<Flag>, Response> {
     let objs = g
         .store()
         .list(Some(Kind::Flag), None, MAX_FLAGS)

@@ -18,7 +18,6 @@ use super::accounts::{self, Account, Role};
 use super::session::{self, Locked, Session, Stage};
 use super::{refusal, totp, ClientAddr, WebState, COOKIE, MAX_FORM_BYTES};
 use crate::governance::audit::AuditFilter;
-use crate::governance::inbox::{self, Action};
 use crate::governance::{pending, shares, GovError, Governance};
 
 const STYLE: &str = include_str!("style.css");
@@ -32,12 +31,12 @@ pub(super) fn router(st: WebState) -> Router {
         .route("/login/totp", post(totp_post))
         .route("/logout", post(logout))
         .route("/about", get(about))
-        .route("/incoming", get(incoming).post(incoming_save))
         .route("/partners", get(partners))
         .route("/partners/pending/accept", post(pending_accept))
         .route("/partners/pending/dismiss", post(pending_dismiss))
         .route("/shares/:id/accept-terms", post(accept_terms))
         .merge(super::outgoing::routes())
+        .merge(super::incoming::routes())
         .route("/static/style.css", get(css))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -961,162 +960,6 @@ async fn accept_terms(
             gov_status(&e),
         ),
     }
-}
-
-/// A one-line summary of an inbox object's fields.
-fn summary(o: &orgsync_protocol::model::Object) -> String {
-    let j = crate::json::object_to_json(o);
-    let mut parts = Vec::new();
-    for section in ["fields", "custom"] {
-        if let Some(m) = j.get(section).and_then(|v| v.as_object()) {
-            for (k, v) in m {
-                let v = v
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string());
-                parts.push(format!("{k}: {v}"));
-            }
-        }
-    }
-    let mut text = parts.join(", ");
-    if text.chars().count() > 160 {
-        text = text.chars().take(160).collect::<String>() + "…";
-    }
-    text
-}
-
-async fn incoming(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let n = q.get("done").map(|d| (true, d.clone()));
-    incoming_view(&st, &a, n, StatusCode::OK)
-}
-
-fn incoming_view(
-    st: &WebState,
-    a: &Authed,
-    n: Option<(bool, String)>,
-    status: StatusCode,
-) -> Response {
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(a, "Incoming", "incoming");
-    };
-    let items = match inbox::list(g, None) {
-        Ok(i) => i,
-        Err(e) => return internal("cannot list the inbox", e),
-    };
-    let body = html! {
-        (notice(&n))
-        p.muted { "Records partners shared with this organisation wait here until an admin approves (kept as new records) or rejects them (dropped, now and later)." }
-        @if items.is_empty() { p.muted { "Nothing waiting." } } @else {
-            form method="post" action="/incoming" {
-                input type="hidden" name="csrf" value=(a.session.csrf);
-                table aria-label="Incoming records" {
-                    thead { tr { th { "From" } th { "Kind" } th { "Record" } th { "Status" } } }
-                    tbody {
-                        @for (i, item) in items.iter().enumerate() {
-                            tr {
-                                td data-label="From" { (item.partner_name) }
-                                td data-label="Kind" { (item.kind.as_str()) }
-                                td data-label="Record" { (summary(&item.object)) br; span.muted.mono { (item.id) } }
-                                td data-label="Status" {
-                                    label for={"status-" (i)} { "Status of " (item.kind.as_str()) " " (i + 1) }
-                                    select id={"status-" (i)} name={"status-" (item.id)} disabled[!a.admin()] {
-                                        option value="pending" selected { "Pending" }
-                                        option value="approved" { "Approved" }
-                                        option value="rejected" { "Rejected" }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                @if a.admin() { p { button type="submit" { "Save" } } }
-            }
-        }
-    };
-    (status, layout("Incoming", "incoming", Some(a), body)).into_response()
-}
-
-async fn incoming_save(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Form(form): FormMap,
-) -> Response {
-    let (a, g) = match admin_post(
-        &st,
-        &headers,
-        &form,
-        "deciding incoming records",
-        ("Incoming", "incoming"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    // Validate the whole form before deciding anything.
-    let (mut approve, mut reject) = (Vec::new(), Vec::new());
-    for (k, v) in &form {
-        let Some(id) = k.strip_prefix("status-") else {
-            continue;
-        };
-        let id = match id.parse::<orgsync_protocol::model::ObjectId>() {
-            Ok(id) => id,
-            Err(_) => {
-                return incoming_view(
-                    &st,
-                    &a,
-                    Some((
-                        false,
-                        format!("{id:?} is not a record id; nothing was saved."),
-                    )),
-                    StatusCode::BAD_REQUEST,
-                )
-            }
-        };
-        match v.as_str() {
-            "pending" => {}
-            "approved" => approve.push(id),
-            "rejected" => reject.push(id),
-            other => {
-                return incoming_view(&st, &a, Some((false, format!("{other:?} is not a status (Pending, Approved or Rejected); nothing was saved."))), StatusCode::BAD_REQUEST)
-            }
-        }
-    }
-    let mut done = Vec::new();
-    for (ids, action, word) in [
-        (approve, Action::AsNew, "approved"),
-        (reject, Action::Reject, "rejected"),
-    ] {
-        if ids.is_empty() {
-            continue;
-        }
-        match inbox::decide(g, &ids, action, None, a.name()).await {
-            Ok(n) => done.push(format!("{n} {word}")),
-            Err(e) => {
-                let msg = format!(
-                    "Saved so far: {}. Not {word}: {e}",
-                    if done.is_empty() {
-                        "nothing".into()
-                    } else {
-                        done.join(", ")
-                    }
-                );
-                return incoming_view(&st, &a, Some((false, msg)), gov_status(&e));
-            }
-        }
-    }
-    let msg = if done.is_empty() {
-        "Nothing to save.".to_string()
-    } else {
-        format!("Saved: {}.", done.join(", "))
-    };
-    see_other(&format!("/incoming?done={}", urlencode(&msg)), None)
 }
 
 pub(super) fn urlencode(s: &str) -> String {
