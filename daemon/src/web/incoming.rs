@@ -96,23 +96,23 @@ impl Params {
 /// A submitted form that failed its checks: its values (shown again) and
 /// the errors by field name.
 #[derive(Default)]
-struct Draft {
-    values: HashMap<String, String>,
-    errors: BTreeMap<String, String>,
+pub(super) struct Draft {
+    pub(super) values: HashMap<String, String>,
+    pub(super) errors: BTreeMap<String, String>,
 }
 
 impl Draft {
-    fn get(&self, k: &str) -> &str {
+    pub(super) fn get(&self, k: &str) -> &str {
         self.values.get(k).map(|s| s.trim()).unwrap_or("")
     }
-    fn error_at(&self, name: &str) -> Markup {
+    pub(super) fn error_at(&self, name: &str) -> Markup {
         html! {
             @if let Some(msg) = self.errors.get(name) {
                 span.error role="alert" id={"err-" (name)} { (msg) }
             }
         }
     }
-    fn described(&self, name: &str) -> Option<String> {
+    pub(super) fn described(&self, name: &str) -> Option<String> {
         self.errors
             .contains_key(name)
             .then(|| format!("err-{name}"))

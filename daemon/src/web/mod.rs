@@ -19,6 +19,7 @@
 //! failure counts only in memory (a restart signs everyone out).
 
 pub mod accounts;
+mod home;
 mod incoming;
 mod outgoing;
 mod pages;

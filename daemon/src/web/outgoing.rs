@@ -76,7 +76,7 @@ pub(super) fn flags(g: &Governance) -> Result<Vec<Flag>, Response> {
 }
 
 /// Paired partners (name, org), in the partner list's order.
-fn paired(st: &WebState) -> Vec<(String, OrgId)> {
+pub(super) fn paired(st: &WebState) -> Vec<(String, OrgId)> {
     st.partners
         .partners()
         .into_iter()

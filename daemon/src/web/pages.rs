@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,16 +17,12 @@ use maud::{html, Markup, DOCTYPE};
 use super::accounts::{self, Account, Role};
 use super::session::{self, Locked, Session, Stage};
 use super::{refusal, totp, ClientAddr, WebState, COOKIE, MAX_FORM_BYTES};
-use crate::governance::audit::AuditFilter;
-use crate::governance::{pending, shares, GovError, Governance};
+use crate::governance::{pending, GovError, Governance};
 
 const STYLE: &str = include_str!("style.css");
-/// Most audit entries shown on the Home page.
-const AUDIT_ROWS: usize = 200;
 
 pub(super) fn router(st: WebState) -> Router {
     Router::new()
-        .route("/", get(home))
         .route("/login", get(login_page).post(login_post))
         .route("/login/totp", post(totp_post))
         .route("/logout", post(logout))
@@ -34,9 +30,9 @@ pub(super) fn router(st: WebState) -> Router {
         .route("/partners", get(partners))
         .route("/partners/pending/accept", post(pending_accept))
         .route("/partners/pending/dismiss", post(pending_dismiss))
-        .route("/shares/:id/accept-terms", post(accept_terms))
         .merge(super::outgoing::routes())
         .merge(super::incoming::routes())
+        .merge(super::home::routes())
         .route("/static/style.css", get(css))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -609,132 +605,6 @@ pub(super) fn no_gov(a: &Authed, title: &str, here: &str) -> Response {
     .into_response()
 }
 
-async fn home(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Home", "home");
-    };
-    let n = q.get("done").map(|d| (true, d.clone()));
-    home_view(&st, g, &a, &q, n, StatusCode::OK)
-}
-
-fn home_view(
-    _st: &WebState,
-    g: &Governance,
-    a: &Authed,
-    q: &HashMap<String, String>,
-    n: Option<(bool, String)>,
-    status: StatusCode,
-) -> Response {
-    let received = match shares::list(g) {
-        Ok((_, r)) => r,
-        Err(e) => return internal("cannot list shares", e),
-    };
-    let get = |k: &str| q.get(k).map(|s| s.trim().to_string()).unwrap_or_default();
-    let (fp, fa, fw) = (get("partner"), get("action"), get("who"));
-    let mut partner_error = None;
-    let partner = if fp.is_empty() {
-        None
-    } else {
-        match g.resolve_partner(&fp) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                partner_error = Some(e.to_string());
-                None
-            }
-        }
-    };
-    let entries = match g.audit_log(&AuditFilter {
-        partner,
-        since_ms: None,
-    }) {
-        Ok(e) => e,
-        Err(e) => return internal("cannot read the audit log", e),
-    };
-    let mut entries: Vec<_> = entries
-        .into_iter()
-        .filter(|e| fa.is_empty() || e.action.contains(fa.as_str()))
-        .filter(|e| fw.is_empty() || e.who == fw)
-        .filter(|_| partner_error.is_none())
-        .collect();
-    entries.reverse();
-    let total = entries.len();
-    entries.truncate(AUDIT_ROWS);
-    let body = html! {
-        (notice(&n))
-        h2 id="received" { "Shares received" }
-        @if received.is_empty() {
-            p.muted { "No partner shares anything with this organisation yet." }
-        } @else {
-            table aria-labelledby="received" {
-                thead { tr { th { "From" } th { "Label" } th { "Access" } th { "Records" } th { "Terms" } th { "Status" } } }
-                tbody {
-                    @for s in &received {
-                        tr {
-                            td data-label="From" { (g.partner_name(&s.partner)) }
-                            td data-label="Label" { (s.label) }
-                            td data-label="Access" { (s.access.as_str()) }
-                            td data-label="Records" { (s.received) }
-                            td data-label="Terms" {
-                                @match &s.terms {
-                                    Some(t) => details { summary { "Read the terms" } p { (t) } },
-                                    None => span.muted { "none" },
-                                }
-                            }
-                            td data-label="Status" {
-                                @if s.revoked_ms.is_some() { "revoked by the partner" }
-                                @else if let Some((by, at)) = &s.terms_accepted { "terms accepted by " (by) " on " (utc(*at)) }
-                                @else if s.terms.is_none() { "receiving" }
-                                @else if a.admin() {
-                                    form method="post" action={"/shares/" (s.id) "/accept-terms"} {
-                                        input type="hidden" name="csrf" value=(a.session.csrf);
-                                        button type="submit" aria-label={"Accept the terms of share " (s.label)} { "Accept terms" }
-                                    }
-                                } @else { "waiting for an admin to accept the terms" }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        h2 id="audit" { "Audit log" }
-        form.filters method="get" action="/" role="search" aria-label="Filter the audit log" {
-            div {
-                label for="f-partner" { "Partner (name or account number)" }
-                input type="text" id="f-partner" name="partner" value=(fp) aria-describedby=[partner_error.as_ref().map(|_| "f-partner-error")];
-                @if let Some(e) = &partner_error { span.error id="f-partner-error" { (e) } }
-            }
-            div { label for="f-action" { "Action contains" } input type="text" id="f-action" name="action" value=(fa); }
-            div { label for="f-who" { "Who (exact)" } input type="text" id="f-who" name="who" value=(fw); }
-            div { button type="submit" { "Filter" } }
-        }
-        p.muted { "Showing " (entries.len()) " of " (total) " matching entries, newest first." }
-        table aria-labelledby="audit" {
-            thead { tr { th { "When" } th { "Who" } th { "Action" } th { "Partner" } th { "Share" } th { "Detail" } } }
-            tbody {
-                @for e in &entries {
-                    tr {
-                        td data-label="When" { (utc(e.at_ms)) }
-                        td data-label="Who" { (e.who) }
-                        td data-label="Action" { code { (e.action) } }
-                        td data-label="Partner" { (e.partner_name.clone().or(e.partner.clone()).unwrap_or_default()) }
-                        td data-label="Share" { (e.share.clone().unwrap_or_default()) }
-                        td data-label="Detail" { (e.detail) }
-                    }
-                }
-            }
-        }
-    };
-    (status, layout("Home", "home", Some(a), body)).into_response()
-}
-
 async fn about(State(st): State<WebState>, headers: HeaderMap) -> Response {
     let a = match current(&st, &headers) {
         Ok(a) => a,
@@ -918,45 +788,6 @@ async fn pending_dismiss(
             &st,
             &a,
             Some((false, format!("Not dismissed: {e}"))),
-            gov_status(&e),
-        ),
-    }
-}
-
-async fn accept_terms(
-    State(st): State<WebState>,
-    UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
-    Form(form): FormMap,
-) -> Response {
-    let (a, g) = match admin_post(
-        &st,
-        &headers,
-        &form,
-        "accepting a share's terms",
-        ("Home", "home"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    let result = match share_id(&id) {
-        Ok(id) => shares::accept_terms(g, &id, a.name()).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(s) => see_other(
-            &format!(
-                "/?done={}",
-                urlencode(&format!("Terms of {} accepted.", s.label))
-            ),
-            None,
-        ),
-        Err(e) => home_view(
-            &st,
-            g,
-            &a,
-            &HashMap::new(),
-            Some((false, format!("Terms not accepted: {e}"))),
             gov_status(&e),
         ),
     }
