@@ -155,10 +155,12 @@ fn two_consoles_share_decide_accept_terms_and_refuse_what_they_must() {
     let a_base = format!("http://{a_addr}");
     let g_base = format!("http://localhost:{}", g_addr.port());
 
+    let ready_at = t0.elapsed();
     let driver = Driver::start();
     let profile = tempfile::tempdir().expect("profile dir");
     let b = driver.session(profile.path());
     b.window_size(1280, 900);
+    let browser_at = t0.elapsed();
     let mut sizes = Vec::new();
 
     // Acme's admin: password and TOTP, then Share VIP with Globex.
@@ -350,7 +352,9 @@ fn two_consoles_share_decide_accept_terms_and_refuse_what_they_must() {
     assert!(r.header("location").is_none());
 
     eprintln!(
-        "web browser flow: Chromium, 2 daemons; flag shared from Outgoing reached the inbox at {:.1}s; 1 approved into a local flag, 1 linked, 1 rejected in one Save; terms share released only after the dialog ({:.1}s); viewer 2 POSTs 403, forged + tokenless 403, store unchanged; 10 wrong passwords -> 429, right one refused; screenshots {}; total {:.1}s",
+        "web browser flow: Chromium, 2 daemons (ready with data at {:.1}s, browser up at {:.1}s); flag shared from Outgoing reached the inbox at {:.1}s; 1 approved into a local flag, 1 linked, 1 rejected in one Save; terms share released only after the dialog ({:.1}s); viewer 2 POSTs 403, forged + tokenless 403, store unchanged; 10 wrong passwords -> 429, right one refused; screenshots {}; total {:.1}s",
+        ready_at.as_secs_f64(),
+        browser_at.as_secs_f64(),
         shared_at.as_secs_f64(),
         released_at.as_secs_f64(),
         sizes
