@@ -108,7 +108,7 @@ fn chromium_signs_in_with_password_and_totp_and_screenshots_each_page() {
     drop(b);
     drop(driver);
     eprintln!(
-        "web browser: headless Chromium signed in with password+TOTP, Home, Incoming and 4 pages shot at 1280px, Home at 390px; screenshots {}; {:.1}s",
+        "web browser: headless Chromium signed in with password+TOTP, Home and Incoming checked, login and 3 pages shot at 1280px, Home at 390px; screenshots {}; {:.1}s",
         saved.join(", "),
         t0.elapsed().as_secs_f64()
     );

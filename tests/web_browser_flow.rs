@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use support::{wait_for, Instance};
-use web_client::{add_account, enable_console, inbox_ids, wait_console, Browser, From};
+use web_client::{
+    add_account, audit_who, enable_console, inbox_ids, received, wait_console, Browser, From,
+};
 use webdriver::{Driver, Session};
 
 const PW: &str = "correct horse battery staple";
@@ -83,23 +85,6 @@ fn get(inst: &Instance, id: &str) -> Option<Json> {
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).expect("get --json"))
-}
-
-fn audit_who(inst: &Instance, action: &str) -> Vec<String> {
-    inst.cli_json(&["audit"])["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .filter(|e| e["action"] == action)
-        .map(|e| e["who"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
-fn received(inst: &Instance) -> Vec<Json> {
-    inst.cli_json(&["share", "list"])["received"]
-        .as_array()
-        .expect("received")
-        .clone()
 }
 
 #[test]

@@ -14,20 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use support::{wait_for, Instance};
-use web_client::{add_account, enable_console, inbox_ids, wait_console, Browser, From};
+use web_client::{
+    add_account, audit_who, enable_console, inbox_ids, received, wait_console, Browser, From,
+};
 
 const PW: &str = "correct horse battery staple";
 const SYNC: Duration = Duration::from_secs(60);
-
-fn audit_who(inst: &Instance, action: &str) -> Vec<String> {
-    inst.cli_json(&["audit"])["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .filter(|e| e["action"] == action)
-        .map(|e| e["who"].as_str().unwrap_or("").to_string())
-        .collect()
-}
 
 fn flags_of(inst: &Instance, id: &str) -> Vec<String> {
     let out = inst.cli(&["get", id, "--json"]);
@@ -244,13 +236,6 @@ fn incoming_checks_the_whole_form_decides_in_bulk_filters_and_sets_the_policy() 
         t0.elapsed().as_secs_f64()
     );
     Instance::stop_all(&mut [&mut a, &mut g], Duration::from_secs(10));
-}
-
-fn received(inst: &Instance) -> Vec<Json> {
-    inst.cli_json(&["share", "list"])["received"]
-        .as_array()
-        .expect("received")
-        .clone()
 }
 
 #[test]

@@ -264,3 +264,22 @@ pub fn inbox_ids(inst: &Instance) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// Who made each audit entry of `action` in `inst`'s log (CLI), oldest first.
+pub fn audit_who(inst: &Instance, action: &str) -> Vec<String> {
+    inst.cli_json(&["audit"])["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == action)
+        .map(|e| e["who"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The shares `inst` receives (`orgsync share list`).
+pub fn received(inst: &Instance) -> Vec<serde_json::Value> {
+    inst.cli_json(&["share", "list"])["received"]
+        .as_array()
+        .expect("received")
+        .clone()
+}
