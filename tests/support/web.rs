@@ -275,3 +275,11 @@ pub fn audit_who(inst: &Instance, action: &str) -> Vec<String> {
         .map(|e| e["who"].as_str().unwrap_or("").to_string())
         .collect()
 }
+
+/// The shares `inst` receives (`orgsync share list`).
+pub fn received(inst: &Instance) -> Vec<serde_json::Value> {
+    inst.cli_json(&["share", "list"])["received"]
+        .as_array()
+        .expect("received")
+        .clone()
+}

@@ -7,6 +7,7 @@
 //! | `POST /v1/shares/{id}/remove` | `{rules, by?}`: rules removed (all when empty); leaving objects withdrawn |
 //! | `POST /v1/shares/{id}/revoke` | `{by?}`: stop and erase (access-type rules apply) |
 //! | `POST /v1/shares/{id}/accept-terms` | `{by?}`: accept a received share's terms |
+//! | `POST /v1/shares/{id}/reject` | `{by?}`: reject a received share (what it sends is dropped) |
 //! | `POST /v1/shares/redeem` | `{partner, code, by?}` |
 //! | `GET /v1/inbox?partner=` | `{"items": [..]}` |
 //! | `POST /v1/inbox/decide` | `{ids, all_from?, action: approve/reject, link?, flag?, by?}` |
@@ -40,7 +41,7 @@ use crate::governance::audit::AuditFilter;
 use crate::governance::db::{InShare, OutShare, RequestRecord, RequestRole};
 use crate::governance::inbox::{self, Action};
 use crate::governance::shares::{self, NewShare};
-use crate::governance::{pending, requests, GovError, Governance};
+use crate::governance::{declined, pending, requests, GovError, Governance};
 use crate::json::object_to_json;
 
 /// The governance routes (merged into [`super::router`]).
@@ -51,6 +52,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/shares/:id/remove", post(remove_rules))
         .route("/v1/shares/:id/revoke", post(revoke))
         .route("/v1/shares/:id/accept-terms", post(accept_terms))
+        .route("/v1/shares/:id/reject", post(reject_received))
         .route("/v1/inbox", get(list_inbox))
         .route("/v1/inbox/decide", post(decide))
         .route("/v1/inbox/policy", post(inbox_policy))
@@ -186,6 +188,7 @@ fn in_json(g: &Governance, s: &InShare) -> Json {
         "request": s.request.map(|r| r.to_string()),
         "received": s.received,
         "revoked_ms": s.revoked_ms,
+        "rejected": declined::get(g, &s.id).ok().flatten().map(|d| json!({"by": d.by, "at_ms": d.at_ms})),
     })
 }
 
@@ -305,6 +308,16 @@ async fn accept_terms(
 ) -> ApiResult<AxJson<Json>> {
     let g = gov(&st)?;
     let s = shares::accept_terms(g, &share_id(&id)?, &by(&b.by)).await?;
+    Ok(AxJson(in_json(g, &s)))
+}
+
+async fn reject_received(
+    State(st): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    JsonBody(b): JsonBody<ByBody>,
+) -> ApiResult<AxJson<Json>> {
+    let g = gov(&st)?;
+    let s = declined::reject(g, &share_id(&id)?, &by(&b.by)).await?;
     Ok(AxJson(in_json(g, &s)))
 }
 

@@ -9,6 +9,7 @@
 //! - `gov_link`: local ObjectId → [`LinkRecord`]s (partners' copies linked
 //!   into one of our objects)
 //! - `gov_decision`: ObjectId → [`Decision`] (the admin's inbox decision)
+//! - `gov_declined`: ShareId → [`Declined`] (received shares our admin rejected)
 //! - `gov_member`: ShareId ++ ObjectId → () (objects currently in a share)
 //! - `gov_outbox`: OrgId ++ frame id (u64 BE) → encoded `ShareFrame`
 //! - `gov_request`: ShareId → [`RequestRecord`]
@@ -174,6 +175,15 @@ pub enum Decision {
     Rejected,
 }
 
+/// A received share our admin rejected: what it announces is dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declined {
+    /// Who rejected it.
+    pub by: String,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
 /// Which side of a share request we are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestRole {
@@ -236,6 +246,7 @@ pub struct GovDb {
     pub(crate) prov: sled::Tree,
     pub(crate) link: sled::Tree,
     pub(crate) decision: sled::Tree,
+    pub(crate) declined: sled::Tree,
     pub(crate) member: sled::Tree,
     pub(crate) outbox: sled::Tree,
     pub(crate) request: sled::Tree,
@@ -289,6 +300,7 @@ impl GovDb {
             prov: t("gov_prov")?,
             link: t("gov_link")?,
             decision: t("gov_decision")?,
+            declined: t("gov_declined")?,
             member: t("gov_member")?,
             outbox: t("gov_outbox")?,
             request: t("gov_request")?,

@@ -68,6 +68,7 @@ fn decide_change(gov: &Governance, partner: &OrgId, change: &Change) -> Result<I
         Some(Decision::Rejected) => Incoming::Reject,
         Some(Decision::Approved) => Incoming::Apply,
         Some(Decision::Linked(_)) => Incoming::Hold,
+        None if super::declined::drops(gov, prov.as_ref())? => Incoming::Reject,
         None if gov.settings_of(partner).auto_approve => Incoming::Apply,
         None => hold_within_cap(gov, partner, change)?,
     })
@@ -155,6 +156,9 @@ pub(super) async fn on_offered(
             // Linked updates are picked up by the linked loop.
             Some(Decision::Linked(_)) => {}
             Some(Decision::Approved) => apply.entry(c.id).or_default().push(*seq),
+            None if super::declined::drops(gov, gov.provenance(&c.id)?.as_ref())? => {
+                gov.store().remove_from_inbox(partner, *seq).await?
+            }
             None if gov.settings_of(partner).auto_approve => {
                 apply.entry(c.id).or_default().push(*seq)
             }
@@ -279,6 +283,51 @@ pub fn list(gov: &Governance, partner: Option<&OrgId>) -> Result<Vec<InboxItem>,
             share: Some(share.to_string()),
             object,
             seqs: h.seqs,
+        });
+    }
+    Ok(out)
+}
+
+/// An inbox decision already taken: what the Incoming page's Approved and
+/// Rejected filters show.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecidedItem {
+    /// The partner's object id.
+    pub id: ObjectId,
+    /// Who sent it (none when its provenance is gone, e.g. after an erase).
+    pub partner: Option<OrgId>,
+    /// What was decided.
+    pub decision: Decision,
+    /// What was kept: the approved copy (same id) or the linked local
+    /// object; none for a rejection or a copy since erased.
+    pub object: Option<Object>,
+}
+
+/// Every inbox decision taken, in id order.
+pub fn decided(gov: &Governance) -> Result<Vec<DecidedItem>, GovError> {
+    let mut out = Vec::new();
+    for kv in gov.db().decision.iter() {
+        let (k, v) = kv.map_err(|source| GovError::Db { op: "scan", source })?;
+        // Keys are object ids; another length would be a foreign key.
+        let Ok(bytes) = <[u8; 16]>::try_from(k.as_ref()) else {
+            continue;
+        };
+        let id = ObjectId(bytes);
+        let decision: Decision = super::db::decode("decision", &v)?;
+        let kept = match decision {
+            Decision::Approved => Some(id),
+            Decision::Linked(l) => Some(l),
+            Decision::Rejected => None,
+        };
+        let object = match kept {
+            Some(k) => gov.store().get(k)?.filter(|o| !o.is_deleted()),
+            None => None,
+        };
+        out.push(DecidedItem {
+            id,
+            partner: gov.provenance(&id)?.and_then(|p| p.from()),
+            decision,
+            object,
         });
     }
     Ok(out)

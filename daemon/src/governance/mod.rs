@@ -12,12 +12,14 @@
 //! - [`shares`]: outgoing shares, membership (objects entering are re-logged
 //!   whole, objects leaving are withdrawn), revocation, codes, terms.
 //! - [`inbox`]: incoming decisions (approve as new, link, reject, auto).
+//! - [`declined`]: received shares our admin rejected.
 //! - [`requests`]: share requests between two daemons.
 //! - [`audit`]: the append-only audit log and the webhook.
 //! - [`pending`]: peers refused at the handshake, accepted or dismissed.
 
 pub mod audit;
 pub mod db;
+pub mod declined;
 pub mod inbox;
 pub mod mirror;
 pub mod pending;

@@ -83,7 +83,7 @@ fn describe(gov: &Governance, prov: &Provenance, e: Refusal) -> String {
 }
 
 /// Every live object, page by page.
-pub(super) fn all_objects(gov: &Governance) -> Result<Vec<Object>, GovError> {
+pub(crate) fn all_objects(gov: &Governance) -> Result<Vec<Object>, GovError> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
@@ -661,6 +661,12 @@ pub async fn accept_terms(gov: &Governance, id: &ShareId, by: &str) -> Result<In
     if share.terms_accepted.is_some() {
         return Err(GovError::Invalid(format!(
             "the terms of share {id} are already accepted"
+        )));
+    }
+    if let Some(d) = super::declined::get(gov, id)? {
+        return Err(GovError::Invalid(format!(
+            "share {id} was rejected by {}: its terms can no longer be accepted",
+            d.by
         )));
     }
     let now = gov.now_ms();

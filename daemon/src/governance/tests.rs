@@ -651,3 +651,51 @@ async fn a_revoke_erases_detached_copies_and_a_share_id_cannot_be_taken_over() {
         "a detached copy survived the revoke"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_received_share_drops_what_it_announces_and_only_that() {
+    let f = fixture();
+    let (rejected, kept) = (ShareId([5; 16]), ShareId([6; 16]));
+    let x = Object::new(ObjectId::new_v7(T0), Kind::Contact);
+    let y = Object::new(ObjectId::new_v7(T0 + 1), Kind::Contact);
+    offer(&f, P1, rejected, AccessType::Operator, P1, x.id, 1).await;
+    offer(&f, P1, kept, AccessType::Operator, P1, y.id, 3).await;
+    let change = |o: &Object| orgsync_protocol::model::Change::from_object(o);
+    assert_eq!(f.gov.incoming(&P1, &change(&x)), Incoming::Hold);
+
+    let s = declined::reject(&f.gov, &rejected, "alice").await.unwrap();
+    assert_eq!(s.partner, P1);
+    let d = declined::get(&f.gov, &rejected).unwrap().unwrap();
+    assert_eq!((d.by.as_str(), d.at_ms), ("alice", T0));
+    assert_eq!(
+        f.gov.incoming(&P1, &change(&x)),
+        Incoming::Reject,
+        "a rejected share's object still reaches the inbox"
+    );
+    assert_eq!(
+        f.gov.incoming(&P1, &change(&y)),
+        Incoming::Hold,
+        "another share of the same partner was dropped too"
+    );
+    // Twice, or an unknown share: refused, in words.
+    let again = declined::reject(&f.gov, &rejected, "bob")
+        .await
+        .unwrap_err();
+    assert!(
+        again.to_string().contains("already rejected, by alice"),
+        "{again}"
+    );
+    let unknown = declined::reject(&f.gov, &ShareId([7; 16]), "bob")
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, GovError::NotFound(_)), "{unknown}");
+    let actions: Vec<String> = f
+        .gov
+        .audit_log(&audit::AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "share.reject")
+        .map(|e| e.who)
+        .collect();
+    assert_eq!(actions, ["alice"]);
+}

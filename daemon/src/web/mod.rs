@@ -21,6 +21,8 @@
 mod about;
 pub mod accounts;
 mod export;
+mod home;
+mod incoming;
 mod live;
 mod outgoing;
 mod pages;

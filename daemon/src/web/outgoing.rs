@@ -51,12 +51,12 @@ pub(super) fn routes() -> Router<WebState> {
 }
 
 /// A flag of this store: id and name.
-struct Flag {
-    id: ObjectId,
-    name: String,
+pub(super) struct Flag {
+    pub(super) id: ObjectId,
+    pub(super) name: String,
 }
 
-fn flags(g: &Governance) -> Result<Vec<Flag>, Response> {
+pub(super) fn flags(g: &Governance) -> Result<Vec<Flag>, Response> {
     let objs = g
         .store()
         .list(Some(Kind::Flag), None, MAX_FLAGS)
@@ -76,7 +76,7 @@ fn flags(g: &Governance) -> Result<Vec<Flag>, Response> {
 }
 
 /// Paired partners (name, org), in the partner list's order.
-fn paired(st: &WebState) -> Vec<(String, OrgId)> {
+pub(super) fn paired(st: &WebState) -> Vec<(String, OrgId)> {
     st.partners
         .partners()
         .into_iter()

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,23 +17,19 @@ use maud::{html, Markup, DOCTYPE};
 use super::accounts::{self, Account, Role};
 use super::session::{self, Locked, Session, Stage};
 use super::{refusal, totp, ClientAddr, WebState, COOKIE, MAX_FORM_BYTES};
-use crate::governance::audit::AuditFilter;
-use crate::governance::inbox::{self, Action};
-use crate::governance::{shares, GovError, Governance};
+use crate::governance::inbox;
+use crate::governance::{GovError, Governance};
 
 const STYLE: &str = include_str!("style.css");
-/// Most audit entries shown on the Home page.
-const AUDIT_ROWS: usize = 200;
 
 pub(super) fn router(st: WebState) -> Router {
     Router::new()
-        .route("/", get(home))
         .route("/login", get(login_page).post(login_post))
         .route("/login/totp", post(totp_post))
         .route("/logout", post(logout))
-        .route("/incoming", get(incoming).post(incoming_save))
-        .route("/shares/:id/accept-terms", post(accept_terms))
         .merge(super::outgoing::routes())
+        .merge(super::incoming::routes())
+        .merge(super::home::routes())
         .merge(super::partners::routes())
         .merge(super::about::routes())
         .merge(super::live::routes())
@@ -638,329 +634,8 @@ pub(super) fn no_gov(a: &Authed, title: &str, here: &str) -> Response {
     .into_response()
 }
 
-async fn home(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(&a, "Home", "home");
-    };
-    let n = q.get("done").map(|d| (true, d.clone()));
-    home_view(&st, g, &a, &q, n, StatusCode::OK)
-}
-
-fn home_view(
-    _st: &WebState,
-    g: &Governance,
-    a: &Authed,
-    q: &HashMap<String, String>,
-    n: Option<(bool, String)>,
-    status: StatusCode,
-) -> Response {
-    let received = match shares::list(g) {
-        Ok((_, r)) => r,
-        Err(e) => return internal("cannot list shares", e),
-    };
-    let get = |k: &str| q.get(k).map(|s| s.trim().to_string()).unwrap_or_default();
-    let (fp, fa, fw) = (get("partner"), get("action"), get("who"));
-    let mut partner_error = None;
-    let partner = if fp.is_empty() {
-        None
-    } else {
-        match g.resolve_partner(&fp) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                partner_error = Some(e.to_string());
-                None
-            }
-        }
-    };
-    let entries = match g.audit_log(&AuditFilter {
-        partner,
-        since_ms: None,
-    }) {
-        Ok(e) => e,
-        Err(e) => return internal("cannot read the audit log", e),
-    };
-    let mut entries: Vec<_> = entries
-        .into_iter()
-        .filter(|e| fa.is_empty() || e.action.contains(fa.as_str()))
-        .filter(|e| fw.is_empty() || e.who == fw)
-        .filter(|_| partner_error.is_none())
-        .collect();
-    entries.reverse();
-    let total = entries.len();
-    entries.truncate(AUDIT_ROWS);
-    let body = html! {
-        (notice(&n))
-        h2 id="received" { "Shares received" }
-        @if received.is_empty() {
-            p.muted { "No partner shares anything with this organisation yet." }
-        } @else {
-            table aria-labelledby="received" {
-                thead { tr { th { "From" } th { "Label" } th { "Access" } th { "Records" } th { "Terms" } th { "Status" } } }
-                tbody {
-                    @for s in &received {
-                        tr {
-                            td data-label="From" { (g.partner_name(&s.partner)) }
-                            td data-label="Label" { (s.label) }
-                            td data-label="Access" { (s.access.as_str()) }
-                            td data-label="Records" { (s.received) }
-                            td data-label="Terms" {
-                                @match &s.terms {
-                                    Some(t) => details { summary { "Read the terms" } p { (t) } },
-                                    None => span.muted { "none" },
-                                }
-                            }
-                            td data-label="Status" {
-                                @if s.revoked_ms.is_some() { "revoked by the partner" }
-                                @else if let Some((by, at)) = &s.terms_accepted { "terms accepted by " (by) " on " (utc(*at)) }
-                                @else if s.terms.is_none() { "receiving" }
-                                @else if a.admin() {
-                                    form method="post" action={"/shares/" (s.id) "/accept-terms"} {
-                                        input type="hidden" name="csrf" value=(a.session.csrf);
-                                        button type="submit" aria-label={"Accept the terms of share " (s.label)} { "Accept terms" }
-                                    }
-                                } @else { "waiting for an admin to accept the terms" }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        h2 id="audit" { "Audit log" }
-        form.filters method="get" action="/" role="search" aria-label="Filter the audit log" {
-            div {
-                label for="f-partner" { "Partner (name or account number)" }
-                input type="text" id="f-partner" name="partner" value=(fp) aria-describedby=[partner_error.as_ref().map(|_| "f-partner-error")];
-                @if let Some(e) = &partner_error { span.error id="f-partner-error" { (e) } }
-            }
-            div { label for="f-action" { "Action contains" } input type="text" id="f-action" name="action" value=(fa); }
-            div { label for="f-who" { "Who (exact)" } input type="text" id="f-who" name="who" value=(fw); }
-            div { button type="submit" { "Filter" } }
-        }
-        p.muted { "Showing " (entries.len()) " of " (total) " matching entries, newest first." }
-        table aria-labelledby="audit" {
-            thead { tr { th { "When" } th { "Who" } th { "Action" } th { "Partner" } th { "Share" } th { "Detail" } } }
-            tbody {
-                @for e in &entries {
-                    tr {
-                        td data-label="When" { (utc(e.at_ms)) }
-                        td data-label="Who" { (e.who) }
-                        td data-label="Action" { code { (e.action) } }
-                        td data-label="Partner" { (e.partner_name.clone().or(e.partner.clone()).unwrap_or_default()) }
-                        td data-label="Share" { (e.share.clone().unwrap_or_default()) }
-                        td data-label="Detail" { (e.detail) }
-                    }
-                }
-            }
-        }
-    };
-    (status, layout("Home", "home", Some(a), body)).into_response()
-}
-
 pub(super) fn field<'a>(form: &'a HashMap<String, String>, k: &str) -> &'a str {
     form.get(k).map(|s| s.trim()).unwrap_or("")
-}
-
-async fn accept_terms(
-    State(st): State<WebState>,
-    UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
-    Form(form): FormMap,
-) -> Response {
-    let (a, g) = match admin_post(
-        &st,
-        &headers,
-        &form,
-        "accepting a share's terms",
-        ("Home", "home"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    let result = match share_id(&id) {
-        Ok(id) => shares::accept_terms(g, &id, a.name()).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(s) => see_other(
-            &format!(
-                "/?done={}",
-                urlencode(&format!("Terms of {} accepted.", s.label))
-            ),
-            None,
-        ),
-        Err(e) => home_view(
-            &st,
-            g,
-            &a,
-            &HashMap::new(),
-            Some((false, format!("Terms not accepted: {e}"))),
-            gov_status(&e),
-        ),
-    }
-}
-
-/// A one-line summary of an inbox object's fields.
-fn summary(o: &orgsync_protocol::model::Object) -> String {
-    let j = crate::json::object_to_json(o);
-    let mut parts = Vec::new();
-    for section in ["fields", "custom"] {
-        if let Some(m) = j.get(section).and_then(|v| v.as_object()) {
-            for (k, v) in m {
-                let v = v
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string());
-                parts.push(format!("{k}: {v}"));
-            }
-        }
-    }
-    let mut text = parts.join(", ");
-    if text.chars().count() > 160 {
-        text = text.chars().take(160).collect::<String>() + "…";
-    }
-    text
-}
-
-async fn incoming(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let n = q.get("done").map(|d| (true, d.clone()));
-    incoming_view(&st, &a, n, StatusCode::OK)
-}
-
-fn incoming_view(
-    st: &WebState,
-    a: &Authed,
-    n: Option<(bool, String)>,
-    status: StatusCode,
-) -> Response {
-    let Some(g) = st.gov.as_ref() else {
-        return no_gov(a, "Incoming", "incoming");
-    };
-    let items = match inbox::list(g, None) {
-        Ok(i) => i,
-        Err(e) => return internal("cannot list the inbox", e),
-    };
-    let body = html! {
-        (notice(&n))
-        p.muted { "Records partners shared with this organisation wait here until an admin approves (kept as new records) or rejects them (dropped, now and later)." }
-        @if items.is_empty() { p.muted { "Nothing waiting." } } @else {
-            form method="post" action="/incoming" {
-                input type="hidden" name="csrf" value=(a.session.csrf);
-                table aria-label="Incoming records" {
-                    thead { tr { th { "From" } th { "Kind" } th { "Record" } th { "Status" } } }
-                    tbody {
-                        @for (i, item) in items.iter().enumerate() {
-                            tr {
-                                td data-label="From" { (item.partner_name) }
-                                td data-label="Kind" { (item.kind.as_str()) }
-                                td data-label="Record" { (summary(&item.object)) br; span.muted.mono { (item.id) } }
-                                td data-label="Status" {
-                                    label for={"status-" (i)} { "Status of " (item.kind.as_str()) " " (i + 1) }
-                                    select id={"status-" (i)} name={"status-" (item.id)} disabled[!a.admin()] {
-                                        option value="pending" selected { "Pending" }
-                                        option value="approved" { "Approved" }
-                                        option value="rejected" { "Rejected" }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                @if a.admin() { p { button type="submit" { "Save" } } }
-            }
-        }
-    };
-    (status, layout("Incoming", "incoming", Some(a), body)).into_response()
-}
-
-async fn incoming_save(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Form(form): FormMap,
-) -> Response {
-    let (a, g) = match admin_post(
-        &st,
-        &headers,
-        &form,
-        "deciding incoming records",
-        ("Incoming", "incoming"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    // Validate the whole form before deciding anything.
-    let (mut approve, mut reject) = (Vec::new(), Vec::new());
-    for (k, v) in &form {
-        let Some(id) = k.strip_prefix("status-") else {
-            continue;
-        };
-        let id = match id.parse::<orgsync_protocol::model::ObjectId>() {
-            Ok(id) => id,
-            Err(_) => {
-                return incoming_view(
-                    &st,
-                    &a,
-                    Some((
-                        false,
-                        format!("{id:?} is not a record id; nothing was saved."),
-                    )),
-                    StatusCode::BAD_REQUEST,
-                )
-            }
-        };
-        match v.as_str() {
-            "pending" => {}
-            "approved" => approve.push(id),
-            "rejected" => reject.push(id),
-            other => {
-                return incoming_view(&st, &a, Some((false, format!("{other:?} is not a status (Pending, Approved or Rejected); nothing was saved."))), StatusCode::BAD_REQUEST)
-            }
-        }
-    }
-    let mut done = Vec::new();
-    for (ids, action, word) in [
-        (approve, Action::AsNew, "approved"),
-        (reject, Action::Reject, "rejected"),
-    ] {
-        if ids.is_empty() {
-            continue;
-        }
-        match inbox::decide(g, &ids, action, None, a.name()).await {
-            Ok(n) => done.push(format!("{n} {word}")),
-            Err(e) => {
-                let msg = format!(
-                    "Saved so far: {}. Not {word}: {e}",
-                    if done.is_empty() {
-                        "nothing".into()
-                    } else {
-                        done.join(", ")
-                    }
-                );
-                return incoming_view(&st, &a, Some((false, msg)), gov_status(&e));
-            }
-        }
-    }
-    let msg = if done.is_empty() {
-        "Nothing to save.".to_string()
-    } else {
-        format!("Saved: {}.", done.join(", "))
-    };
-    see_other(&format!("/incoming?done={}", urlencode(&msg)), None)
 }
 
 pub(super) fn urlencode(s: &str) -> String {

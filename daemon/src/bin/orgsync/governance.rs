@@ -136,6 +136,15 @@ pub enum ShareCmd {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Reject a received share: what it sent and sends is dropped (copies
+    /// already approved stay), its terms can no longer be accepted.
+    Reject {
+        /// The share.
+        share: String,
+        /// Name recorded in the audit log.
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Redeem a one-time share code given by a partner.
     Redeem {
         /// The partner that gave the code.
@@ -532,6 +541,21 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
                 print_json(&out);
             } else {
                 println!("terms of share {share} accepted; the owner releases the data");
+            }
+        }
+        ShareCmd::Reject { share, by } => {
+            let body = json!({"by": who(&by)});
+            let out = call(
+                client,
+                Method::POST,
+                &format!("/v1/shares/{}/reject", enc(&share)),
+                Some(&body),
+            )
+            .await?;
+            if json_out {
+                print_json(&out);
+            } else {
+                println!("share {share} rejected; what it sends is dropped");
             }
         }
         ShareCmd::Redeem { partner, code, by } => {
