@@ -21,7 +21,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The orgsync daemon: keeps this instance's records in sync with its partners.
 #[derive(Parser)]
-#[command(version)]
+#[command(
+    version,
+    after_help = "Runs in the foreground until SIGINT or SIGTERM; SIGHUP re-reads partners.toml and orgsync.toml. Under systemd (Type=notify) it reports readiness once listening.\n\nExamples:\n  orgsync-keytool --dir /var/lib/orgsync init --org 'Acme Recruiting'\n  orgsyncd --dir /var/lib/orgsync\n  ORGSYNC_DIR=/var/lib/orgsync RUST_LOG=debug orgsyncd\n  systemctl enable --now orgsyncd   (from the .deb package)"
+)]
 struct Args {
     /// Instance directory (created by `orgsync-keytool init`).
     #[arg(long, env = "ORGSYNC_DIR")]
@@ -70,15 +73,14 @@ fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` prints the whole cause chain on one line, without a backtrace.
-            eprintln!("orgsyncd: {e:#}");
+            orgsync_keytool::cli::print_error(e.as_ref());
             std::process::ExitCode::FAILURE
         }
     }
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args: Args = orgsync_keytool::cli::parse_args();
     // Read the config once before the runtime to set up logging; the
     // daemon reads it again and reports errors with file, line and key.
     let config = Config::load(&args.dir);
