@@ -29,6 +29,7 @@ mod governance;
 /// directory over its local API socket (DIR/api.sock).
 #[derive(Parser)]
 #[command(
+    name = "orgsync",
     version,
     after_help = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 not found, 4 daemon not running.\n\nExample:\n  orgsync --dir /srv/orgsync status"
 )]
