@@ -21,6 +21,8 @@ use serde_json::{json, Map, Value as Json};
 
 #[path = "orgsync/admin.rs"]
 mod admin;
+#[path = "orgsync/doctor.rs"]
+mod doctor;
 #[path = "orgsync/governance.rs"]
 mod governance;
 
@@ -147,6 +149,12 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Check this instance: file modes, disk, port, daemon, partners,
+    /// pending peers, inbox; one line each, with the fix.
+    #[command(
+        after_help = "Exit status 1 when a check fails (FAIL); warnings (WARN) alone exit 0. File modes, disk and port are checked without the daemon.\n\nExamples:\n  orgsync doctor\n  orgsync doctor --json | jq '.[] | select(.status != \"OK\")'"
+    )]
+    Doctor,
     /// Print the daemon's Prometheus metrics.
     #[command(after_help = "Example:\n  orgsync metrics")]
     Metrics,
@@ -649,6 +657,7 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
             }
         }
         Command::WaitSynced { timeout } => wait_synced(&client, timeout, json_out).await?,
+        Command::Doctor => doctor::run(&dir, &client, json_out).await?,
         Command::Metrics => out!("{}", client.get_text("/metrics").await?),
         // Handled above, without the API client.
         Command::Admin(_) => {}
