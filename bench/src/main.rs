@@ -444,6 +444,7 @@ fn run_unit_in_child(unit: Unit, b: Baselines, tiny: bool, deadline: Duration) -
 }
 
 fn main() -> Result<()> {
+    orgsync_keytool::cli::default_sigpipe();
     let cli = Cli::parse();
     // The daemons' logs (warnings and up, or RUST_LOG) on stderr: a stop
     // that had to abort a task says which one here.

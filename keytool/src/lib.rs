@@ -107,6 +107,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod error;
 pub mod fsutil;
 pub mod instance;

@@ -1,6 +1,10 @@
 //! `orgsync-keytool`: create an instance's identity and pair it with partner
 //! organisations. See `orgsync-keytool --help`.
 
+// Standard output goes through `out!`/`outln!`, which end quietly on a
+// closed pipe; `println!` would panic there.
+#![deny(clippy::print_stdout)]
+
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +16,7 @@ use orgsync_keytool::bundle::Bundle;
 use orgsync_keytool::instance::{self, DEFAULT_LISTEN};
 use orgsync_keytool::pairing::{self, InviteListener, InviteParams, JoinParams};
 use orgsync_keytool::partners::{self, ImportPlan};
+use orgsync_keytool::{cli, outln};
 use orgsync_keytool::{fsutil, timefmt, words, Identity, InstanceDir, Partner, PartnerState};
 use orgsync_protocol::model::OrgId;
 
@@ -202,9 +207,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = cli::parse_args();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        cli::print_error(e.as_ref());
         std::process::exit(1);
     }
 }
@@ -243,14 +248,14 @@ fn run(cli: Cli) -> Result<()> {
 
 fn cmd_init(dir: &InstanceDir, org: &str, listen: &str) -> Result<()> {
     let id = InstanceDir::create(dir.path(), org, listen)?;
-    println!("Created orgsync instance in {}", dir.path().display());
-    println!("  organisation:    {}", id.org_name);
-    println!("  account number:  {}", id.org_id);
-    println!("  fingerprint:     {}", id.fingerprint);
-    println!("  instance id:     {}", id.instance_id);
-    println!("  daemon listens:  {listen}");
-    println!();
-    println!("Next: pair with a partner: `orgsync-keytool invite` (or `export` / `import`).");
+    outln!("Created orgsync instance in {}", dir.path().display());
+    outln!("  organisation:    {}", id.org_name);
+    outln!("  account number:  {}", id.org_id);
+    outln!("  fingerprint:     {}", id.fingerprint);
+    outln!("  instance id:     {}", id.instance_id);
+    outln!("  daemon listens:  {listen}");
+    outln!();
+    outln!("Next: pair with a partner: `orgsync-keytool invite` (or `export` / `import`).");
     Ok(())
 }
 
@@ -272,14 +277,14 @@ fn cmd_show(dir: &InstanceDir, json: bool) -> Result<()> {
             "addresses": addresses,
             "created_at": id.created_at,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("organisation:    {}", id.org_name);
-    println!("account number:  {}", id.org_id);
-    println!("fingerprint:     {}", id.fingerprint);
-    println!("instance id:     {}", id.instance_id);
-    println!(
+    outln!("organisation:    {}", id.org_name);
+    outln!("account number:  {}", id.org_id);
+    outln!("fingerprint:     {}", id.fingerprint);
+    outln!("instance id:     {}", id.instance_id);
+    outln!(
         "key epoch:       {} (kept: {})",
         id.epoch,
         id.keys
@@ -288,12 +293,12 @@ fn cmd_show(dir: &InstanceDir, json: bool) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("public key:      {}", instance::key_hex(&id.public_key()));
-    println!(
+    outln!("public key:      {}", instance::key_hex(&id.public_key()));
+    outln!(
         "daemon listens:  {}",
         listen.as_deref().unwrap_or("(not set)")
     );
-    println!(
+    outln!(
         "addresses:       {}",
         if addresses.is_empty() {
             "(none: pass --address to export)".to_string()
@@ -301,7 +306,7 @@ fn cmd_show(dir: &InstanceDir, json: bool) -> Result<()> {
             addresses.join(", ")
         }
     );
-    println!("created:         {}", id.created_at);
+    outln!("created:         {}", id.created_at);
     Ok(())
 }
 
@@ -335,7 +340,7 @@ fn cmd_export(dir: &InstanceDir, addresses: &[String], output: Option<PathBuf>) 
                 id.fingerprint
             );
         }
-        None => println!("{line}"),
+        None => outln!("{line}"),
     }
     Ok(())
 }
@@ -417,7 +422,7 @@ fn cmd_import(dir: &InstanceDir, file: &str, extra: &[String], yes: bool) -> Res
             list[*index].addresses.join(", ")
         ),
         ImportPlan::Unchanged { index } => {
-            println!(
+            outln!(
                 "{} (account {}) is already a partner with this key and these addresses; nothing changed.",
                 list[*index].name, list[*index].org_id
             );
@@ -454,9 +459,10 @@ fn cmd_import(dir: &InstanceDir, file: &str, extra: &[String], yes: bool) -> Res
         ImportPlan::Rotation { .. } => "Updated (key rotation)",
         _ => "Updated",
     };
-    println!(
+    outln!(
         "{verb} partner {} (account {}). The daemon picks it up from partners.toml.",
-        p.name, p.org_id
+        p.name,
+        p.org_id
     );
     Ok(())
 }
@@ -488,23 +494,24 @@ fn cmd_invite(
         } else {
             bound.to_string()
         };
-        println!(
+        outln!(
             "Pairing invitation for {} (account {})",
-            id.org_name, id.org_id
+            id.org_name,
+            id.org_id
         );
-        println!("listening on {bound} (UDP)");
-        println!(
+        outln!("listening on {bound} (UDP)");
+        outln!(
             "Read this code to your partner (single use, valid for {}s, until {}):",
             expires.as_secs(),
             timefmt::rfc3339(timefmt::unix_now() + expires.as_secs())
         );
-        println!("{code}");
-        println!("The partner runs:");
-        println!(
+        outln!("{code}");
+        outln!("The partner runs:");
+        outln!(
             "  orgsync-keytool join --connect {connect} --account {} {code}",
             id.org_id
         );
-        println!("Waiting for the partner to join... (Ctrl-C to cancel)");
+        outln!("Waiting for the partner to join... (Ctrl-C to cancel)");
         let mut log = |line: String| eprintln!("invite: {line}");
         listener
             .run(
@@ -525,7 +532,7 @@ fn cmd_invite(
 }
 
 fn print_paired(p: &Partner, was_known: bool) {
-    println!(
+    outln!(
         "Paired with {} (account {}){}.",
         p.name,
         p.org_id,
@@ -535,8 +542,8 @@ fn print_paired(p: &Partner, was_known: bool) {
             ""
         }
     );
-    println!("  fingerprint:  {}", p.cert_fingerprint);
-    println!(
+    outln!("  fingerprint:  {}", p.cert_fingerprint);
+    outln!(
         "  addresses:    {}",
         if p.addresses.is_empty() {
             "(none; add one with `import --address`)".to_string()
@@ -583,21 +590,25 @@ fn cmd_list(dir: &InstanceDir, json: bool) -> Result<()> {
     }
     let list = dir.load_partners()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
     if list.is_empty() {
-        println!(
+        outln!(
             "No partners yet. Pair with `orgsync-keytool invite` / `join`, or `import` a bundle."
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<24} {:<8} {:<5} {:<63} {:<19} ADDRESSES",
-        "NAME", "STATE", "EPOCH", "ACCOUNT NUMBER", "FINGERPRINT"
+        "NAME",
+        "STATE",
+        "EPOCH",
+        "ACCOUNT NUMBER",
+        "FINGERPRINT"
     );
     for p in &list {
-        println!(
+        outln!(
             "{:<24} {:<8} {:<5} {:<63} {:<19} {}",
             p.name,
             p.state,
@@ -615,7 +626,7 @@ fn cmd_revoke(dir: &InstanceDir, query: &str) -> Result<()> {
     let mut list = dir.load_partners()?;
     let i = partners::find_partner(&list, query)?;
     if !partners::revoke(&mut list, i, &timefmt::now_rfc3339()) {
-        println!(
+        outln!(
             "{} (account {}) was already revoked on {}.",
             list[i].name,
             list[i].org_id,
@@ -626,7 +637,7 @@ fn cmd_revoke(dir: &InstanceDir, query: &str) -> Result<()> {
     dir.save_partners(&list)?;
     let p = &list[i];
     debug_assert_eq!(p.state, PartnerState::Revoked);
-    println!(
+    outln!(
         "Revoked {} (account {}). The daemon refuses its certificate and keys once it reloads partners.toml.",
         p.name, p.org_id
     );
@@ -636,11 +647,13 @@ fn cmd_revoke(dir: &InstanceDir, query: &str) -> Result<()> {
 fn cmd_rotate(dir: &InstanceDir) -> Result<()> {
     let id = dir.rotate()?;
     let list = dir.load_partners()?;
-    println!(
+    outln!(
         "New key epoch {} for {} (account {}, unchanged).",
-        id.epoch, id.org_name, id.org_id
+        id.epoch,
+        id.org_name,
+        id.org_id
     );
-    println!(
+    outln!(
         "The old key(s) are kept in {} so envelopes of earlier epochs still open.",
         dir.secrets_dir().display()
     );
@@ -649,14 +662,14 @@ fn cmd_rotate(dir: &InstanceDir) -> Result<()> {
         .filter(|p| p.state == PartnerState::Paired)
         .collect();
     if paired.is_empty() {
-        println!("No partners to tell.");
+        outln!("No partners to tell.");
     } else {
-        println!("Each partner must import your new bundle:");
-        println!("  orgsync-keytool export -o new.bundle   # then send new.bundle to:");
+        outln!("Each partner must import your new bundle:");
+        outln!("  orgsync-keytool export -o new.bundle   # then send new.bundle to:");
         for p in paired {
-            println!("    {} (account {})", p.name, p.org_id);
+            outln!("    {} (account {})", p.name, p.org_id);
         }
-        println!(
+        outln!(
             "and run `orgsync-keytool import new.bundle` (it checks the rotation proof, signed with \
              your previous key, and shows the rotation to confirm)."
         );

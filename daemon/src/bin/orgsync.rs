@@ -3,8 +3,12 @@
 //! Exit codes: 0 ok, 1 other failure, 2 bad input (including usage
 //! errors), 3 not found, 4 daemon not running.
 
+// Standard output goes through `out!`/`outln!`, which end quietly on a
+// closed pipe; `println!` would panic there.
+#![deny(clippy::print_stdout)]
+
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,10 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orgsync_daemon::client::{Client, ClientError};
+use orgsync_keytool::{out, outln};
 use serde_json::{json, Map, Value as Json};
 
 #[path = "orgsync/admin.rs"]
 mod admin;
+#[path = "orgsync/doctor.rs"]
+mod doctor;
 #[path = "orgsync/governance.rs"]
 mod governance;
 
@@ -24,6 +31,7 @@ mod governance;
 /// directory over its local API socket (DIR/api.sock).
 #[derive(Parser)]
 #[command(
+    name = "orgsync",
     version,
     after_help = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 not found, 4 daemon not running.\n\nExample:\n  orgsync --dir /srv/orgsync status"
 )]
@@ -141,23 +149,44 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Check this instance: file modes, disk, port, daemon, partners,
+    /// pending peers, inbox; one line each, with the fix.
+    #[command(
+        after_help = "Exit status 1 when a check fails (FAIL); warnings (WARN) alone exit 0. File modes, disk and port are checked without the daemon.\n\nExamples:\n  orgsync doctor\n  orgsync doctor --json | jq '.[] | select(.status != \"OK\")'"
+    )]
+    Doctor,
     /// Print the daemon's Prometheus metrics.
     #[command(after_help = "Example:\n  orgsync metrics")]
     Metrics,
     /// Outgoing shares: what each partner receives (add, remove, list,
     /// revoke), terms of received shares, share codes.
+    #[command(
+        after_help = "Examples:\n  orgsync share list\n  orgsync share add Globex --flag 0190... --access on-loan\n  orgsync share revoke 3f2a..."
+    )]
     #[command(subcommand)]
     Share(governance::ShareCmd),
     /// Objects from partners waiting for approval.
+    #[command(
+        after_help = "Examples:\n  orgsync inbox list\n  orgsync inbox approve 0190... --as-new\n  orgsync inbox policy Globex auto"
+    )]
     #[command(subcommand)]
     Inbox(governance::InboxCmd),
     /// Share requests between partners.
+    #[command(
+        after_help = "Examples:\n  orgsync request send Acme --want category:school\n  orgsync request list\n  orgsync request approve 0190... --level category:school --access on-loan"
+    )]
     #[command(subcommand)]
     Request(governance::RequestCmd),
     /// Governance settings of partners (subcontractor, child, field map).
+    #[command(
+        after_help = "Examples:\n  orgsync partner settings\n  orgsync partner pending\n  orgsync partner set Initech --subcontractor true"
+    )]
     #[command(subcommand)]
     Partner(governance::PartnerCmd),
     /// Web console accounts (works without a running daemon).
+    #[command(
+        after_help = "Examples:\n  orgsync admin add ada\n  orgsync admin list\n  orgsync admin totp ada"
+    )]
     #[command(subcommand)]
     Admin(admin::AdminCmd),
     /// The audit log of sharing decisions, deliveries, terms and erasures.
@@ -221,7 +250,7 @@ impl From<ClientError> for Failure {
                 message,
                 ..
             } if !message.contains(field.as_str()) => format!("{message} (field {field})"),
-            _ => e.to_string(),
+            _ => orgsync_keytool::cli::error_chain(&e),
         };
         Failure { code, message }
     }
@@ -231,7 +260,7 @@ impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Failure {
             code: 1,
-            message: format!("{e:#}"),
+            message: orgsync_keytool::cli::error_chain(e.as_ref()),
         }
     }
 }
@@ -300,7 +329,7 @@ fn client_for(dir: &Path) -> Client {
 
 fn print_json(v: &Json) {
     // Serialising a serde_json::Value cannot fail.
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
@@ -355,7 +384,7 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<w$}  ", w = *w));
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -382,7 +411,7 @@ fn print_object(obj: &Json) {
     }
     let w = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
     for r in rows {
-        println!("{:<w$}  {}", r[0], r[1]);
+        outln!("{:<w$}  {}", r[0], r[1]);
     }
 }
 
@@ -465,7 +494,7 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
             if json_out {
                 print_json(&obj);
             } else {
-                println!("{}", text_of(&obj["id"]));
+                outln!("{}", text_of(&obj["id"]));
             }
         }
         Command::Set {
@@ -494,7 +523,7 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
             if json_out {
                 print_json(&obj);
             } else {
-                println!("{}", text_of(&obj["id"]));
+                outln!("{}", text_of(&obj["id"]));
             }
         }
         Command::Get { id } => {
@@ -522,7 +551,7 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
             if json_out {
                 print_json(&r);
             } else {
-                println!("deleted {}", text_of(&r["id"]));
+                outln!("deleted {}", text_of(&r["id"]));
             }
         }
         Command::AttachResume { contact, file } => {
@@ -535,7 +564,7 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
             if json_out {
                 print_json(&obj);
             } else {
-                println!("{}", text_of(&obj["id"]));
+                outln!("{}", text_of(&obj["id"]));
             }
         }
         Command::GetResume { id, output } => {
@@ -553,15 +582,15 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
             } else {
                 let partners = array(&r, "partners");
                 if partners.is_empty() {
-                    println!("no partners (pair one with orgsync-keytool)");
+                    outln!("no partners (pair one with orgsync-keytool)");
                 } else {
                     print_table(&PARTNER_HEADERS, &partner_rows(&partners));
                 }
                 let pending = array(&r, "pending");
                 if !pending.is_empty() {
-                    println!("\nrefused at the handshake (check the fingerprint with its admin, then pair with orgsync-keytool):");
+                    outln!("\nrefused at the handshake (check the fingerprint with its admin, then pair with orgsync-keytool):");
                     for p in &pending {
-                        println!(
+                        outln!(
                             "  {}  from {}  attempts {}{}",
                             text_of(&p["fingerprint"]),
                             text_of(&p["address"]),
@@ -581,19 +610,19 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
             if json_out {
                 print_json(&s);
             } else {
-                println!("organisation  {}", text_of(&s["org"]));
-                println!("account       {}", text_of(&s["account"]));
-                println!("instance      {}", text_of(&s["instance"]));
-                println!("log head      {}", text_of(&s["log_head"]));
+                outln!("organisation  {}", text_of(&s["org"]));
+                outln!("account       {}", text_of(&s["account"]));
+                outln!("instance      {}", text_of(&s["instance"]));
+                outln!("log head      {}", text_of(&s["log_head"]));
                 let partners = array(&s, "partners");
-                println!();
+                outln!();
                 if partners.is_empty() {
-                    println!("no partners");
+                    outln!("no partners");
                 } else {
                     print_table(&PARTNER_HEADERS, &partner_rows(&partners));
                     for p in &partners {
                         if let Some(err) = p["last_error"].as_str() {
-                            println!("{}: last error: {err}", text_of(&p["name"]));
+                            outln!("{}: last error: {err}", text_of(&p["name"]));
                         }
                     }
                 }
@@ -601,7 +630,6 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         }
         Command::Watch { after } => {
             let mut events = client.events(after).await?;
-            let stdout = std::io::stdout();
             while let Some(ev) = events.next().await? {
                 let line = if json_out {
                     ev.to_string()
@@ -624,15 +652,13 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
                         text_of(&ev["id"])
                     )
                 };
-                let mut out = stdout.lock();
                 // A closed stdout (e.g. `| head`) ends the watch quietly.
-                if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                    return Ok(());
-                }
+                outln!("{line}");
             }
         }
         Command::WaitSynced { timeout } => wait_synced(&client, timeout, json_out).await?,
-        Command::Metrics => print!("{}", client.get_text("/metrics").await?),
+        Command::Doctor => doctor::run(&dir, &client, json_out).await?,
+        Command::Metrics => out!("{}", client.get_text("/metrics").await?),
         // Handled above, without the API client.
         Command::Admin(_) => {}
     }
@@ -673,7 +699,7 @@ async fn wait_synced(client: &Client, timeout: Duration, json_out: bool) -> Resu
                     &json!({"synced": true, "partners": pending.len(), "log_head": status["log_head"]}),
                 );
             } else {
-                println!("{msg}");
+                outln!("{msg}");
             }
             return Ok(());
         }
@@ -730,9 +756,9 @@ async fn wait_synced(client: &Client, timeout: Duration, json_out: bool) -> Resu
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = orgsync_keytool::cli::parse_args();
     let Some(dir) = args.dir else {
-        eprintln!("error: no instance directory: pass --dir DIR or set ORGSYNC_DIR");
+        eprintln!("Error: no instance directory: pass --dir DIR or set ORGSYNC_DIR");
         return ExitCode::from(2);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -746,7 +772,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            eprintln!("Error: {}", f.message);
             ExitCode::from(f.code)
         }
     }

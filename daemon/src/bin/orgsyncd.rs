@@ -2,7 +2,11 @@
 //! SIGTERM, then closes its connections and flushes its store. SIGHUP
 //! re-reads partners.toml and orgsync.toml (both are also watched and
 //! reloaded when they change). Serves the local API on DIR/api.sock and
-//! ingests files dropped in DIR/import/.
+//! ingests files dropped in DIR/import/. Under systemd it reports
+//! readiness (`Type=notify`) and logs without timestamps to the journal.
+
+// Nothing but clap's help goes to standard output.
+#![deny(clippy::print_stdout)]
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -10,6 +14,9 @@ use clap::Parser;
 use orgsync_daemon::config::{Config, LogFormat};
 use orgsync_daemon::daemon::Daemon;
 use tokio::signal::unix::{signal, SignalKind};
+
+#[path = "orgsyncd/systemd.rs"]
+mod systemd;
 
 /// mimalloc instead of glibc malloc: the store's write and apply paths
 /// allocate and free many small and node-sized buffers (sled, decoded
@@ -21,7 +28,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The orgsync daemon: keeps this instance's records in sync with its partners.
 #[derive(Parser)]
-#[command(version)]
+#[command(
+    name = "orgsyncd",
+    version,
+    after_help = "Runs in the foreground until SIGINT or SIGTERM; SIGHUP re-reads partners.toml and orgsync.toml. Under systemd (Type=notify) it reports readiness once listening.\n\nExamples:\n  orgsync-keytool --dir /var/lib/orgsync init --org 'Acme Recruiting'\n  orgsyncd --dir /var/lib/orgsync\n  ORGSYNC_DIR=/var/lib/orgsync RUST_LOG=debug orgsyncd\n  systemctl enable --now orgsyncd   (from the .deb package)"
+)]
 struct Args {
     /// Instance directory (created by `orgsync-keytool init`).
     #[arg(long, env = "ORGSYNC_DIR")]
@@ -44,24 +55,18 @@ fn init_logs(config: Option<&Config>) -> Option<LogReload> {
         .unwrap_or_else(|| EnvFilter::new(config.map(|c| c.log.level.as_str()).unwrap_or("info")));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let json = config.is_some_and(|c| c.log.format == LogFormat::Json);
+    // The journal stamps each line itself and shows escapes as text.
+    let journal = systemd::stderr_is_journal();
     let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
-            .init();
-    } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    // Colour codes only for a person at a terminal, not in log files.
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-            )
-            .init();
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match (json, journal) {
+        (true, false) => registry.with(layer.json()).init(),
+        (true, true) => registry.with(layer.json().without_time()).init(),
+        (false, true) => registry.with(layer.without_time().with_ansi(false)).init(),
+        (false, false) => registry
+            // Colour codes only for a person at a terminal, not in log files.
+            .with(layer.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .init(),
     }
     (!pinned).then_some(handle)
 }
@@ -70,15 +75,14 @@ fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` prints the whole cause chain on one line, without a backtrace.
-            eprintln!("orgsyncd: {e:#}");
+            orgsync_keytool::cli::print_error(e.as_ref());
             std::process::ExitCode::FAILURE
         }
     }
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args: Args = orgsync_keytool::cli::parse_args();
     // Read the config once before the runtime to set up logging; the
     // daemon reads it again and reports errors with file, line and key.
     let config = Config::load(&args.dir);
@@ -106,6 +110,14 @@ fn follow_log_level(daemon: &Daemon, handle: LogReload) -> tokio::task::JoinHand
     })
 }
 
+/// Tells the service manager `state`; a failure is logged, not fatal (the
+/// daemon works the same without systemd).
+fn notify_systemd(state: &str) {
+    if let Err(e) = systemd::notify(state) {
+        tracing::warn!(error = %orgsync_keytool::cli::error_chain(&e), "cannot notify systemd");
+    }
+}
+
 async fn run(dir: PathBuf, log_reload: Option<LogReload>) -> anyhow::Result<()> {
     let daemon = Daemon::start(&dir)
         .await
@@ -125,6 +137,9 @@ async fn run(dir: PathBuf, log_reload: Option<LogReload>) -> anyhow::Result<()> 
         return Err(e).context("cannot start the web console");
     }
     let level_task = log_reload.map(|h| follow_log_level(&daemon, h));
+    // Listening on the network, the API socket and the drop folder: a
+    // `Type=notify` unit counts as started from here.
+    notify_systemd("READY=1\nSTATUS=syncing");
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -145,6 +160,7 @@ async fn run(dir: PathBuf, log_reload: Option<LogReload>) -> anyhow::Result<()> 
             }
         }
     }
+    notify_systemd("STOPPING=1");
     if let Some(t) = level_task {
         t.abort();
     }

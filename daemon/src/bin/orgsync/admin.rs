@@ -9,6 +9,7 @@ use std::path::Path;
 use clap::Subcommand;
 use orgsync_daemon::web::accounts::{AccountError, Accounts, Role};
 use orgsync_daemon::web::totp;
+use orgsync_keytool::outln;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -29,6 +30,9 @@ pub enum AdminCmd {
         password_stdin: bool,
     },
     /// Set a new password.
+    #[command(
+        after_help = "Examples:\n  orgsync admin passwd ada\n  printf '%s\\n' \"$PW\" | orgsync admin passwd ci --password-stdin"
+    )]
     Passwd {
         /// The account.
         name: String,
@@ -38,6 +42,7 @@ pub enum AdminCmd {
     },
     /// Turn the TOTP second factor on (prints the otpauth:// URI, and a QR
     /// code on a terminal, for an authenticator app; shown once) or off with --off.
+    #[command(after_help = "Examples:\n  orgsync admin totp ada\n  orgsync admin totp ada --off")]
     Totp {
         /// The account.
         name: String,
@@ -46,11 +51,13 @@ pub enum AdminCmd {
         off: bool,
     },
     /// Delete an account (its console sessions end at their next request).
+    #[command(after_help = "Example:\n  orgsync admin remove bob")]
     Remove {
         /// The account.
         name: String,
     },
     /// List accounts (name, role, second factor).
+    #[command(after_help = "Examples:\n  orgsync admin list\n  orgsync admin list --json")]
     List,
 }
 
@@ -145,9 +152,9 @@ pub fn run(dir: &Path, json_out: bool, cmd: AdminCmd) -> Result<(), AdminFailure
             Some(secret) => {
                 let uri = totp::uri("orgsync", &name, &secret);
                 if json_out {
-                    println!("{}", json!({"name": name, "secret": *secret, "uri": uri}));
+                    outln!("{}", json!({"name": name, "secret": *secret, "uri": uri}));
                 } else {
-                    println!("{uri}");
+                    outln!("{uri}");
                     // A QR code for the phone's camera, when on a terminal.
                     if std::io::stdout().is_terminal() {
                         if let Ok(code) = qrcode::QrCode::new(uri.as_bytes()) {
@@ -155,7 +162,7 @@ pub fn run(dir: &Path, json_out: bool, cmd: AdminCmd) -> Result<(), AdminFailure
                                 .render::<qrcode::render::unicode::Dense1x2>()
                                 .quiet_zone(true)
                                 .build();
-                            println!("{art}");
+                            outln!("{art}");
                         }
                     }
                     eprintln!(
@@ -177,11 +184,11 @@ pub fn run(dir: &Path, json_out: bool, cmd: AdminCmd) -> Result<(), AdminFailure
                     .iter()
                     .map(|a| json!({"name": a.name, "role": a.role.as_str(), "totp": a.totp_secret.is_some()}))
                     .collect();
-                println!("{}", json!({ "accounts": rows }));
+                outln!("{}", json!({ "accounts": rows }));
             } else {
-                println!("{:<24}  {:<6}  TOTP", "NAME", "ROLE");
+                outln!("{:<24}  {:<6}  TOTP", "NAME", "ROLE");
                 for a in &list {
-                    println!(
+                    outln!(
                         "{:<24}  {:<6}  {}",
                         a.name,
                         a.role.as_str(),

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 use orgsync_daemon::client::{Client, Method};
+use orgsync_keytool::outln;
 use serde_json::{json, Value as Json};
 
 use super::{parse_duration, print_json, print_table, summary, text_of, Failure};
@@ -119,8 +120,10 @@ pub enum ShareCmd {
         by: Option<String>,
     },
     /// List shares given and received.
+    #[command(after_help = "Examples:\n  orgsync share list\n  orgsync share list --json")]
     List,
     /// Revoke a share: stop it and have the partner erase its copies.
+    #[command(after_help = "Example:\n  orgsync share revoke 3f2a... --by ada")]
     Revoke {
         /// The share.
         share: String,
@@ -129,6 +132,7 @@ pub enum ShareCmd {
         by: Option<String>,
     },
     /// Accept the data-protection agreement of a received share.
+    #[command(after_help = "Example:\n  orgsync share accept-terms 3f2a... --by ada")]
     AcceptTerms {
         /// The share.
         share: String,
@@ -138,6 +142,7 @@ pub enum ShareCmd {
     },
     /// Reject a received share: what it sent and sends is dropped (copies
     /// already approved stay), its terms can no longer be accepted.
+    #[command(after_help = "Example:\n  orgsync share reject 3f2a... --by ada")]
     Reject {
         /// The share.
         share: String,
@@ -146,6 +151,7 @@ pub enum ShareCmd {
         by: Option<String>,
     },
     /// Redeem a one-time share code given by a partner.
+    #[command(after_help = "Example:\n  orgsync share redeem Globex 7-lantern-wagon")]
     Redeem {
         /// The partner that gave the code.
         partner: String,
@@ -161,6 +167,9 @@ pub enum ShareCmd {
 #[derive(Subcommand)]
 pub enum InboxCmd {
     /// Objects from partners waiting for a decision.
+    #[command(
+        after_help = "Examples:\n  orgsync inbox list\n  orgsync inbox list --partner Globex --json"
+    )]
     List {
         /// Only from this partner.
         #[arg(long)]
@@ -190,6 +199,9 @@ pub enum InboxCmd {
         by: Option<String>,
     },
     /// Reject objects: they never appear, nor do their updates.
+    #[command(
+        after_help = "Examples:\n  orgsync inbox reject 0190... 0190...\n  orgsync inbox reject --all-from Globex"
+    )]
     Reject {
         /// The partner's object ids.
         ids: Vec<String>,
@@ -201,6 +213,9 @@ pub enum InboxCmd {
         by: Option<String>,
     },
     /// Approve everything from a partner automatically, or ask each time.
+    #[command(
+        after_help = "Examples:\n  orgsync inbox policy Globex auto\n  orgsync inbox policy Globex manual"
+    )]
     Policy {
         /// The partner.
         partner: String,
@@ -236,8 +251,10 @@ pub enum RequestCmd {
         by: Option<String>,
     },
     /// Requests sent and received, with their status.
+    #[command(after_help = "Example:\n  orgsync request list --json")]
     List,
     /// Show exactly what approving with a level would send.
+    #[command(after_help = "Example:\n  orgsync request preview 0190... --level category:school")]
     Preview {
         /// The request.
         id: String,
@@ -249,6 +266,9 @@ pub enum RequestCmd {
         access: String,
     },
     /// Approve with the actual level and access type.
+    #[command(
+        after_help = "Example:\n  orgsync request approve 0190... --level category:school --access on-loan --terms dpa.txt"
+    )]
     Approve {
         /// The request.
         id: String,
@@ -266,6 +286,9 @@ pub enum RequestCmd {
         by: Option<String>,
     },
     /// Reject.
+    #[command(
+        after_help = "Example:\n  orgsync request reject 0190... --reason 'not ours to share'"
+    )]
     Reject {
         /// The request.
         id: String,
@@ -282,9 +305,13 @@ pub enum RequestCmd {
 #[derive(Subcommand)]
 pub enum PartnerCmd {
     /// Governance settings of every partner.
+    #[command(after_help = "Example:\n  orgsync partner settings --json")]
     Settings,
     /// Instances that tried to connect but are not paired (fingerprint,
     /// address, time), not dismissed.
+    #[command(
+        after_help = "Example:\n  orgsync partner pending   (then check the fingerprint with its admin by phone)"
+    )]
     Pending,
     /// Pair with a pending instance: its admin's bundle must carry the
     /// fingerprint you checked with them on the phone.
@@ -302,6 +329,7 @@ pub enum PartnerCmd {
         by: Option<String>,
     },
     /// Hide a pending instance for good (it stays refused).
+    #[command(after_help = "Example:\n  orgsync partner dismiss 9F3A-...-77C1")]
     Dismiss {
         /// The fingerprint shown by `orgsync partner pending`.
         fingerprint: String,
@@ -405,14 +433,14 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
                 print_json(&out);
             } else {
                 for s in out["shares"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "share {}: {} object(s) sent",
                         text_of(s),
                         text_of(&out["objects"])
                     );
                 }
                 if let Some(c) = out["code"].as_str() {
-                    println!("one-time share code (shown once): {c}");
+                    outln!("one-time share code (shown once): {c}");
                 }
             }
         }
@@ -428,7 +456,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
             if json_out {
                 print_json(&out);
             } else {
-                println!(
+                outln!(
                     "share {}: {} object(s) remain",
                     share,
                     text_of(&out["objects"])
@@ -468,7 +496,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
                     ]
                 })
                 .collect();
-            println!("Given:");
+            outln!("Given:");
             print_table(
                 &["SHARE", "PARTNER", "RULES", "ACCESS", "OBJECTS", "STATE"],
                 &given,
@@ -498,14 +526,14 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
                     ]
                 })
                 .collect();
-            println!("\nReceived:");
+            outln!("\nReceived:");
             print_table(
                 &["SHARE", "FROM", "ACCESS", "TERMS", "RECEIVED", "STATE"],
                 &received,
             );
             for s in out["received"].as_array().into_iter().flatten() {
                 if let (Some(t), true) = (s["terms"].as_str(), s["terms_accepted"].is_null()) {
-                    println!(
+                    outln!(
                         "\nTerms of share {} (accept with `orgsync share accept-terms {}`):\n{t}",
                         text_of(&s["id"]),
                         text_of(&s["id"])
@@ -525,7 +553,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
             if json_out {
                 print_json(&out);
             } else {
-                println!("share {share} revoked; the partner was asked to erase its copies");
+                outln!("share {share} revoked; the partner was asked to erase its copies");
             }
         }
         ShareCmd::AcceptTerms { share, by } => {
@@ -540,7 +568,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
             if json_out {
                 print_json(&out);
             } else {
-                println!("terms of share {share} accepted; the owner releases the data");
+                outln!("terms of share {share} accepted; the owner releases the data");
             }
         }
         ShareCmd::Reject { share, by } => {
@@ -555,14 +583,14 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
             if json_out {
                 print_json(&out);
             } else {
-                println!("share {share} rejected; what it sends is dropped");
+                outln!("share {share} rejected; what it sends is dropped");
             }
         }
         ShareCmd::Redeem { partner, code, by } => {
             let body = json!({"partner": partner, "code": code, "by": who(&by)});
             call(client, Method::POST, "/v1/shares/redeem", Some(&body)).await?;
             if !json_out {
-                println!("code sent to {partner}; see `orgsync share list` and `orgsync audit`");
+                outln!("code sent to {partner}; see `orgsync share list` and `orgsync audit`");
             } else {
                 print_json(&json!({"sent": true}));
             }
@@ -630,9 +658,9 @@ pub async fn inbox(client: &Client, json_out: bool, cmd: InboxCmd) -> Result<(),
     if json_out {
         print_json(&out);
     } else if let Some(n) = out["decided"].as_u64() {
-        println!("{n} object(s) decided");
+        outln!("{n} object(s) decided");
     } else {
-        println!(
+        outln!(
             "inbox policy of {} is now {}",
             partner_label(&out["partner"]),
             text_of(&out["mode"])
@@ -700,7 +728,7 @@ pub async fn request(client: &Client, json_out: bool, cmd: RequestCmd) -> Result
             .await?;
             if !json_out {
                 let objects = out["objects"].as_array().cloned().unwrap_or_default();
-                println!("{} object(s) would be sent:", objects.len());
+                outln!("{} object(s) would be sent:", objects.len());
                 let rows: Vec<Vec<String>> = objects
                     .iter()
                     .map(|o| vec![text_of(&o["id"]), text_of(&o["kind"]), summary(o)])
@@ -740,7 +768,7 @@ pub async fn request(client: &Client, json_out: bool, cmd: RequestCmd) -> Result
     if json_out {
         print_json(&out);
     } else {
-        println!(
+        outln!(
             "request {}: {}",
             text_of(&out["id"]),
             text_of(&out["status"])
@@ -833,7 +861,7 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
             if json_out {
                 print_json(&out);
             } else {
-                println!("paired with {}", text_of(&out["paired"]));
+                outln!("paired with {}", text_of(&out["paired"]));
             }
         }
         PartnerCmd::Dismiss { fingerprint, by } => {
@@ -848,7 +876,7 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
             if json_out {
                 print_json(&out);
             } else {
-                println!("dismissed {fingerprint}");
+                outln!("dismissed {fingerprint}");
             }
         }
         PartnerCmd::Set {
@@ -871,7 +899,7 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
             if json_out {
                 print_json(&out);
             } else {
-                println!(
+                outln!(
                     "{partner}: subcontractor={} child={} mirror={}",
                     text_of(&out["subcontractor"]),
                     text_of(&out["child"]),
@@ -1007,7 +1035,7 @@ pub async fn export(
             }
             w.flush().map_err(|e| export_err(&output, e))?;
             bar.finish_and_clear();
-            println!(
+            outln!(
                 "{} object(s) written to {}",
                 objects.len(),
                 output.display()
@@ -1021,7 +1049,7 @@ pub async fn export(
                 .create(&output)
                 .map_err(|e| export_err(&output, e))?;
             if objects.is_empty() {
-                println!("nothing received to export");
+                outln!("nothing received to export");
             }
             for (kind, list) in &orgsync_daemon::export::by_kind(&objects) {
                 let path = output.join(format!("{kind}.csv"));
@@ -1029,7 +1057,7 @@ pub async fn export(
                     .map_err(|e| export_err(&path, e))?;
                 orgsync_daemon::export::write_csv(file, list).map_err(|e| export_err(&path, e))?;
                 bar.inc(list.len() as u64);
-                println!("{}: {} {kind}(s)", path.display(), list.len());
+                outln!("{}: {} {kind}(s)", path.display(), list.len());
             }
             bar.finish_and_clear();
         }
