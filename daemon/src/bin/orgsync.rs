@@ -160,6 +160,8 @@ enum Command {
     /// Web console accounts (works without a running daemon).
     #[command(subcommand)]
     Admin(admin::AdminCmd),
+    /// Write a consistent backup archive of the running instance.
+    Backup(orgsync_daemon::backup::cli::BackupArgs),
     /// The audit log of sharing decisions, deliveries, terms and erasures.
     #[command(
         after_help = "Examples:\n  orgsync audit\n  orgsync audit --partner Globex --since 1h --json"
@@ -633,6 +635,15 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         }
         Command::WaitSynced { timeout } => wait_synced(&client, timeout, json_out).await?,
         Command::Metrics => print!("{}", client.get_text("/metrics").await?),
+        Command::Backup(args) => eprintln!(
+            "{}",
+            orgsync_daemon::backup::cli::backup(&client, &args)
+                .await
+                .map_err(|e| Failure {
+                    code: 1,
+                    message: e.to_string()
+                })?
+        ),
         // Handled above, without the API client.
         Command::Admin(_) => {}
     }

@@ -22,10 +22,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The orgsync daemon: keeps this instance's records in sync with its partners.
 #[derive(Parser)]
 #[command(version)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Instance directory (created by `orgsync-keytool init`).
     #[arg(long, env = "ORGSYNC_DIR")]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Recreate an instance directory from a backup archive (verified first).
+    #[command(
+        after_help = "Example:\n  orgsyncd restore /var/backups/orgsync.osb --dir /srv/orgsync-restored"
+    )]
+    Restore(orgsync_daemon::backup::cli::RestoreArgs),
 }
 
 /// Changes the log filter of the running subscriber.
@@ -79,15 +91,22 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::Restore(r)) = &args.command {
+        println!("{}", orgsync_daemon::backup::cli::restore_cmd(r)?);
+        return Ok(());
+    }
+    let dir = args
+        .dir
+        .context("no instance directory: pass --dir DIR or set ORGSYNC_DIR")?;
     // Read the config once before the runtime to set up logging; the
     // daemon reads it again and reports errors with file, line and key.
-    let config = Config::load(&args.dir);
+    let config = Config::load(&dir);
     let log_reload = init_logs(config.as_ref().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(args.dir, log_reload))
+    runtime.block_on(run(dir, log_reload))
 }
 
 /// Applies `log.level` changes from orgsync.toml to the subscriber.

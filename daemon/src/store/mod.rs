@@ -26,6 +26,7 @@ mod blobs;
 mod commit;
 pub mod format;
 mod keys;
+pub mod snapshot;
 
 pub use blobs::{hash_hex, BlobError, BlobFiles, BlobHash, PartialBlob};
 
@@ -439,7 +440,9 @@ impl Store {
         {
             Some((k, _)) => keys::u64_value("log", &k, &k[1..])?,
             None => 0,
-        };
+        }
+        // A restored store may have jumped past its last entry.
+        .max(snapshot::log_floor(&data)?);
 
         let blob_files = BlobFiles::open(dir.join("blobs"))?;
         let commit =

@@ -320,6 +320,69 @@ fn peer_cursor_beyond_our_log_is_refused() {
 }
 
 #[test]
+fn restored_instance_jumps_its_head_past_a_peer_ahead() {
+    let config = SessionConfig {
+        restored: true,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(
+        config,
+        Cursors {
+            local_log_head: 5,
+            applied_from_peer: 3,
+            ..Cursors::default()
+        },
+        Instant::now(),
+    );
+    s.handle_message(Message::Hello(hello_from_b(9)), Instant::now())
+        .expect("a restored instance accepts a peer ahead");
+    assert!(s.is_established());
+    let fx = effects(&mut s);
+    // The jump comes first: the host must move its head before anything else.
+    assert_eq!(fx[0], Effect::LogJumped { from: 5, to: 9 });
+    assert!(matches!(
+        fx[1],
+        Effect::Established {
+            peer_applied_up_to: 9,
+            ..
+        }
+    ));
+    // Nothing of our log is loaded for the peer: it has it all.
+    assert!(!fx.iter().any(|e| matches!(e, Effect::LoadChanges { .. })));
+    // The next local change, number 10, is sent.
+    s.local_log_advanced(10);
+    let fx = effects(&mut s);
+    assert!(
+        fx.contains(&Effect::LoadChanges {
+            after: 9,
+            limit: SessionConfig::default().max_batch_changes
+        }),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn restored_instance_with_a_peer_behind_does_not_jump() {
+    let config = SessionConfig {
+        restored: true,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(
+        config,
+        Cursors {
+            local_log_head: 5,
+            ..Cursors::default()
+        },
+        Instant::now(),
+    );
+    s.handle_message(Message::Hello(hello_from_b(4)), Instant::now())
+        .expect("valid hello");
+    assert!(!effects(&mut s)
+        .iter()
+        .any(|e| matches!(e, Effect::LogJumped { .. })));
+}
+
+#[test]
 fn peer_error_closes_without_answering() {
     let mut s = established(Cursors::default(), 0);
     let err = s
