@@ -61,6 +61,20 @@ fn backup_under_load_restores_rejoins_and_converges() {
     let mut a = Instance::new("bka");
     let mut b = Instance::new("bkb");
     Instance::pair(&a, &b);
+    // Small, ack-paced batches from B: the load streams into A steadily for
+    // seconds instead of in a few 1000-change bursts, so the backup lands
+    // in the middle of it.
+    let cfg = b.dir.join("orgsync.toml");
+    let text = std::fs::read_to_string(&cfg).expect("orgsync.toml");
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            "[sync]\n",
+            "[sync]\nmax_batch_changes = 20\nmax_unacked = 40\n",
+            1,
+        ),
+    )
+    .expect("orgsync.toml");
     a.start();
     b.start();
 
@@ -72,16 +86,23 @@ fn backup_under_load_restores_rejoins_and_converges() {
 
     // The load: 12,000 changes written on B, streaming into A.
     b.drop_file("load.ndjson", &contacts_ndjson("b-load", 0, LOAD));
-    wait_for("B's load to be under way", Duration::from_secs(120), || {
-        (b.log_head() >= 1000).then_some(())
-    });
+    let applied = |i: &Instance| i.metric("orgsync_changes_applied_total");
+    wait_for(
+        "B's load to stream into A",
+        Duration::from_secs(120),
+        || (applied(&a) >= 1000).then_some(()),
+    );
     let archive = work.path().join("a.osb");
-    let head_before = b.log_head();
+    let applied_before = applied(&a);
     let t = Instant::now();
     let out = run(&mut backup_cmd(&a, &archive, &pass_file));
     let backup_time = t.elapsed();
     assert!(out.status.success(), "backup failed: {}", stderr(&out));
-    let head_after = b.log_head();
+    let applied_after = applied(&a);
+    assert!(
+        applied_after > applied_before && applied_after < LOAD as u64,
+        "A kept applying during the backup ({applied_before} -> {applied_after} of {LOAD})"
+    );
     let bytes = std::fs::read(&archive).expect("archive");
     let manifest = verify(&bytes, Some(PASS.as_bytes()))
         .expect("the archive verifies")
@@ -89,10 +110,10 @@ fn backup_under_load_restores_rejoins_and_converges() {
     eprintln!("{}", stderr(&out).trim());
     assert!(manifest.with_secrets);
     assert_eq!(manifest.log_head, 100, "A's own log at the snapshot");
+    let snapshot_load = (manifest.objects - 100) as u64;
     assert!(
-        manifest.objects >= 100 && manifest.objects < 100 + LOAD,
-        "snapshot taken mid-load: {} objects",
-        manifest.objects
+        snapshot_load >= applied_before && snapshot_load <= applied_after,
+        "the snapshot point lies inside the backup: {snapshot_load} of B's changes, applied {applied_before}..{applied_after}"
     );
 
     // The load finishes and reaches A; A writes more that B acknowledges.
@@ -175,7 +196,7 @@ fn backup_under_load_restores_rejoins_and_converges() {
     assert_eq!(digest_of(&b_objects), a2_digest, "converged");
     let unchanged = a2.metric("orgsync_changes_unchanged_total");
     eprintln!(
-        "backup: archive {} bytes, backup {:.0} ms (B's log {head_before}->{head_after} meanwhile), write pause {:.1} ms, snapshot {} objects; restore {:.0} ms; rejoin+converge {:.1} s ({} objects, {unchanged} resent changes already held)",
+        "backup: archive {} bytes, backup {:.0} ms (A applied {applied_before}->{applied_after} of B's {LOAD} changes meanwhile), write pause {:.1} ms, snapshot {} objects; restore {:.0} ms; rejoin+converge {:.1} s ({} objects, {unchanged} resent changes already held)",
         bytes.len(),
         backup_time.as_secs_f64() * 1000.0,
         manifest.write_pause_us as f64 / 1000.0,
