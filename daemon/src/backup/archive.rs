@@ -11,8 +11,6 @@
 //! ```
 //! Integers are big-endian.
 
-use std::path::{Component, Path};
-
 use super::{BackupError, Manifest};
 
 const MAGIC: &[u8; 8] = b"OSBKPAY1";
@@ -28,8 +26,7 @@ pub struct FileEntry {
     pub data: Vec<u8>,
 }
 
-/// One copied sled tree: its name and its entries.
-pub type Tree = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+pub use crate::store::snapshot::Tree;
 
 /// Everything an archive holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,14 +136,13 @@ impl Payload {
     }
 }
 
-/// A relative path inside the instance directory: no root, no `..`, no
-/// empty or `.` components.
+/// A relative path inside the instance directory: `/`-separated, no root,
+/// no `..`, no empty or `.` components.
 fn check_path(path: &str) -> Result<(), BackupError> {
-    let p = Path::new(path);
-    let ok = !path.is_empty()
-        && !path.contains('\0')
-        && p.components().all(|c| matches!(c, Component::Normal(_)))
-        && !path.ends_with('/');
+    let ok = !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     if ok {
         Ok(())
     } else {

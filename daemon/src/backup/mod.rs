@@ -184,3 +184,6 @@ fn sorted(v: &Json) -> Json {
         other => other.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -31,11 +31,14 @@ const META_RESTORED: &[u8] = b"mrestored";
 /// The lowest log head of a restored store (u64 BE), see the module doc.
 const META_LOG_FLOOR: &[u8] = b"mlogfloor";
 
+/// One copied sled tree: its name and its `(key, value)` entries in order.
+pub type Tree = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// Every tree of the database as it was at one instant.
 #[derive(Debug)]
 pub struct DbSnapshot {
     /// `(tree name, [(key, value)])`, every tree including sled's default.
-    pub trees: Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>,
+    pub trees: Vec<Tree>,
     /// The highest local log sequence in the copy (0 when empty).
     pub log_head: u64,
     /// The instance the store belongs to.
@@ -72,7 +75,7 @@ impl DbSnapshot {
 }
 
 /// The live objects in a set of copied trees (the store's tree only).
-pub fn objects_of(trees: &[(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)]) -> Result<Vec<Object>, StoreError> {
+pub fn objects_of(trees: &[Tree]) -> Result<Vec<Object>, StoreError> {
     let mut out = Vec::new();
     for (name, entries) in trees {
         if name.as_slice() != keys::TREE.as_bytes() {
@@ -199,7 +202,7 @@ pub(super) fn log_floor(data: &sled::Tree) -> Result<u64, StoreError> {
 /// from the instance recorded in the copy. Flushed before returning.
 pub fn restore_trees(
     dir: &Path,
-    trees: &[(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)],
+    trees: &[Tree],
     instance: InstanceId,
 ) -> Result<Option<InstanceId>, StoreError> {
     let path = dir.join("store");
