@@ -31,16 +31,8 @@ impl NamelessFile {
                 reason: "the file exists; choose another name or remove it".into(),
             });
         }
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
-            BackupError::Target {
-                path: dir.clone(),
-                reason: "path contains a NUL byte".into(),
-            }
-        })?;
+        let dir = dir_of(dest);
+        let c_dir = c_path(&dir)?;
         // SAFETY: a valid NUL-terminated path; the returned descriptor is
         // owned by the File below and closed with it.
         let fd = unsafe {
@@ -79,12 +71,7 @@ impl NamelessFile {
             .and_then(|()| self.file.sync_all())
             .map_err(BackupError::io("cannot sync", &dest))?;
         let proc_path = format!("/proc/self/fd/{}\0", self.file.as_raw_fd());
-        let c_dest = std::ffi::CString::new(dest.as_os_str().as_bytes()).map_err(|_| {
-            BackupError::Target {
-                path: dest.clone(),
-                reason: "path contains a NUL byte".into(),
-            }
-        })?;
+        let c_dest = c_path(&dest)?;
         // SAFETY: both paths are NUL-terminated and live for the call.
         let rc = unsafe {
             libc::linkat(
@@ -102,12 +89,24 @@ impl NamelessFile {
                 source: std::io::Error::last_os_error(),
             });
         }
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = dir_of(&dest);
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(BackupError::io("cannot sync directory", &dir))
     }
+}
+
+/// The directory `dest` goes in (`.` for a bare file name).
+fn dir_of(dest: &Path) -> PathBuf {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn c_path(path: &Path) -> Result<std::ffi::CString, BackupError> {
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| BackupError::Target {
+        path: path.to_path_buf(),
+        reason: "path contains a NUL byte".into(),
+    })
 }

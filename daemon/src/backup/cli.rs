@@ -101,7 +101,7 @@ pub async fn backup(client: &Client, args: &BackupArgs) -> Result<String, Backup
         client
             .post_bytes(path)
             .await
-            .map_err(|e| BackupError::Payload(format!("the daemon refused the backup: {e}")))?
+            .map_err(|e| BackupError::Daemon(e.to_string()))?
             .to_vec(),
     );
     let fetched = started.elapsed();

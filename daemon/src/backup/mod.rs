@@ -108,6 +108,9 @@ pub enum BackupError {
         /// The error.
         source: std::io::Error,
     },
+    /// The daemon could not be asked for, or refused, the snapshot.
+    #[error("no snapshot from the daemon: {0}")]
+    Daemon(String),
     /// The key derivation failed.
     #[error("key derivation failed: {0}")]
     Kdf(String),
@@ -154,12 +157,16 @@ pub struct Manifest {
 
 /// Count and BLAKE3 digest of objects, independent of order: each object's
 /// API JSON with keys sorted, one per line, lines sorted. Equal to the
-/// digest the end-to-end tests compute from `orgsync list --json`.
+/// digest the end-to-end tests compute from `orgsync list --json`
+/// ([`digest_json`]).
 pub fn digest(objects: &[Object]) -> (usize, String) {
-    let mut lines: Vec<String> = objects
-        .iter()
-        .map(|o| sorted(&crate::json::object_to_json(o)).to_string())
-        .collect();
+    let json: Vec<Json> = objects.iter().map(crate::json::object_to_json).collect();
+    digest_json(&json)
+}
+
+/// [`digest`] of objects already in their API JSON form.
+pub fn digest_json(objects: &[Json]) -> (usize, String) {
+    let mut lines: Vec<String> = objects.iter().map(canonical).collect();
     lines.sort();
     let mut h = blake3::Hasher::new();
     for l in &lines {
@@ -169,20 +176,26 @@ pub fn digest(objects: &[Object]) -> (usize, String) {
     (lines.len(), h.finalize().to_hex().to_string())
 }
 
-fn sorted(v: &Json) -> Json {
-    match v {
-        Json::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let mut out = serde_json::Map::new();
-            for k in keys {
-                out.insert(k.clone(), sorted(&m[k]));
+/// A JSON value with object keys sorted, as compact text.
+pub fn canonical(v: &Json) -> String {
+    fn sorted(v: &Json) -> Json {
+        match v {
+            Json::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let mut out = serde_json::Map::new();
+                for k in keys {
+                    out.insert(k.clone(), sorted(&m[k]));
+                }
+                Json::Object(out)
             }
-            Json::Object(out)
+            Json::Array(a) => Json::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
         }
-        Json::Array(a) => Json::Array(a.iter().map(sorted).collect()),
-        other => other.clone(),
     }
+    // A Map with preserve_order keeps insertion (sorted) order; without it,
+    // it is a BTreeMap: sorted either way.
+    sorted(v).to_string()
 }
 
 #[cfg(test)]

@@ -92,7 +92,10 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Cmd::Restore(r)) = &args.command {
-        println!("{}", orgsync_daemon::backup::cli::restore_cmd(r)?);
+        // The message already names the cause: printed once, not as a chain.
+        let done =
+            orgsync_daemon::backup::cli::restore_cmd(r).map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{done}");
         return Ok(());
     }
     let dir = args

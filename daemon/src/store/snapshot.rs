@@ -117,20 +117,10 @@ impl Store {
             trees.push((name.to_vec(), entries));
         }
         let pause = started.elapsed();
-        let log_head = match self
-            .inner
-            .data
-            .scan_prefix([keys::LOG])
-            .next_back()
-            .transpose()
-            .map_err(db_err("read log head"))?
-        {
-            Some((k, _)) => keys::u64_value("log", &k, &k[1..])?,
-            None => 0,
-        };
+        let log_head = log_head_of(&self.inner.data)?;
         Ok(DbSnapshot {
             trees,
-            log_head: log_head.max(log_floor(&self.inner.data)?),
+            log_head,
             instance: self.inner.instance,
             pause,
         })
@@ -187,8 +177,23 @@ impl Store {
     }
 }
 
-/// The recorded log floor (0 when none), read when the store opens.
-pub(super) fn log_floor(data: &sled::Tree) -> Result<u64, StoreError> {
+/// The local log head as stored: the last log entry's sequence, or the
+/// recorded log floor when a restored store jumped past it.
+pub(super) fn log_head_of(data: &sled::Tree) -> Result<u64, StoreError> {
+    let last = match data
+        .scan_prefix([keys::LOG])
+        .next_back()
+        .transpose()
+        .map_err(db_err("read log head"))?
+    {
+        Some((k, _)) => keys::u64_value("log", &k, &k[1..])?,
+        None => 0,
+    };
+    Ok(last.max(log_floor(data)?))
+}
+
+/// The recorded log floor (0 when none).
+fn log_floor(data: &sled::Tree) -> Result<u64, StoreError> {
     Ok(data
         .get(META_LOG_FLOOR)
         .map_err(db_err("read log floor"))?
