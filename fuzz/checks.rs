@@ -30,6 +30,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("pairing_message", pairing_message),
     ("config_parse", config_parse),
     ("import_line", import_line),
+    ("backup_archive", backup_archive),
 ];
 
 // ---------------------------------------------------------------------------
@@ -332,5 +333,28 @@ pub fn import_line(data: &[u8]) {
         }
         Ok(None) => {}
         Err(e) => assert_eq!(e.line, Some(7), "refusal without its line: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// backup_archive
+// ---------------------------------------------------------------------------
+
+/// An archive is opened (plain: checksums; encrypted: refused for want of a
+/// passphrase, before any key derivation) and its payload decoded; a
+/// payload that decodes encodes back to the same bytes. The raw bytes are
+/// also fed to the payload decoder directly.
+pub fn backup_archive(data: &[u8]) {
+    use orgsync_daemon::backup::archive::Payload;
+    use orgsync_daemon::backup::seal;
+    for bytes in [
+        data.to_vec(),
+        seal::open(data, None)
+            .map(|p| p.to_vec())
+            .unwrap_or_default(),
+    ] {
+        if let Ok(p) = Payload::decode(&bytes) {
+            assert_eq!(p.encode(), bytes, "payload does not round-trip");
+        }
     }
 }

@@ -83,6 +83,11 @@ proptest! {
     }
 
     #[test]
+    fn backup_archive_arbitrary(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        checks::backup_archive(&data);
+    }
+
+    #[test]
     fn import_line_json_like(text in "\\{(\"(kind|id|fields|custom|flags|first_name|email)\": ?(\"[a-z0-9@.-]{0,12}\"|[0-9]{1,6}|null|\\[\\]|\\{\\}), ?){0,6}\\}") {
         checks::import_line(text.as_bytes());
     }
@@ -353,4 +358,47 @@ fn decode_b64url(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Writes the backup-archive seeds from real encodings:
+/// `cargo test --test fuzz_corpus -- --ignored write_backup_seeds`.
+#[test]
+#[ignore = "regenerates fuzz/corpus/backup_archive"]
+fn write_backup_seeds() {
+    use orgsync_daemon::backup::archive::{FileEntry, Payload};
+    use orgsync_daemon::backup::{seal, Manifest};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/backup_archive");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    let payload = Payload {
+        manifest: Manifest {
+            archive_version: 1,
+            store_format: 2,
+            instance: "0123456789abcdef".into(),
+            org: "org".into(),
+            log_head: 3,
+            created_ms: 1,
+            objects: 0,
+            digest: "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262".into(),
+            with_secrets: false,
+            write_pause_us: 5,
+        },
+        files: vec![FileEntry {
+            path: "orgsync.toml".into(),
+            mode: 0o644,
+            data: b"[sync]\n".to_vec(),
+        }],
+        trees: vec![(
+            b"data".to_vec(),
+            vec![(b"mformat".to_vec(), vec![0, 0, 0, 2])],
+        )],
+    }
+    .encode();
+    let seal_with = |pass: Option<&[u8]>| {
+        let mut out = Vec::new();
+        seal::seal_to(&mut out, &payload, pass, |_| {}).expect("seal");
+        out
+    };
+    std::fs::write(dir.join("payload"), &payload).expect("seed");
+    std::fs::write(dir.join("plain"), seal_with(None)).expect("seed");
+    std::fs::write(dir.join("encrypted"), seal_with(Some(b"pass"))).expect("seed");
 }

@@ -221,6 +221,12 @@ impl Client {
             .map_err(|e| ClientError::Protocol(format!("{path} did not answer JSON: {e}")))
     }
 
+    /// Sends a POST without a body and returns the raw answer (`/v1/backup`).
+    pub async fn post_bytes(&self, path: &str) -> Result<Bytes, ClientError> {
+        let resp = Self::check(self.send(Method::POST, path, None).await?).await?;
+        Ok(resp.into_body().collect().await?.to_bytes())
+    }
+
     /// Sends a GET and returns the body as text (for `/metrics`).
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let resp = Self::check(self.send(Method::GET, path, None).await?).await?;

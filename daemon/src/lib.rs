@@ -53,6 +53,7 @@
 //! - [`stop`]: stopping in bounded time (deadline, named aborts).
 
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod daemon;

@@ -21,6 +21,23 @@
 //!   [`Channel::Blob`] and are handed out by [`Session::poll_transmit`] only
 //!   after control messages and change batches.
 //!
+//! # After a restore
+//!
+//! An instance restored from a backup holds an older log than the one its
+//! partners applied, and older cursors into theirs. The rule, on our side
+//! only:
+//! - Our Hello carries our (older) `applied_up_to`: the partner resends
+//!   everything after it. What we already had merges to the same object
+//!   (merge is idempotent), so nothing is applied twice; the host counts
+//!   these as unchanged.
+//! - A partner whose `applied_up_to` exceeds our head normally means a
+//!   confused peer ([`SessionError::PeerCursorAhead`]). With
+//!   [`SessionConfig::restored`] set, we instead jump our head to its
+//!   cursor ([`Effect::LogJumped`]): the entries in between were lost with
+//!   the old disk, the partner keeps its copy of them, and our next change
+//!   gets a number it has never seen. The restored instance also has a new
+//!   instance id, so its new versions never equal a lost one's.
+//!
 //! # Driving a session (the daemon's recipe)
 //!
 //! 1. On a new connection to partner P, read P's durable cursors from the
@@ -105,6 +122,11 @@ pub struct SessionConfig {
     pub keep_alive_interval: Duration,
     /// Most blob transfers in flight per direction.
     pub max_blob_transfers: usize,
+    /// This instance was restored from a backup: a peer that has applied
+    /// more of our log than we hold makes us jump our log head past its
+    /// cursor ([`Effect::LogJumped`]) instead of failing with
+    /// [`SessionError::PeerCursorAhead`] (see "After a restore" above).
+    pub restored: bool,
 }
 
 impl Default for SessionConfig {
@@ -120,6 +142,7 @@ impl Default for SessionConfig {
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(10),
             max_blob_transfers: 16,
+            restored: false,
         }
     }
 }
@@ -222,6 +245,18 @@ pub enum Effect {
     BlobUnavailable {
         /// BLAKE3 hash of the content.
         hash: [u8; 32],
+    },
+    /// A restored instance (see [`SessionConfig::restored`]) met a peer
+    /// that has applied our log up to `to`, beyond our head `from`: the
+    /// host must move its log head to `to` durably **before** assigning
+    /// another local sequence number, so no new change reuses a number the
+    /// peer already holds. Entries `from + 1 ..= to` are lost here (the peer
+    /// keeps its copy); the host should log it. Comes before `Established`.
+    LogJumped {
+        /// Our head before the jump.
+        from: u64,
+        /// The peer's cursor into our log, our new head.
+        to: u64,
     },
     /// A sharing-governance control message from the peer, for the host's
     /// governance layer (the session only carries it).
@@ -797,10 +832,17 @@ impl Session {
             });
         }
         if h.applied_up_to > self.local_head {
-            return Err(SessionError::PeerCursorAhead {
-                peer_applied: h.applied_up_to,
-                local_head: self.local_head,
+            if !self.config.restored {
+                return Err(SessionError::PeerCursorAhead {
+                    peer_applied: h.applied_up_to,
+                    local_head: self.local_head,
+                });
+            }
+            self.effects.push_back(Effect::LogJumped {
+                from: self.local_head,
+                to: h.applied_up_to,
             });
+            self.local_head = h.applied_up_to;
         }
         self.state = SessionState::Established;
         self.version = Some(high);

@@ -577,36 +577,13 @@ pub fn acked_in(status: &Json, partner: &str) -> u64 {
 
 /// A JSON value with object keys sorted, as compact text.
 pub fn canonical(v: &Json) -> String {
-    fn sorted(v: &Json) -> Json {
-        match v {
-            Json::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                let mut out = serde_json::Map::new();
-                for k in keys {
-                    out.insert(k.clone(), sorted(&m[k]));
-                }
-                Json::Object(out)
-            }
-            Json::Array(a) => Json::Array(a.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    // A Map with preserve_order keeps insertion (sorted) order; without it,
-    // it is a BTreeMap: sorted either way.
-    sorted(v).to_string()
+    orgsync_daemon::backup::canonical(v)
 }
 
-/// Count and BLAKE3 digest of a set of objects, independent of order.
+/// Count and BLAKE3 digest of a set of objects, independent of order (the
+/// same digest a backup's manifest records).
 pub fn digest_of(objects: &[Json]) -> (usize, String) {
-    let mut lines: Vec<String> = objects.iter().map(canonical).collect();
-    lines.sort();
-    let mut h = blake3::Hasher::new();
-    for l in &lines {
-        h.update(l.as_bytes());
-        h.update(b"\n");
-    }
-    (lines.len(), h.finalize().to_hex().to_string())
+    orgsync_daemon::backup::digest_json(objects)
 }
 
 /// Custom field `name` of every object, as text (objects without it skipped).

@@ -16,11 +16,13 @@
 //! | `GET /v1/status` | org, account number, instance, log head, partners |
 //! | `GET /v1/events?after=SEQ` | NDJSON, one line per committed change, keeps streaming |
 //! | `GET /metrics` | Prometheus text |
+//! | `POST /v1/backup?secrets=` | a consistent snapshot as a backup payload (octet-stream, see `backup.rs`) |
 //! | `/v1/shares`, `/v1/inbox`, `/v1/requests`, `/v1/audit`, ... | sharing governance (see `governance.rs`) |
 //!
 //! Every write is validated completely before anything is stored, and is
 //! durable before the response is sent.
 
+mod backup;
 mod events;
 mod governance;
 mod handlers;
@@ -222,6 +224,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/status", get(handlers::status))
         .route("/v1/events", get(events::events))
         .route("/metrics", get(handlers::metrics_text))
+        .route("/v1/backup", post(backup::backup))
         .merge(governance::routes())
         .fallback(not_found_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -189,6 +189,8 @@ enum Command {
     )]
     #[command(subcommand)]
     Admin(admin::AdminCmd),
+    /// Write a consistent backup archive of the running instance.
+    Backup(orgsync_daemon::backup::cli::BackupArgs),
     /// The audit log of sharing decisions, deliveries, terms and erasures.
     #[command(
         after_help = "Examples:\n  orgsync audit\n  orgsync audit --partner Globex --since 1h --json"
@@ -659,6 +661,15 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         Command::WaitSynced { timeout } => wait_synced(&client, timeout, json_out).await?,
         Command::Doctor => doctor::run(&dir, &client, json_out).await?,
         Command::Metrics => out!("{}", client.get_text("/metrics").await?),
+        Command::Backup(args) => eprintln!(
+            "{}",
+            orgsync_daemon::backup::cli::backup(&client, &args)
+                .await
+                .map_err(|e| Failure {
+                    code: 1,
+                    message: e.to_string()
+                })?
+        ),
         // Handled above, without the API client.
         Command::Admin(_) => {}
     }

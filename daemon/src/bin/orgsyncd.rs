@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use orgsync_daemon::config::{Config, LogFormat};
 use orgsync_daemon::daemon::Daemon;
+use orgsync_keytool::outln;
 use tokio::signal::unix::{signal, SignalKind};
 
 #[path = "orgsyncd/systemd.rs"]
@@ -33,10 +34,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     version,
     after_help = "Runs in the foreground until SIGINT or SIGTERM; SIGHUP re-reads partners.toml and orgsync.toml. Under systemd (Type=notify) it reports readiness once listening.\n\nExamples:\n  orgsync-keytool --dir /var/lib/orgsync init --org 'Acme Recruiting'\n  orgsyncd --dir /var/lib/orgsync\n  ORGSYNC_DIR=/var/lib/orgsync RUST_LOG=debug orgsyncd\n  systemctl enable --now orgsyncd   (from the .deb package)"
 )]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Instance directory (created by `orgsync-keytool init`).
     #[arg(long, env = "ORGSYNC_DIR")]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Recreate an instance directory from a backup archive (verified first).
+    #[command(
+        after_help = "Example:\n  orgsyncd restore /var/backups/orgsync.osb --dir /srv/orgsync-restored"
+    )]
+    Restore(orgsync_daemon::backup::cli::RestoreArgs),
 }
 
 /// Changes the log filter of the running subscriber.
@@ -83,15 +96,25 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let args: Args = orgsync_keytool::cli::parse_args();
+    if let Some(Cmd::Restore(r)) = &args.command {
+        // The message already names the cause: printed once, not as a chain.
+        let done =
+            orgsync_daemon::backup::cli::restore_cmd(r).map_err(|e| anyhow::anyhow!("{e}"))?;
+        outln!("{done}");
+        return Ok(());
+    }
+    let dir = args
+        .dir
+        .context("no instance directory: pass --dir DIR or set ORGSYNC_DIR")?;
     // Read the config once before the runtime to set up logging; the
     // daemon reads it again and reports errors with file, line and key.
-    let config = Config::load(&args.dir);
+    let config = Config::load(&dir);
     let log_reload = init_logs(config.as_ref().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(args.dir, log_reload))
+    runtime.block_on(run(dir, log_reload))
 }
 
 /// Applies `log.level` changes from orgsync.toml to the subscriber.

@@ -545,6 +545,19 @@ impl Driver<'_> {
                 }
                 self.send_share_outbox();
             }
+            Effect::LogJumped { from, to } => {
+                // Before anything else: no local change may get a number
+                // the partner already holds (see protocol::session).
+                match self.shared.store.jump_log_head(to).await {
+                    Ok(_) => tracing::warn!(partner = %self.peer.name, from, to,
+                        lost = to - from,
+                        "restored from a backup: the partner had applied our log up to {to}, we held {from}; log head moved past it (entries {}..={to} were lost here, the partner keeps its copy)", from + 1),
+                    Err(e) => self.fail(
+                        ErrorCode::Internal,
+                        format!("cannot move the log head: {e}"),
+                    ),
+                }
+            }
             Effect::Share(frame) => self.share_frame(frame),
             Effect::LoadChanges { after, limit } => {
                 if let Err(e) = self.load(after, limit) {
@@ -891,6 +904,13 @@ pub(super) async fn run(
     let mut head_rx = store.subscribe_head();
     let mut config = shared.options.session_config();
     config.features |= shared.policy.hello_features(&peer.org);
+    config.restored = match store.restored_from() {
+        Ok(r) => r.is_some(),
+        Err(e) => {
+            conn.close(CLOSE_SHUTDOWN, b"store error");
+            return ended(format!("cannot read the restored mark: {e}"));
+        }
+    };
     let session = Session::new(
         config,
         keys,

@@ -26,6 +26,7 @@ mod blobs;
 mod commit;
 pub mod format;
 mod keys;
+pub mod snapshot;
 
 pub use blobs::{hash_hex, BlobError, BlobFiles, BlobHash, PartialBlob};
 
@@ -431,15 +432,8 @@ impl Store {
             .map(|v| keys::u64_value("meta", keys::META_HLC, &v))
             .transpose()?
             .unwrap_or(0);
-        let head = match data
-            .scan_prefix([keys::LOG])
-            .next_back()
-            .transpose()
-            .map_err(db_err("read log head"))?
-        {
-            Some((k, _)) => keys::u64_value("log", &k, &k[1..])?,
-            None => 0,
-        };
+        // A restored store may have jumped past its last entry.
+        let head = snapshot::log_head_of(&data)?;
 
         let blob_files = BlobFiles::open(dir.join("blobs"))?;
         let commit =

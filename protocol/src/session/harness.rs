@@ -178,7 +178,7 @@ impl Host {
             };
             match effect {
                 Effect::Established { .. } => self.established.push(effect),
-                Effect::Share(_) => {}
+                Effect::Share(_) | Effect::LogJumped { .. } => {}
                 Effect::LoadChanges { after, limit } => {
                     assert!(self.pending_load.is_none(), "one load at a time");
                     self.pending_load = Some((after, limit));

@@ -319,6 +319,63 @@ fn peer_cursor_beyond_our_log_is_refused() {
     );
 }
 
+/// A session of an instance restored from a backup, head 5, that has
+/// received the peer's Hello saying it applied our log up to `peer_applied`.
+fn restored_meets(peer_applied: u64) -> Session {
+    let config = SessionConfig {
+        restored: true,
+        ..SessionConfig::default()
+    };
+    let cursors = Cursors {
+        local_log_head: 5,
+        applied_from_peer: 3,
+        ..Cursors::default()
+    };
+    let mut s = session_with(config, cursors, Instant::now());
+    s.handle_message(Message::Hello(hello_from_b(peer_applied)), Instant::now())
+        .expect("a restored instance accepts the hello");
+    assert!(s.is_established());
+    s
+}
+
+#[test]
+fn restored_instance_jumps_its_head_past_a_peer_ahead() {
+    let mut s = restored_meets(9);
+    let fx = effects(&mut s);
+    // The jump comes first: the host must move its head before anything else.
+    assert_eq!(fx[0], Effect::LogJumped { from: 5, to: 9 });
+    assert!(matches!(
+        fx[1],
+        Effect::Established {
+            peer_applied_up_to: 9,
+            ..
+        }
+    ));
+    // Nothing of our log is loaded for the peer: it has it all.
+    assert!(!fx.iter().any(|e| matches!(e, Effect::LoadChanges { .. })));
+    // The next local change, number 10, is sent.
+    s.local_log_advanced(10);
+    let fx = effects(&mut s);
+    assert!(
+        fx.contains(&Effect::LoadChanges {
+            after: 9,
+            limit: SessionConfig::default().max_batch_changes
+        }),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn restored_instance_with_a_peer_behind_does_not_jump() {
+    let mut s = restored_meets(4);
+    let fx = effects(&mut s);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::LogJumped { .. })));
+    assert!(fx.contains(&Effect::LoadChanges {
+        after: 4,
+        limit: SessionConfig::default().max_batch_changes
+    }));
+}
+
 #[test]
 fn peer_error_closes_without_answering() {
     let mut s = established(Cursors::default(), 0);

@@ -1,0 +1,10 @@
+//! Fuzz target `backup_archive`: the invariants are in `fuzz/checks.rs` (shared with
+//! the CI test `tests/fuzz_corpus.rs`); seed corpus in `fuzz/corpus/backup_archive/`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../checks.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::backup_archive(data));
