@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use orgsync_protocol::model::{Change, ObjectId};
 
-use super::{db_err, decode_at, keys, StoreError};
+use super::{db_err, decode_at, keys, records, StoreError};
 
 /// Objects or log entries rewritten per batch.
 const CHUNK: usize = 10_000;
@@ -157,13 +157,13 @@ fn prefix_objects(
     let mut n = 0;
     for kv in data.range(start(keys::OBJECTS, after)..[keys::OBJECTS + 1].to_vec()) {
         let (k, v) = kv.map_err(db_err("read objects"))?;
-        let id: [u8; 16] = k[1..].try_into().map_err(|_| StoreError::Corrupt {
-            tree: "objects",
-            key: data_encoding::HEXLOWER.encode(&k),
-            source: orgsync_protocol::codec::CodecError::Malformed {
-                type_name: "object key",
-                reason: format!("{} bytes instead of 17", k.len()),
-            },
+        let id: [u8; 16] = k[1..].try_into().map_err(|_| {
+            records::corrupt(
+                "objects",
+                &k,
+                "object key",
+                format!("{} bytes instead of 17", k.len()),
+            )
         })?;
         let seq = latest.get(&ObjectId(id)).copied().unwrap_or(0);
         let mut value = Vec::with_capacity(8 + v.len());

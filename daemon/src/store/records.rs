@@ -52,7 +52,13 @@ pub(super) fn decode_log_ref(key: &[u8], value: &[u8]) -> Result<ObjectId, Store
     Ok(ObjectId(id))
 }
 
-fn corrupt(tree: &'static str, key: &[u8], type_name: &'static str, reason: String) -> StoreError {
+/// A damaged-entry error for `key` of `tree`.
+pub(super) fn corrupt(
+    tree: &'static str,
+    key: &[u8],
+    type_name: &'static str,
+    reason: String,
+) -> StoreError {
     StoreError::Corrupt {
         tree,
         key: data_encoding::HEXLOWER.encode(key),
