@@ -57,21 +57,22 @@ struct Cursor {
 impl Cursor {
     /// Loads the next page of the local log into `out`; false when caught up.
     fn replay_page(&mut self) -> Result<bool, io::Error> {
+        // Each object written since, once, at its latest local write.
         let page = self
             .store
-            .load_log(self.last, PAGE)
+            .load_page(self.last, PAGE)
             .map_err(|e| io::Error::other(e.to_string()))?;
-        if page.is_empty() {
+        if page.entries.is_empty() {
             return Ok(false);
         }
-        for sc in page {
-            self.last = sc.seq;
+        for (seq, obj) in page.entries {
+            self.last = seq;
             self.out.push_back(event_json(&StoreEvent {
                 origin: Origin::Local,
-                seq: Some(sc.seq),
-                id: sc.change.id,
-                kind: sc.change.kind,
-                deleted: sc.change.deleted.is_some() && sc.change.fields.is_empty(),
+                seq: Some(seq),
+                id: obj.id,
+                kind: obj.kind,
+                deleted: obj.is_deleted(),
             }));
         }
         Ok(true)

@@ -58,17 +58,10 @@ impl PartnerSource for EnginePartners {
                     0
                 } else {
                     store
-                        .load_log(acked, 1)
+                        .load_page(acked, 1)
                         .ok()
-                        .and_then(|entries| entries.into_iter().next())
-                        .and_then(|e| {
-                            e.change
-                                .fields
-                                .values()
-                                .map(|s| s.version)
-                                .chain(e.change.deleted)
-                                .max()
-                        })
+                        .and_then(|page| page.entries.into_iter().next())
+                        .and_then(|(_, obj)| obj.max_version())
                         .map(|v| now.saturating_sub(v.hlc.physical_ms()))
                         .unwrap_or(0)
                 };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use orgsync_protocol::codec::{encode_frame, MAX_FRAME_LEN};
-use orgsync_protocol::model::{FieldKey, Kind, SequencedChange, Value};
+use orgsync_protocol::model::{Change, FieldKey, Kind, SequencedChange, Value};
 use orgsync_protocol::session::{Cursors, Effect, Session, Transmit};
 use orgsync_protocol::share::ShareFrame;
 use orgsync_protocol::wire::{Channel, ErrorCode, ErrorMessage, Message};
@@ -623,32 +623,27 @@ impl Driver<'_> {
         }
     }
 
+    /// Sends the objects written since `after`: each in its current state,
+    /// once, however often it changed since (see
+    /// [`crate::store::Store::load_page`]).
     fn load(&mut self, after: u64, limit: usize) -> Result<(), StoreError> {
         let store = &self.shared.store;
         let head = store.log_head();
-        let mut entries = store.load_log(after, limit)?;
-        entries.retain(|c| c.seq <= head);
-        let up_to = if entries.len() >= limit {
-            entries.last().map(|c| c.seq).unwrap_or(head)
-        } else {
-            head
-        };
+        let page = store.load_page(after, limit)?;
+        let up_to = page.up_to.min(head);
         let policy = &self.shared.policy;
-        if !policy.shares_everything(&self.peer.org) {
-            let mut kept = Vec::with_capacity(entries.len());
-            for c in entries {
-                // Decide on the object as it is now; a deleted object's
-                // tombstone goes to whoever may see the object.
-                let shares = match store.get(c.change.id)? {
-                    Some(obj) => policy.shares(&self.peer.org, &obj),
-                    None => false,
-                };
-                if shares {
-                    kept.push(c);
-                }
-            }
-            entries = kept;
-        }
+        let everything = policy.shares_everything(&self.peer.org);
+        let entries: Vec<SequencedChange> = page
+            .entries
+            .into_iter()
+            // Decided on the object as it is now; a deleted object's
+            // tombstone goes to whoever may see the object.
+            .filter(|(seq, obj)| *seq <= head && (everything || policy.shares(&self.peer.org, obj)))
+            .map(|(seq, obj)| SequencedChange {
+                seq,
+                change: Change::from_object(&obj),
+            })
+            .collect();
         crate::metrics::add(
             &self.shared.options.metrics.changes_sent,
             entries.len() as u64,

@@ -16,6 +16,9 @@
 //!    single-tree layout; no version recorded.
 //! 2. one tree, keys tagged by section (see `keys.rs`); releases up to the
 //!    one that introduced this module recorded no version either.
+//! 3. the log holds references to objects instead of copies of changes,
+//!    and each object record starts with the seq of its latest local
+//!    write (see `records.rs`, migration in `migrate_refs.rs`).
 //!
 //! Adding format N+1: bump [`CURRENT`], append a [`Migration`] from N, and
 //! keep a store written by the release before the bump as a fixture in
@@ -25,7 +28,7 @@ use super::{db_err, keys, StoreError};
 
 /// The format this build writes. Stores of an older format are migrated
 /// on open; a newer one is refused.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 /// What [`upgrade`] found and did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,11 +53,18 @@ struct Migration {
     run: fn(&sled::Db, &sled::Tree) -> Result<(), StoreError>,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    from: 1,
-    what: "one tree per section to a single tree",
-    run: super::migrate_legacy_trees,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 1,
+        what: "one tree per section to a single tree",
+        run: super::migrate_legacy_trees,
+    },
+    Migration {
+        from: 2,
+        what: "log entries become references to objects",
+        run: super::migrate_refs::run,
+    },
+];
 
 /// Finds the store's format and migrates it to [`CURRENT`] (see the module
 /// documentation). A new, empty store is stamped with [`CURRENT`].

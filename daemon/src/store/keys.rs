@@ -7,8 +7,11 @@
 //! write sets; profiling showed 50–60% of replication CPU there).
 //!
 //! Each key starts with a one-byte section tag:
-//! - `o` ++ ObjectId (16 bytes) → encoded `Object`
-//! - `l` ++ seq (u64 big-endian, so keys sort by seq) → encoded `Change`
+//! - `o` ++ ObjectId (16 bytes) → seq (u64 BE) ++ encoded `Object`: the
+//!   seq of the object's latest local log entry (0: never written here)
+//! - `l` ++ seq (u64 big-endian, so keys sort by seq) → ObjectId (16
+//!   bytes): a reference to the object written, whose current state is
+//!   what gets sent (format 3; format 2 stored a copy of the `Change`)
 //! - `c` ++ OrgId (32) ++ tag (1) → u64 big-endian
 //! - `i` ++ OrgId (32) ++ partner seq (u64 BE) → encoded `Change`
 //! - `b` ++ BLAKE3 hash (32) → encoded `BlobEntry`
@@ -47,6 +50,9 @@ pub(super) const META_HLC: &[u8] = b"mhlc";
 pub(super) const META_FORMAT: &[u8] = b"mformat";
 /// The instance id this store belongs to (u64 BE).
 pub(super) const META_INSTANCE: &[u8] = b"minstance";
+/// Progress of the format 2 to 3 migration while it runs (see
+/// `migrate_refs.rs`); absent otherwise.
+pub(super) const META_MIGRATE_3: &[u8] = b"mmigrate3";
 
 /// Cursor tag: applied from the partner's log.
 pub(super) const CURSOR_APPLIED: u8 = b'a';

@@ -6,16 +6,22 @@
 //! - [`Store::write`] and [`Store::apply_from_partner`] return only once
 //!   what they wrote is durable (group commit: concurrent callers share one
 //!   flush; see the `commit` module).
-//! - A local write merges into the objects and appends to the log in one
-//!   sled batch; applying a partner's batch merges into the objects and
+//! - A local write merges into the objects and appends a reference to the
+//!   object (its id, 16 bytes) to the log in one sled batch, instead of a
+//!   copy of the change (store format 3, see the `records` module); applying a partner's batch merges into the objects and
 //!   advances that partner's cursor in one batch. Every section lives in
 //!   one tree (see the `keys` module) and sled applies a batch atomically,
 //!   so a crash never keeps one half without the other. All batches are
 //!   built and applied under the writer lock, so the reads they are based
 //!   on cannot go stale.
-//! - The log is append-only, numbered from 1 without gaps. Readers
-//!   ([`Store::load_log`], [`Store::log_head`], [`Store::subscribe_head`])
-//!   only ever see durable entries, so a change sent to a partner can never
+//! - The log is a changes feed: each object written here has one entry,
+//!   at the seq of its latest local write (a write removes the object's
+//!   previous entry in the same batch), so seqs only grow but have gaps.
+//!   Readers ([`Store::load_log`], [`Store::load_page`]) get each object's
+//!   current state at that seq: an object changed ten times before a
+//!   partner catches up is sent once. Readers only ever see durable
+//!   entries (an object whose record names a seq beyond the durable head
+//!   is left for the next read), so a change sent to a partner can never
 //!   be lost locally by a crash and its number reused.
 //! - Changes received from partners are *not* appended to the local log:
 //!   each instance sends only its own writes, so nothing echoes back and
@@ -26,6 +32,8 @@ mod blobs;
 mod commit;
 pub mod format;
 mod keys;
+mod migrate_refs;
+mod records;
 pub mod snapshot;
 
 pub use blobs::{hash_hex, BlobError, BlobFiles, BlobHash, PartialBlob};
@@ -123,6 +131,13 @@ pub enum StoreError {
     NoMigration {
         /// The store's format.
         from: u32,
+    },
+    /// The mark of an interrupted format 2 to 3 migration is not one this
+    /// build wrote.
+    #[error("the store's migration mark is unreadable ({value}): the store was changed by something other than orgsync")]
+    MigrationMark {
+        /// Hex of the stored mark.
+        value: String,
     },
     /// The recorded format version is not a 4-byte number.
     #[error("the store's format version is unreadable ({len} bytes, expected 4)")]
@@ -241,6 +256,16 @@ pub struct WriteReceipt {
     pub changes: Vec<SequencedChange>,
     /// The objects after the write, in the order of the changes.
     pub objects: Vec<Object>,
+}
+
+/// One page of the log (see [`Store::load_page`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogPage {
+    /// Each object written in the page, in its current state, at the seq
+    /// of its latest local write, in seq order.
+    pub entries: Vec<(u64, Object)>,
+    /// Every entry up to this seq was read: the next page starts after it.
+    pub up_to: u64,
 }
 
 /// What applying a partner's batch did.
@@ -560,11 +585,9 @@ impl Store {
             let mut batch = sled::Batch::default();
             let mut merged = Merged::default();
             for (i, change) in changes.iter().enumerate() {
-                let bytes = encode_as("change", change)?;
-                batch.insert(&keys::log(first + i as u64)[..], bytes);
                 // A local write is logged even when it changes nothing:
                 // governance re-logs whole objects to send them onward.
-                merged.merge(&self.inner.data, &mut batch, change)?;
+                merged.merge(&self.inner.data, &mut batch, change, Some(first + i as u64))?;
             }
             batch.insert(keys::META_HLC, &w.clock.last().0.to_be_bytes());
             self.inner
@@ -696,7 +719,7 @@ impl Store {
                 }
                 match d {
                     Incoming::Apply => {
-                        let (obj, changed) = match merged.merge(data, &mut batch, &c.change) {
+                        let (obj, changed) = match merged.merge(data, &mut batch, &c.change, None) {
                             Ok(r) => r,
                             // A partner's change that cannot merge (another
                             // kind for a known id) is refused alone: failing
@@ -840,26 +863,56 @@ impl Store {
         self.inner.events.subscribe()
     }
 
-    /// Up to `limit` durable log entries with `seq > after`, in order.
-    pub fn load_log(&self, after: u64, limit: usize) -> Result<Vec<SequencedChange>, StoreError> {
+    /// Up to `limit` objects written here since `after`, each in its
+    /// current state at the seq of its latest durable local write, in seq
+    /// order; `up_to` says how far the log was read. An entry whose object
+    /// was written again since (its record names a later seq) or erased
+    /// ([`Store::purge`]) is passed over: the later entry sends it, or
+    /// there is nothing left to send.
+    pub fn load_page(&self, after: u64, limit: usize) -> Result<LogPage, StoreError> {
         let head = self.log_head();
+        let mut page = LogPage {
+            entries: Vec::new(),
+            up_to: after,
+        };
         if after >= head || limit == 0 {
-            return Ok(Vec::new());
+            return Ok(page);
         }
-        let from = keys::log(after + 1);
-        let to = keys::log(head);
-        self.inner
-            .data
-            .range(from..=to)
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv.map_err(db_err("read log"))?;
-                Ok(SequencedChange {
-                    seq: keys::u64_value("log", &k, &k[1..])?,
-                    change: decode_at("log", &k, &v)?,
-                })
+        let data = &self.inner.data;
+        for kv in data.range(keys::log(after + 1)..=keys::log(head)) {
+            let (k, v) = kv.map_err(db_err("read log"))?;
+            let seq = keys::u64_value("log", &k, &k[1..])?;
+            let id = records::decode_log_ref(&k, &v)?;
+            page.up_to = seq;
+            let key = keys::object(&id);
+            let Some(value) = data.get(key).map_err(db_err("read object"))? else {
+                continue;
+            };
+            let (latest, obj) = records::decode_object(&key, &value)?;
+            if latest != seq {
+                continue;
+            }
+            page.entries.push((seq, obj));
+            if page.entries.len() >= limit {
+                return Ok(page);
+            }
+        }
+        page.up_to = head;
+        Ok(page)
+    }
+
+    /// [`Store::load_page`]'s entries as changes: each object's whole
+    /// state (a valid change for the state-based merge, deletion included).
+    pub fn load_log(&self, after: u64, limit: usize) -> Result<Vec<SequencedChange>, StoreError> {
+        Ok(self
+            .load_page(after, limit)?
+            .entries
+            .iter()
+            .map(|(seq, obj)| SequencedChange {
+                seq: *seq,
+                change: Change::from_object(obj),
             })
-            .collect()
+            .collect())
     }
 
     // -----------------------------------------------------------------
@@ -874,7 +927,7 @@ impl Store {
             .get(keys::object(&id))
             .map_err(db_err("read object"))?
         {
-            Some(v) => Ok(Some(decode_at("objects", &id.0, &v)?)),
+            Some(v) => Ok(Some(records::decode_object(&id.0, &v)?.1)),
             None => Ok(None),
         }
     }
@@ -903,7 +956,7 @@ impl Store {
                 break;
             }
             let (k, v) = kv.map_err(db_err("read objects"))?;
-            let obj: Object = decode_at("objects", &k, &v)?;
+            let (_, obj) = records::decode_object(&k, &v)?;
             if kind.is_none_or(|k| k == obj.kind) && !obj.is_deleted() {
                 out.push(obj);
             }
@@ -1014,7 +1067,7 @@ impl Store {
             for id in ids {
                 let key = keys::object(id);
                 if let Some(v) = self.inner.data.get(key).map_err(db_err("read object"))? {
-                    let obj: Object = decode_at("objects", &key, &v)?;
+                    let (_, obj) = records::decode_object(&key, &v)?;
                     batch.remove(&key[..]);
                     gone.push((obj.id, obj.kind));
                 }
@@ -1050,26 +1103,35 @@ impl Store {
 struct Merged {
     /// The objects after each merge, in order.
     objects: Vec<Object>,
-    /// Index in `objects` of the latest state of each object merged.
-    latest: HashMap<ObjectId, usize>,
+    /// Index in `objects` of the latest state of each object merged, and
+    /// the seq its record names.
+    latest: HashMap<ObjectId, (usize, u64)>,
 }
 
 impl Merged {
-    /// Merges `change` into the object as of this batch (or as stored), adds
-    /// the result to `batch` when it differs from what was there, and
-    /// returns it with whether it changed anything.
+    /// Merges `change` into the object as of this batch (or as stored) and
+    /// returns the result with whether it changed anything.
+    ///
+    /// A local write (`local_seq`) always stores the object with its new
+    /// seq, appends the log reference and removes the object's previous
+    /// entry: the log keeps one entry per object. A partner's change stores
+    /// the object only when it changed, keeping its seq.
     fn merge(
         &mut self,
         data: &sled::Tree,
         batch: &mut sled::Batch,
         change: &Change,
+        local_seq: Option<u64>,
     ) -> Result<(&Object, bool), StoreError> {
         let key = keys::object(&change.id);
-        let existing = match self.latest.get(&change.id) {
-            Some(&i) => Some(self.objects[i].clone()),
+        let (existing, seq) = match self.latest.get(&change.id) {
+            Some(&(i, seq)) => (Some(self.objects[i].clone()), seq),
             None => match data.get(key).map_err(db_err("read object"))? {
-                Some(v) => Some(decode_at::<Object>("objects", &key, &v)?),
-                None => None,
+                Some(v) => {
+                    let (seq, obj) = records::decode_object(&key, &v)?;
+                    (Some(obj), seq)
+                }
+                None => (None, 0),
             },
         };
         let obj =
@@ -1079,10 +1141,23 @@ impl Merged {
             })?;
         // Merge output is in normal form: equal objects are equal values.
         let changed = existing.as_ref() != Some(&obj);
-        if changed {
-            batch.insert(&key[..], encode_as("object", &obj)?);
-        }
-        self.latest.insert(change.id, self.objects.len());
+        let seq = match local_seq {
+            Some(new) => {
+                if seq != 0 && seq != new {
+                    batch.remove(&keys::log(seq)[..]);
+                }
+                batch.insert(&keys::log(new)[..], &change.id.0[..]);
+                batch.insert(&key[..], records::encode_object(new, &obj)?);
+                new
+            }
+            None => {
+                if changed {
+                    batch.insert(&key[..], records::encode_object(seq, &obj)?);
+                }
+                seq
+            }
+        };
+        self.latest.insert(change.id, (self.objects.len(), seq));
         self.objects.push(obj);
         // Just pushed.
         Ok((&self.objects[self.objects.len() - 1], changed))

@@ -83,7 +83,7 @@ pub fn objects_of(trees: &[Tree]) -> Result<Vec<Object>, StoreError> {
         }
         for (k, v) in entries {
             if k.first() == Some(&keys::OBJECTS) {
-                let obj: Object = decode_at("objects", k, v)?;
+                let (_, obj) = super::records::decode_object(k, v)?;
                 if !obj.is_deleted() {
                     out.push(obj);
                 }
