@@ -128,6 +128,9 @@ fn hostile_peers_are_refused_and_the_daemon_keeps_serving() {
         wait_for("the genuine batch to be applied", STEP, || {
             has(&a, id).then_some(())
         });
+        wait_for("the applied count to include it", STEP, || {
+            (applied() > before).then_some(())
+        });
         assert_eq!(applied(), before + 1, "the genuine change applied once");
         let head = a.log_head();
         let mut seq = 1;
@@ -146,6 +149,11 @@ fn hostile_peers_are_refused_and_the_daemon_keeps_serving() {
         drop(conn);
         let again = rogue.connect();
         replay_then_marker(&again);
+        // The applier counts a batch just after the store makes it
+        // visible: wait for the count to catch up with the markers seen.
+        wait_for("the applied count to include both markers", STEP, || {
+            (applied() >= before + 3).then_some(())
+        });
         assert_eq!(
             applied(),
             before + 3,

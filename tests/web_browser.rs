@@ -1,7 +1,8 @@
 //! The web console driven by real headless Chromium through WebDriver
 //! (`/usr/bin/chromedriver`, installed by `testkit/install-browser.sh`):
 //! an admin signs in with password and TOTP code, sees Home, Incoming, Partners and
-//! About at desktop and phone width; screenshots go to `docs/screenshots/`.
+//! About at desktop and phone width; screenshots of Outgoing and of Home
+//! at phone width go to `docs/screenshots/`.
 
 mod support;
 #[path = "support/web.rs"]
@@ -56,7 +57,6 @@ fn chromium_signs_in_with_password_and_totp_and_screenshots_each_page() {
 
     b.goto(&format!("{base}/"));
     assert!(b.url().ends_with("/login"), "not signed in: {}", b.url());
-    shot("login");
     b.type_into("#name", "ada");
     b.type_into("#password", PW);
     b.click("button[type=submit]");
@@ -78,18 +78,17 @@ fn chromium_signs_in_with_password_and_totp_and_screenshots_each_page() {
         b.source().contains("web.login"),
         "the sign-in is in the audit log"
     );
-    // home.png and incoming.png come from web_browser_flow.rs (with data).
+    // login, home and incoming come from web_browser_flow.rs, partners and
+    // about from web_browser_partners.rs (each with data): one writer each.
     b.goto(&format!("{base}/incoming"));
     assert!(b.source().contains("Nothing waiting."));
     b.goto(&format!("{base}/partners"));
     assert!(b.source().contains("Pending (refused at the handshake)"));
-    shot("partners");
     b.goto(&format!("{base}/about"));
     assert!(
         b.source().contains(&a.account()),
         "About shows the account number"
     );
-    shot("about");
     let vip = a.put("flag", &["--set", "name=VIP"]);
     a.put("flag", &["--set", "name=Volunteers"]);
     a.put("contact", &["--set", "first_name=Ada", "--flag", &vip]);

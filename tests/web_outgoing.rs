@@ -1,7 +1,8 @@
 //! End-to-end tests of the web console's Outgoing page against two real
 //! paired `orgsyncd` daemons on loopback: a flag shared through the Share
 //! checklist reaches the partner, UnShare stops the updates, a viewer's POST
-//! is refused, and a bad form value is refused with nothing stored.
+//! is refused, and a bad form value is refused with nothing stored; picked
+//! records and a one-time share code made on the page reach the partner.
 
 mod support;
 #[path = "support/web.rs"]
@@ -190,6 +191,65 @@ fn outgoing_share_and_unshare_a_flag_reach_and_stop_at_the_partner() {
         !inbox.contains(&bea),
         "Bea was flagged after UnShare and must not reach Globex: {inbox:?}"
     );
+
+    // Picked records: two ids in one field, one share with a rule each.
+    let cy = a.put("contact", &["--set", "first_name=Cy"]);
+    let di = a.put("contact", &["--set", "first_name=Di"]);
+    let r = ada.post(
+        "/outgoing/share",
+        &[
+            ("csrf", &csrf),
+            ("partner", &acct),
+            ("rule_type", "object"),
+            ("rule_value", &format!("{cy}, {di}")),
+            ("access", "on-loan"),
+        ],
+        From::SameOrigin,
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    wait_for("the two picked records at Globex", SYNC, || {
+        let inbox = inbox_ids(&b);
+        (inbox.contains(&cy) && inbox.contains(&di)).then_some(())
+    });
+
+    // A one-time share code: a bad validity is refused next to its field;
+    // a good one shows the code once, and Globex redeeming it receives Eve.
+    let eve = a.put("contact", &["--set", "first_name=Eve"]);
+    let code_form = |minutes: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("partner", "code".to_string()),
+            ("code_minutes", minutes.to_string()),
+            ("rule_type", "object".to_string()),
+            ("rule_value", eve.clone()),
+            ("access", "on-loan".to_string()),
+        ]
+    };
+    let bad = code_form("0");
+    let bad: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = ada.post("/outgoing/share", &bad, From::SameOrigin);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("id=\"err-code_minutes\""), "{}", r.body);
+    let good = code_form("60");
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = ada.post("/outgoing/share", &good, From::SameOrigin);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let code = r
+        .body
+        .split("Share code ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .expect("the share code on the page")
+        .to_string();
+    assert!(
+        !ada.get("/outgoing").body.contains(&code),
+        "the code is shown once"
+    );
+    b.cli_ok(&["share", "redeem", &a.account(), &code]);
+    wait_for("Eve at Globex after the code is redeemed", SYNC, || {
+        inbox_ids(&b).contains(&eve).then_some(())
+    });
+
     eprintln!(
         "web outgoing: viewer POST 403, 2 bad form values 400 (store unchanged, no share); Share via checklist -> record + flag in partner inbox in {:.1}s; UnShare -> checklist empty, earlier records withdrawn and a record flagged later not sent (marker arrived; partner inbox holds {} item); audited who=ada; {:.1}s total",
         arrive.as_secs_f64(),

@@ -3,8 +3,8 @@
 //! log with filters.
 //!
 //! The terms dialog is a `<dialog>` element the server renders open
-//! (`/?terms=SHARE`): the console's content security policy allows no
-//! script, so the dialog is also its own confirmation page. Nothing of a
+//! (`/?terms=SHARE`), so it needs no script (the console's pages all work
+//! without JavaScript): the dialog is also its own confirmation page. Nothing of a
 //! share with terms is released until an admin ticks the box and accepts.
 //! Every change goes through the functions `orgsync share accept-terms`
 //! and `orgsync share redeem` call ([`crate::governance::shares`]), and

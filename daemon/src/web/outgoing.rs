@@ -33,13 +33,18 @@ use crate::governance::{GovError, Governance};
 /// Most flags listed (a page of the store scan).
 const MAX_FLAGS: usize = 1000;
 /// The kinds of rule the new-share form offers, with their labels.
-const RULE_TYPES: [(&str, &str); 5] = [
+const RULE_TYPES: [(&str, &str); 6] = [
     ("flag", "Flag"),
     ("kind", "Kind"),
     ("role", "Role"),
     ("category", "Category"),
     ("organization", "Organization"),
+    ("object", "Picked records"),
 ];
+/// Most records one New share form may pick (each is one rule).
+const MAX_PICKED: usize = 500;
+/// Longest validity of a share code made here, in minutes (30 days).
+const MAX_CODE_MINUTES: u64 = 30 * 24 * 60;
 
 pub(super) fn routes() -> Router<WebState> {
     Router::new()
@@ -305,8 +310,12 @@ fn view(
                     @for (pname, org) in &partners {
                         option value=(org.account_number()) selected[draft.get("partner") == org.account_number()] { (pname) }
                     }
+                    option value="code" selected[draft.get("partner") == "code"] { "Nobody yet: make a one-time share code" }
                 }
                 (draft.error_at("partner"))
+                label for="code_minutes" { "Share code valid for (minutes; only for a share code)" }
+                input id="code_minutes" name="code_minutes" type="number" min="1" max=(MAX_CODE_MINUTES) value=(Some(draft.get("code_minutes")).filter(|v| !v.is_empty()).unwrap_or("1440"));
+                (draft.error_at("code_minutes"))
                 label for="rule_type" { "Share by" }
                 select id="rule_type" name="rule_type" {
                     @for (v, l) in RULE_TYPES {
@@ -314,7 +323,7 @@ fn view(
                     }
                 }
                 (draft.error_at("rule_type"))
-                label for="rule_value" { "Which (flag or organization id; kind, role or category name)" }
+                label for="rule_value" { "Which (flag or organization id; kind, role or category name; picked records' ids, separated by commas or spaces)" }
                 input id="rule_value" name="rule_value" value=(draft.get("rule_value")) required;
                 (draft.error_at("rule_value"))
                 label for="access" { "Access type" }
@@ -336,25 +345,65 @@ fn view(
     (status, layout("Outgoing", "outgoing", Some(a), body)).into_response()
 }
 
-/// The new-share form's rule, or the field at fault and why.
-fn parse_rule(form: &HashMap<String, String>) -> Result<Selector, (&'static str, String)> {
+/// The new-share form's rules (one, or one per picked record), or the
+/// field at fault and why.
+fn parse_rules(form: &HashMap<String, String>) -> Result<Vec<Selector>, (&'static str, String)> {
     let t = field(form, "rule_type");
     let v = field(form, "rule_value");
     if !RULE_TYPES.iter().any(|(k, _)| *k == t) {
         return Err((
             "rule_type",
-            format!("{t:?} is not a way to share (flag, kind, role, category or organization)."),
+            format!(
+                "{t:?} is not a way to share (flag, kind, role, category, organization or picked records)."
+            ),
         ));
     }
     if v.is_empty() {
         return Err((
             "rule_value",
-            "Say which flag, kind, role, category or organization to share.".into(),
+            "Say which flag, kind, role, category, organization or records to share.".into(),
         ));
     }
-    format!("{t}:{v}")
-        .parse::<Selector>()
-        .map_err(|e| ("rule_value", format!("Not shared: {e}.")))
+    let values: Vec<&str> = if t == "object" {
+        v.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        vec![v]
+    };
+    if values.len() > MAX_PICKED {
+        return Err((
+            "rule_value",
+            format!(
+                "{} records picked; one share takes at most {MAX_PICKED} (share a flag instead).",
+                values.len()
+            ),
+        ));
+    }
+    let mut rules = Vec::with_capacity(values.len());
+    for one in values {
+        let rule = format!("{t}:{one}")
+            .parse::<Selector>()
+            .map_err(|e| ("rule_value", format!("Not shared: {e}.")))?;
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+    Ok(rules)
+}
+
+/// The minutes a new share code stays valid, from the form.
+fn code_minutes(form: &HashMap<String, String>) -> Result<u64, String> {
+    let v = field(form, "code_minutes");
+    if v.is_empty() {
+        return Ok(24 * 60);
+    }
+    match v.parse::<u64>() {
+        Ok(m) if (1..=MAX_CODE_MINUTES).contains(&m) => Ok(m),
+        _ => Err(format!(
+            "{v:?} is not a number of minutes from 1 to {MAX_CODE_MINUTES}."
+        )),
+    }
 }
 
 async fn new_share(
@@ -380,17 +429,25 @@ async fn new_share(
         };
         view(&st, &a, &HashMap::new(), None, draft, status)
     };
-    let partner = match g.resolve_partner(field(&form, "partner")) {
-        Ok(p) => p,
-        Err(e) => {
-            return redo(
-                "partner",
-                format!("Not shared: {e}."),
-                StatusCode::BAD_REQUEST,
-            )
+    // "code": no partner yet, a one-time share code instead.
+    let (partner, code_valid_ms) = if field(&form, "partner") == "code" {
+        match code_minutes(&form) {
+            Ok(m) => (None, Some(m * 60_000)),
+            Err(msg) => return redo("code_minutes", msg, StatusCode::BAD_REQUEST),
+        }
+    } else {
+        match g.resolve_partner(field(&form, "partner")) {
+            Ok(p) => (Some(p), None),
+            Err(e) => {
+                return redo(
+                    "partner",
+                    format!("Not shared: {e}."),
+                    StatusCode::BAD_REQUEST,
+                )
+            }
         }
     };
-    let rule = match parse_rule(&form) {
+    let rules = match parse_rules(&form) {
         Ok(r) => r,
         Err((at, msg)) => return redo(at, msg, StatusCode::BAD_REQUEST),
     };
@@ -406,22 +463,39 @@ async fn new_share(
     };
     let terms = Some(field(&form, "terms").to_string()).filter(|t| !t.is_empty());
     let req = NewShare {
-        partners: vec![partner],
-        selection: Selection { rules: vec![rule] },
+        partners: partner.into_iter().collect(),
+        selection: Selection { rules },
         access,
         terms,
         label: field(&form, "label").to_string(),
         request: None,
-        code_valid_ms: None,
+        code_valid_ms,
         by: a.name().to_string(),
     };
     match shares::create(g, req).await {
+        // Shown once, in this response only: a redirect would put the
+        // code in the URL (history, logs).
+        Ok(c) if c.code.is_some() => {
+            let code = c.code.unwrap_or_default();
+            let minutes = code_valid_ms.unwrap_or(0) / 60_000;
+            let msg = format!(
+                "Share code {code}: give it to the partner once (valid {minutes} minutes; they redeem it on their Home page or with `orgsync share redeem`). It is not shown again."
+            );
+            view(
+                &st,
+                &a,
+                &HashMap::new(),
+                Some((true, msg)),
+                Draft::default(),
+                StatusCode::OK,
+            )
+        }
         Ok(c) => see_other(
             &format!(
                 "/outgoing?done={}",
                 urlencode(&format!(
                     "Shared with {}: {} record(s) sent now.",
-                    g.partner_name(&partner),
+                    partner.map(|p| g.partner_name(&p)).unwrap_or_default(),
                     c.objects
                 ))
             ),
