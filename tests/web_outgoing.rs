@@ -251,7 +251,7 @@ fn outgoing_share_and_unshare_a_flag_reach_and_stop_at_the_partner() {
     });
 
     eprintln!(
-        "web outgoing: viewer POST 403, 2 bad form values 400 (store unchanged, no share); Share via checklist -> record + flag in partner inbox in {:.1}s; UnShare -> checklist empty, earlier records withdrawn and a record flagged later not sent (marker arrived; partner inbox holds {} item); audited who=ada; {:.1}s total",
+        "web outgoing: viewer POST 403, 2 bad form values 400 (store unchanged, no share); Share via checklist -> record + flag in partner inbox in {:.1}s; UnShare -> checklist empty, earlier records withdrawn and a record flagged later not sent (marker arrived; partner inbox holds {} item); audited who=ada; 2 picked records shared in one form and arrived; a share code refused with 0 minutes, shown once with 60, redeemed by the partner and its record arrived; {:.1}s total",
         arrive.as_secs_f64(),
         inbox.len(),
         t0.elapsed().as_secs_f64()
