@@ -13,6 +13,7 @@ mod baseline;
 mod cluster;
 mod keepalive;
 mod machine;
+mod peers;
 mod procs;
 mod progress;
 mod report;
@@ -79,6 +80,9 @@ enum Command {
     FanOut,
     /// 7. Scenarios 1 and 2 with 10k, 100k and 1M objects already stored.
     Growth,
+    /// Scenarios 1-3, then PouchDB and Syncthing on the same workloads
+    /// (the ones installed by bench/peers/install.sh) and orgsync ÷ peer.
+    Peers,
     /// Runs one scenario in this process and prints its rows as JSON (the
     /// other commands start one such process per scenario).
     #[command(hide = true)]
@@ -103,6 +107,8 @@ enum Unit {
     Memory,
     FanOut,
     Growth,
+    /// PouchDB and Syncthing (whichever is installed).
+    Peers,
 }
 
 impl Unit {
@@ -110,7 +116,15 @@ impl Unit {
     fn of(command: &Command) -> Vec<Unit> {
         use Unit::*;
         match command {
-            Command::All => vec![Replication, Latency, ResumeFile, Memory, FanOut, Growth],
+            Command::All => vec![
+                Replication,
+                Latency,
+                ResumeFile,
+                Memory,
+                FanOut,
+                Growth,
+                Peers,
+            ],
             Command::Baselines | Command::Scenario { .. } => vec![],
             Command::Replication => vec![Replication],
             Command::Latency => vec![Latency],
@@ -119,6 +133,7 @@ impl Unit {
             Command::Memory => vec![Memory],
             Command::FanOut => vec![FanOut],
             Command::Growth => vec![Growth],
+            Command::Peers => vec![Replication, Latency, ResumeFile, Peers],
         }
     }
 
@@ -131,6 +146,7 @@ impl Unit {
             Unit::InitialSync | Unit::Memory => "4-5 initial sync",
             Unit::FanOut => "6 fan-out",
             Unit::Growth => "7 growth",
+            Unit::Peers => "peers",
         }
     }
 
@@ -159,6 +175,7 @@ impl Unit {
                 sizes.fan_out, sizes.partners
             ),
             Unit::Growth => format!("scenario 7: cost growth with {:?} stored...", sizes.growth),
+            Unit::Peers => "peers: PouchDB and Syncthing...".into(),
         }
     }
 
@@ -167,6 +184,7 @@ impl Unit {
     /// tiny size.
     fn deadline(self, tiny: bool) -> Duration {
         let minutes = match (tiny, self) {
+            (_, Unit::Peers) => return peers::deadline(tiny),
             (true, _) => 3,
             (false, Unit::Replication | Unit::Latency | Unit::ResumeFile | Unit::FanOut) => 5,
             (false, Unit::InitialSync | Unit::Memory) => 10,
@@ -188,6 +206,7 @@ struct Sizes {
     growth: Vec<u64>,
     growth_replication: u64,
     growth_latency: usize,
+    peers: peers::Sizes,
 }
 
 impl Sizes {
@@ -204,6 +223,7 @@ impl Sizes {
                 growth: vec![1_000, 5_000],
                 growth_replication: 2_000,
                 growth_latency: 20,
+                peers: peers::Sizes::new(true),
             }
         } else {
             Sizes {
@@ -217,6 +237,7 @@ impl Sizes {
                 growth: vec![10_000, 100_000, 1_000_000],
                 growth_replication: 50_000,
                 growth_latency: 300,
+                peers: peers::Sizes::new(false),
             }
         }
     }
@@ -276,7 +297,7 @@ const RTT50: &str = "baseline: raw quinn round trip p50";
 const RTT99: &str = "baseline: raw quinn round trip p99";
 
 /// Runs one scenario in this process.
-async fn run_unit(unit: Unit, b: Baselines, sizes: &Sizes) -> Result<Vec<Row>> {
+async fn run_unit(unit: Unit, b: Baselines, sizes: Sizes, deadline: Duration) -> Result<Vec<Row>> {
     match unit {
         Unit::Replication => scenarios::replication(sizes.replication, b.sled).await,
         Unit::Latency => scenarios::latency(sizes.latency, b.rtt50, b.rtt99).await,
@@ -293,6 +314,20 @@ async fn run_unit(unit: Unit, b: Baselines, sizes: &Sizes) -> Result<Vec<Row>> {
             );
             scenarios::cost_growth(g, rep, lat, b.sled, rtt).await
         }
+        Unit::Peers => {
+            // The peers' waits end a little before the deadline, so their
+            // processes are stopped before this process exits; Ctrl-C ends
+            // them the same way.
+            let end = Instant::now() + deadline.saturating_sub(Duration::from_secs(5));
+            let ctrl_c = tokio::spawn(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    peers::interrupt();
+                }
+            });
+            let rows = tokio::task::spawn_blocking(move || peers::run(&sizes.peers, end)).await;
+            ctrl_c.abort();
+            rows.context("the peers' thread panicked")?
+        }
     }
 }
 
@@ -305,7 +340,7 @@ async fn run_unit_here(
     deadline: Duration,
 ) -> Result<Vec<Row>> {
     let sizes = Sizes::new(tiny);
-    match tokio::time::timeout(deadline, run_unit(unit, b, &sizes)).await {
+    match tokio::time::timeout(deadline, run_unit(unit, b, sizes, deadline)).await {
         Ok(rows) => rows,
         Err(_) => Err(anyhow!(
             "no result within {} s; was waiting for: {}",
@@ -487,8 +522,15 @@ fn main() -> Result<()> {
     println!(
         "daemons: scenarios 4-5 run each daemon as its own orgsyncd process (RSS per process); 1-3, 6, 7 run whole instances in one bench process per scenario (separate dirs, stores, QUIC endpoints on loopback)"
     );
+    let ratios = peers::ratios(&rows);
+    rows.extend(ratios);
     print!("{}", report::render(&rows));
-    if let Some(failed) = rows.iter().find(|r| r.value.is_nan()) {
+    // Rows without a figure but without a verdict (a peer not installed)
+    // are not failures.
+    if let Some(failed) = rows
+        .iter()
+        .find(|r| r.value.is_nan() && r.pass == Some(false))
+    {
         // The table is printed; the exit status still says a scenario broke.
         bail!("{}", failed.scenario);
     }
