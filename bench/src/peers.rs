@@ -314,15 +314,21 @@ mod tests {
             row(SYNCTHING_RATE, 200.0),
         ];
         let r = ratios(&rows);
-        assert_eq!(r.len(), 4);
-        assert_eq!(r[0].ratio(), Some(12.5));
-        assert_eq!(r[0].pass, Some(true));
-        assert_eq!(r[1].ratio(), Some(0.05));
-        assert_eq!(r[1].pass, Some(true));
-        assert_eq!(r[2].ratio(), Some(0.2));
-        assert_eq!(r[2].pass, Some(false));
-        assert_eq!(r[3].ratio(), Some(1.5));
-        assert_eq!(r[3].pass, Some(true));
+        let got: Vec<(f64, Option<bool>)> = r
+            .iter()
+            .map(|row| (row.ratio().unwrap_or(f64::NAN), row.pass))
+            .collect();
+        let want = [
+            (12.5, Some(true)),
+            (0.05, Some(true)),
+            (0.2, Some(false)),
+            (1.5, Some(true)),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for ((ratio, pass), (want_ratio, want_pass)) in got.iter().zip(want) {
+            assert!((ratio - want_ratio).abs() < 1e-9, "{got:?}");
+            assert_eq!(*pass, want_pass, "{got:?}");
+        }
     }
 
     #[test]
