@@ -80,8 +80,9 @@ enum Command {
     FanOut,
     /// 7. Scenarios 1 and 2 with 10k, 100k and 1M objects already stored.
     Growth,
-    /// Scenarios 1-3, then PouchDB and Syncthing on the same workloads
-    /// (the ones installed by bench/peers/install.sh) and orgsync ÷ peer.
+    /// Scenarios 1-3 and PouchDB and Syncthing on the same workloads (those
+    /// installed by bench/peers/install.sh), each peer right after the
+    /// scenarios it is compared with, then orgsync ÷ peer.
     Peers,
     /// Runs one scenario in this process and prints its rows as JSON (the
     /// other commands start one such process per scenario).
@@ -107,8 +108,10 @@ enum Unit {
     Memory,
     FanOut,
     Growth,
-    /// PouchDB and Syncthing (whichever is installed).
-    Peers,
+    /// PouchDB against scenarios 1 and 2 (if installed).
+    PouchDb,
+    /// Syncthing against scenario 3 (if installed).
+    Syncthing,
 }
 
 impl Unit {
@@ -119,11 +122,12 @@ impl Unit {
             Command::All => vec![
                 Replication,
                 Latency,
+                PouchDb,
                 ResumeFile,
+                Syncthing,
                 Memory,
                 FanOut,
                 Growth,
-                Peers,
             ],
             Command::Baselines | Command::Scenario { .. } => vec![],
             Command::Replication => vec![Replication],
@@ -133,7 +137,7 @@ impl Unit {
             Command::Memory => vec![Memory],
             Command::FanOut => vec![FanOut],
             Command::Growth => vec![Growth],
-            Command::Peers => vec![Replication, Latency, ResumeFile, Peers],
+            Command::Peers => vec![Replication, Latency, PouchDb, ResumeFile, Syncthing],
         }
     }
 
@@ -146,7 +150,8 @@ impl Unit {
             Unit::InitialSync | Unit::Memory => "4-5 initial sync",
             Unit::FanOut => "6 fan-out",
             Unit::Growth => "7 growth",
-            Unit::Peers => "peers",
+            Unit::PouchDb => "peers: PouchDB",
+            Unit::Syncthing => "peers: Syncthing",
         }
     }
 
@@ -175,7 +180,15 @@ impl Unit {
                 sizes.fan_out, sizes.partners
             ),
             Unit::Growth => format!("scenario 7: cost growth with {:?} stored...", sizes.growth),
-            Unit::Peers => "peers: PouchDB and Syncthing...".into(),
+            Unit::PouchDb => format!(
+                "peers: PouchDB ({} records, {} changes)...",
+                sizes.peers.records, sizes.peers.samples
+            ),
+            Unit::Syncthing => format!(
+                "peers: Syncthing ({} MiB, {} pickups)...",
+                sizes.peers.file >> 20,
+                sizes.peers.pickups
+            ),
         }
     }
 
@@ -184,7 +197,8 @@ impl Unit {
     /// tiny size.
     fn deadline(self, tiny: bool) -> Duration {
         let minutes = match (tiny, self) {
-            (_, Unit::Peers) => return peers::deadline(tiny),
+            (_, Unit::PouchDb) => return peers::pouchdb_deadline(tiny),
+            (_, Unit::Syncthing) => return peers::syncthing_deadline(tiny),
             (true, _) => 3,
             (false, Unit::Replication | Unit::Latency | Unit::ResumeFile | Unit::FanOut) => 5,
             (false, Unit::InitialSync | Unit::Memory) => 10,
@@ -314,21 +328,29 @@ async fn run_unit(unit: Unit, b: Baselines, sizes: Sizes, deadline: Duration) ->
             );
             scenarios::cost_growth(g, rep, lat, b.sled, rtt).await
         }
-        Unit::Peers => {
-            // The peers' waits end a little before the deadline, so their
-            // processes are stopped before this process exits; Ctrl-C ends
-            // them the same way.
-            let end = Instant::now() + deadline.saturating_sub(Duration::from_secs(5));
-            let ctrl_c = tokio::spawn(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    peers::interrupt();
-                }
-            });
-            let rows = tokio::task::spawn_blocking(move || peers::run(&sizes.peers, end)).await;
-            ctrl_c.abort();
-            rows.context("the peers' thread panicked")?
-        }
+        Unit::PouchDb => run_peer(peers::run_pouchdb, sizes.peers, deadline).await,
+        Unit::Syncthing => run_peer(peers::run_syncthing, sizes.peers, deadline).await,
     }
+}
+
+/// Runs a peer's measurement (blocking: it polls processes and files) on a
+/// thread of its own. Its waits end a little before `deadline`, so its
+/// processes are stopped before this process exits; Ctrl-C ends them the
+/// same way.
+async fn run_peer(
+    run: fn(&peers::Sizes, Instant) -> Result<Vec<Row>>,
+    sizes: peers::Sizes,
+    deadline: Duration,
+) -> Result<Vec<Row>> {
+    let end = Instant::now() + deadline.saturating_sub(Duration::from_secs(5));
+    let ctrl_c = tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            peers::interrupt();
+        }
+    });
+    let rows = tokio::task::spawn_blocking(move || run(&sizes, end)).await;
+    ctrl_c.abort();
+    rows.context("the peer's thread panicked")?
 }
 
 /// Runs one scenario in this process under `deadline` (the `scenario`
