@@ -13,6 +13,7 @@ mod baseline;
 mod cluster;
 mod keepalive;
 mod machine;
+mod peers;
 mod procs;
 mod progress;
 mod report;
@@ -79,6 +80,10 @@ enum Command {
     FanOut,
     /// 7. Scenarios 1 and 2 with 10k, 100k and 1M objects already stored.
     Growth,
+    /// Scenarios 1-3 and PouchDB and Syncthing on the same workloads (those
+    /// installed by bench/peers/install.sh), each peer right after the
+    /// scenarios it is compared with, then orgsync ÷ peer.
+    Peers,
     /// Runs one scenario in this process and prints its rows as JSON (the
     /// other commands start one such process per scenario).
     #[command(hide = true)]
@@ -103,6 +108,10 @@ enum Unit {
     Memory,
     FanOut,
     Growth,
+    /// PouchDB against scenarios 1 and 2 (if installed).
+    PouchDb,
+    /// Syncthing against scenario 3 (if installed).
+    Syncthing,
 }
 
 impl Unit {
@@ -110,7 +119,16 @@ impl Unit {
     fn of(command: &Command) -> Vec<Unit> {
         use Unit::*;
         match command {
-            Command::All => vec![Replication, Latency, ResumeFile, Memory, FanOut, Growth],
+            Command::All => vec![
+                Replication,
+                Latency,
+                PouchDb,
+                ResumeFile,
+                Syncthing,
+                Memory,
+                FanOut,
+                Growth,
+            ],
             Command::Baselines | Command::Scenario { .. } => vec![],
             Command::Replication => vec![Replication],
             Command::Latency => vec![Latency],
@@ -119,6 +137,7 @@ impl Unit {
             Command::Memory => vec![Memory],
             Command::FanOut => vec![FanOut],
             Command::Growth => vec![Growth],
+            Command::Peers => vec![Replication, Latency, PouchDb, ResumeFile, Syncthing],
         }
     }
 
@@ -131,6 +150,8 @@ impl Unit {
             Unit::InitialSync | Unit::Memory => "4-5 initial sync",
             Unit::FanOut => "6 fan-out",
             Unit::Growth => "7 growth",
+            Unit::PouchDb => "peers: PouchDB",
+            Unit::Syncthing => "peers: Syncthing",
         }
     }
 
@@ -159,6 +180,15 @@ impl Unit {
                 sizes.fan_out, sizes.partners
             ),
             Unit::Growth => format!("scenario 7: cost growth with {:?} stored...", sizes.growth),
+            Unit::PouchDb => format!(
+                "peers: PouchDB ({} records, {} changes)...",
+                sizes.peers.records, sizes.peers.samples
+            ),
+            Unit::Syncthing => format!(
+                "peers: Syncthing ({} MiB, {} pickups)...",
+                sizes.peers.file >> 20,
+                sizes.peers.pickups
+            ),
         }
     }
 
@@ -167,6 +197,8 @@ impl Unit {
     /// tiny size.
     fn deadline(self, tiny: bool) -> Duration {
         let minutes = match (tiny, self) {
+            (_, Unit::PouchDb) => return peers::pouchdb_deadline(tiny),
+            (_, Unit::Syncthing) => return peers::syncthing_deadline(tiny),
             (true, _) => 3,
             (false, Unit::Replication | Unit::Latency | Unit::ResumeFile | Unit::FanOut) => 5,
             (false, Unit::InitialSync | Unit::Memory) => 10,
@@ -188,6 +220,7 @@ struct Sizes {
     growth: Vec<u64>,
     growth_replication: u64,
     growth_latency: usize,
+    peers: peers::Sizes,
 }
 
 impl Sizes {
@@ -204,6 +237,7 @@ impl Sizes {
                 growth: vec![1_000, 5_000],
                 growth_replication: 2_000,
                 growth_latency: 20,
+                peers: peers::Sizes::new(true),
             }
         } else {
             Sizes {
@@ -217,6 +251,7 @@ impl Sizes {
                 growth: vec![10_000, 100_000, 1_000_000],
                 growth_replication: 50_000,
                 growth_latency: 300,
+                peers: peers::Sizes::new(false),
             }
         }
     }
@@ -276,7 +311,7 @@ const RTT50: &str = "baseline: raw quinn round trip p50";
 const RTT99: &str = "baseline: raw quinn round trip p99";
 
 /// Runs one scenario in this process.
-async fn run_unit(unit: Unit, b: Baselines, sizes: &Sizes) -> Result<Vec<Row>> {
+async fn run_unit(unit: Unit, b: Baselines, sizes: Sizes, deadline: Duration) -> Result<Vec<Row>> {
     match unit {
         Unit::Replication => scenarios::replication(sizes.replication, b.sled).await,
         Unit::Latency => scenarios::latency(sizes.latency, b.rtt50, b.rtt99).await,
@@ -293,7 +328,29 @@ async fn run_unit(unit: Unit, b: Baselines, sizes: &Sizes) -> Result<Vec<Row>> {
             );
             scenarios::cost_growth(g, rep, lat, b.sled, rtt).await
         }
+        Unit::PouchDb => run_peer(peers::run_pouchdb, sizes.peers, deadline).await,
+        Unit::Syncthing => run_peer(peers::run_syncthing, sizes.peers, deadline).await,
     }
+}
+
+/// Runs a peer's measurement (blocking: it polls processes and files) on a
+/// thread of its own. Its waits end a little before `deadline`, so its
+/// processes are stopped before this process exits; Ctrl-C ends them the
+/// same way.
+async fn run_peer(
+    run: fn(&peers::Sizes, Instant) -> Result<Vec<Row>>,
+    sizes: peers::Sizes,
+    deadline: Duration,
+) -> Result<Vec<Row>> {
+    let end = Instant::now() + deadline.saturating_sub(Duration::from_secs(5));
+    let ctrl_c = tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            peers::interrupt();
+        }
+    });
+    let rows = tokio::task::spawn_blocking(move || run(&sizes, end)).await;
+    ctrl_c.abort();
+    rows.context("the peer's thread panicked")?
 }
 
 /// Runs one scenario in this process under `deadline` (the `scenario`
@@ -305,7 +362,7 @@ async fn run_unit_here(
     deadline: Duration,
 ) -> Result<Vec<Row>> {
     let sizes = Sizes::new(tiny);
-    match tokio::time::timeout(deadline, run_unit(unit, b, &sizes)).await {
+    match tokio::time::timeout(deadline, run_unit(unit, b, sizes, deadline)).await {
         Ok(rows) => rows,
         Err(_) => Err(anyhow!(
             "no result within {} s; was waiting for: {}",
@@ -487,8 +544,15 @@ fn main() -> Result<()> {
     println!(
         "daemons: scenarios 4-5 run each daemon as its own orgsyncd process (RSS per process); 1-3, 6, 7 run whole instances in one bench process per scenario (separate dirs, stores, QUIC endpoints on loopback)"
     );
+    let ratios = peers::ratios(&rows);
+    rows.extend(ratios);
     print!("{}", report::render(&rows));
-    if let Some(failed) = rows.iter().find(|r| r.value.is_nan()) {
+    // Rows without a figure but without a verdict (a peer not installed)
+    // are not failures.
+    if let Some(failed) = rows
+        .iter()
+        .find(|r| r.value.is_nan() && r.pass == Some(false))
+    {
         // The table is printed; the exit status still says a scenario broke.
         bail!("{}", failed.scenario);
     }

@@ -59,7 +59,13 @@ pub fn render(rows: &[Row]) -> String {
             [
                 r.scenario.clone(),
                 r.metric.clone(),
-                num(r.value),
+                // A figure-less row without a verdict (a version, a peer
+                // not installed) says so by its name.
+                if r.value.is_nan() && r.pass.is_none() {
+                    "-".into()
+                } else {
+                    num(r.value)
+                },
                 r.baseline.map(num).unwrap_or_else(|| "-".into()),
                 r.ratio()
                     .map(|x| format!("{x:.2}x"))

@@ -35,10 +35,25 @@ fn tiny_all_runs_every_scenario() {
         "7 growth: replication with 5000 stored",
         "7 growth: replication, 5000 vs 1000 stored",
         "7 growth: latency p99, 5000 vs 1000 stored",
+        // Measured, or a row saying what is missing and how to install it.
+        "peers: PouchDB",
+        "peers: Syncthing",
     ] {
         assert!(
             stdout.contains(row),
             "no row {row:?} in the output:\n{stdout}"
+        );
+    }
+    // An installed peer is measured and compared (bench/peers/install.sh).
+    for (peer, ratio) in [
+        ("PouchDB", "peers: replication, orgsync / PouchDB"),
+        ("PouchDB", "peers: change latency p99, orgsync / PouchDB"),
+        ("Syncthing", "peers: resume file, orgsync / Syncthing"),
+    ] {
+        let installed = !stdout.contains(&format!("peers: {peer} not measured"));
+        assert!(
+            !installed || stdout.contains(ratio),
+            "{peer} is installed but there is no row {ratio:?}:\n{stdout}"
         );
     }
     // Every scenario row carries a verdict.
