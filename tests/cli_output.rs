@@ -69,34 +69,41 @@ fn check(
 ) -> Shapes {
     let what = format!("{}: orgsync {}", inst.name, args.join(" "));
     // json: --output json after the command, before it, and --json agree.
+    // Records are compared by key across runs: live fields (attempts,
+    // lag, times) may move between two runs.
+    let parse = |text: &str| -> Json {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: json: {e}\n{text}"))
+    };
     let json_text = run_with(inst, args, &["--output", "json"]);
-    let mut before = vec!["--output", "json"];
-    before.extend_from_slice(args);
-    assert_eq!(
-        cli_text(inst, &before),
-        json_text,
-        "{what}: --output before"
-    );
-    assert_eq!(
-        run_with(inst, args, &["--json"]),
-        json_text,
-        "{what}: --json is --output json"
-    );
-    let json: Json =
-        serde_json::from_str(&json_text).unwrap_or_else(|e| panic!("{what}: json: {e}"));
+    let json = parse(&json_text);
     let records = items(&json);
     assert!(
         records.len() >= at_least,
         "{what}: {} record(s), expected at least {at_least}: {json_text}",
         records.len()
     );
-    let keys: Vec<String> = records
-        .iter()
-        .map(|r| match &r[key] {
-            Json::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect();
+    let keys_of = |v: &Json| -> Vec<String> {
+        items(v)
+            .iter()
+            .map(|r| match &r[key] {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect()
+    };
+    let keys = keys_of(&json);
+    let mut before = vec!["--output", "json"];
+    before.extend_from_slice(args);
+    assert_eq!(
+        keys_of(&parse(&cli_text(inst, &before))),
+        keys,
+        "{what}: --output before the command"
+    );
+    assert_eq!(
+        keys_of(&parse(&run_with(inst, args, &["--json"]))),
+        keys,
+        "{what}: --json is --output json"
+    );
 
     // csv: a header row, one row per record, every cell quoted.
     let csv_text = run_with(inst, args, &["--output", "csv"]);
@@ -139,7 +146,17 @@ fn check(
     // table: the default and --output table are the same text; the header
     // line carries the CSV's column names, then one line per record.
     let table = run_with(inst, args, &["--output", "table"]);
-    assert_eq!(cli_text(inst, args), table, "{what}: table is the default");
+    let default = cli_text(inst, args);
+    let first_words = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| l.split("  ").next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        first_words(&default),
+        first_words(&table),
+        "{what}: table is the default:\n{default}\n---\n{table}"
+    );
     let lines: Vec<&str> = table.lines().collect();
     let header_at = lines
         .iter()
@@ -226,6 +243,47 @@ fn admin_add(inst: &Instance, name: &str, role: &str) {
         .expect("write password");
     let out = child.wait_with_output().expect("admin add");
     assert!(out.status.success(), "admin add {name}: {}", stderr(&out));
+}
+
+/// `orgsync watch --after 0 --output csv` up to the row of change `head`.
+fn watch_csv(inst: &Instance, head: u64) -> String {
+    use std::io::BufRead;
+    let mut child = Command::new(bin("orgsync"))
+        .arg("--dir")
+        .arg(&inst.dir)
+        .args(["watch", "--after", "0", "--output", "csv"])
+        .env_remove("ORGSYNC_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn orgsync watch");
+    let out = child.stdout.take().expect("watch stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let last = format!("\"{head}\",");
+    loop {
+        let line = rx.recv_timeout(SYNC).unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!("watch --output csv: no row for change {head}: {e}\n{text}")
+        });
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with(&last) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    text
 }
 
 #[test]
@@ -411,6 +469,42 @@ fn every_listing_prints_the_same_records_as_json_csv_and_table() {
         "name",
         "PARTNER",
         1,
+    );
+
+    // watch streams: a header, then one CSV row per change, the same
+    // changes as the JSON events.
+    let head = a.log_head();
+    let csv_watch = watch_csv(&a, head);
+    let mut reader = csv::Reader::from_reader(csv_watch.as_bytes());
+    assert_eq!(
+        reader.headers().expect("watch header"),
+        vec!["SEQ", "ORIGIN", "KIND", "ID", "DELETED"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("watch row")).collect();
+    let from_csv: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r[0].to_string(), r[3].to_string()))
+        .collect();
+    let events = a.watch(Some(0));
+    let mut from_json = Vec::new();
+    loop {
+        let ev = events.next("replay of the local log", SYNC);
+        from_json.push((
+            ev["seq"].to_string(),
+            ev["id"].as_str().unwrap_or("").to_string(),
+        ));
+        if ev["seq"] == head {
+            break;
+        }
+    }
+    assert_eq!(
+        from_csv, from_json,
+        "watch csv vs watch --json:\n{csv_watch}"
+    );
+    assert!(rows.iter().all(|r| &r[1] == "local" && &r[4] == "false"));
+    eprintln!(
+        "cli output: Acme: orgsync watch --after 0 --output csv: header and {} change(s) up to seq {head}, same as --json",
+        rows.len()
     );
 
     // doctor: a report, not a table; its CSV has one row per JSON finding.

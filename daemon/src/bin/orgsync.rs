@@ -153,7 +153,7 @@ enum Command {
     Status,
     /// Follow changes as they are committed, one line each (Ctrl-C to stop).
     #[command(
-        after_help = "Examples:\n  orgsync watch\n  orgsync watch --after 0 --json   (replay the local log first)"
+        after_help = "One line per change: SEQ ORIGIN KIND ID [deleted]; with --output json the event objects, one a line; with --output csv a SEQ,ORIGIN,KIND,ID,DELETED header then one row per change (a \"fell behind\" notice goes to stderr).\n\nExamples:\n  orgsync watch\n  orgsync watch --after 0 --json   (replay the local log first)\n  orgsync watch --output csv >> changes.csv"
     )]
     Watch {
         /// Replay local log entries after this sequence number first.
@@ -711,11 +711,30 @@ async fn run(dir: PathBuf, format: Format, command: Command) -> Result<(), Failu
         }
         Command::Watch { after } => {
             let mut events = client.events(after).await?;
+            if format == Format::Csv {
+                out!("{}", output::csv_line(&WATCH_HEADERS.map(Json::from)));
+            }
             while let Some(ev) = events.next().await? {
                 let line = if format.is_json() {
                     ev.to_string()
                 } else if let Some(n) = ev.get("lagged") {
-                    format!("! fell behind: {n} events missed")
+                    let warning = format!("! fell behind: {n} events missed");
+                    if format == Format::Csv {
+                        // Not a row: the CSV stays one event per row.
+                        eprintln!("{warning}");
+                        continue;
+                    }
+                    warning
+                } else if format == Format::Csv {
+                    let cells = [
+                        ev["seq"].clone(),
+                        ev["origin"].clone(),
+                        ev["kind"].clone(),
+                        ev["id"].clone(),
+                        json!(ev["deleted"].as_bool() == Some(true)),
+                    ];
+                    out!("{}", output::csv_line(&cells));
+                    continue;
                 } else {
                     let origin = match ev["origin"].as_str() {
                         Some("local") | None => "local".to_string(),
@@ -754,6 +773,9 @@ async fn run(dir: PathBuf, format: Format, command: Command) -> Result<(), Failu
     }
     Ok(())
 }
+
+/// Columns of `orgsync watch --output csv`, one row per committed change.
+const WATCH_HEADERS: [&str; 5] = ["SEQ", "ORIGIN", "KIND", "ID", "DELETED"];
 
 /// Polls status until no paired partner has unacknowledged changes.
 async fn wait_synced(client: &Client, timeout: Duration, format: Format) -> Result<(), Failure> {

@@ -94,17 +94,29 @@ impl Table {
     }
 
     fn print_csv(&self) {
-        let mut w = csv::WriterBuilder::new()
-            .quote_style(csv::QuoteStyle::Always)
-            .from_writer(Vec::new());
-        // Writing to a Vec cannot fail; a failure would only drop the row.
-        let _ = w.write_record(&self.headers);
+        let mut text = csv_record(&self.headers);
         for row in &self.rows {
-            let _ = w.write_record(self.cells(row, csv_cell));
+            text.push_str(&csv_record(&self.cells(row, csv_cell)));
         }
-        let bytes = w.into_inner().unwrap_or_default();
-        out!("{}", String::from_utf8_lossy(&bytes));
+        out!("{text}");
     }
+}
+
+/// One CSV line (with its newline) of already-rendered cells, every cell
+/// quoted.
+fn csv_record<S: AsRef<[u8]>>(cells: &[S]) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(Vec::new());
+    // Writing to a Vec cannot fail, and the bytes are the cells' UTF-8.
+    let _ = w.write_record(cells);
+    String::from_utf8_lossy(&w.into_inner().unwrap_or_default()).into_owned()
+}
+
+/// One CSV line of JSON cells, rendered like [`Table`]'s CSV; for output
+/// that streams rows (`orgsync watch`) after a header printed with it too.
+pub fn csv_line(cells: &[Json]) -> String {
+    csv_record(&cells.iter().map(csv_cell).collect::<Vec<_>>())
 }
 
 /// A CSV cell the way `orgsync export` writes one: text neutralised against
