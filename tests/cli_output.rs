@@ -5,8 +5,9 @@
 //! `orgsync export`'s, and a bad format is refused naming the allowed ones.
 
 mod support;
+#[path = "support/web.rs"]
+mod web_client;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -224,27 +225,6 @@ fn cell<'a>(shapes: &'a Shapes, row: usize, col: &str) -> &'a str {
     &shapes.csv_rows[row][c]
 }
 
-fn admin_add(inst: &Instance, name: &str, role: &str) {
-    let mut child = Command::new(bin("orgsync"))
-        .arg("--dir")
-        .arg(&inst.dir)
-        .args(["admin", "add", name, "--role", role, "--password-stdin"])
-        .env_remove("ORGSYNC_DIR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn orgsync admin add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"correct horse battery staple 42\n")
-        .expect("write password");
-    let out = child.wait_with_output().expect("admin add");
-    assert!(out.status.success(), "admin add {name}: {}", stderr(&out));
-}
-
 /// `orgsync watch --after 0 --output csv` up to the row of change `head`.
 fn watch_csv(inst: &Instance, head: u64) -> String {
     use std::io::BufRead;
@@ -322,8 +302,8 @@ fn every_listing_prints_the_same_records_as_json_csv_and_table() {
     );
     a.cli_ok(&["share", "add", "Globex", "--kind", "contact"]);
     b.cli_ok(&["request", "send", "Acme", "--want", "kind:organization"]);
-    admin_add(&a, "ada", "admin");
-    admin_add(&a, "bob", "viewer");
+    web_client::add_account(&a, "ada", "admin", "correct horse battery staple 42");
+    web_client::add_account(&a, "bob", "viewer", "correct horse battery staple 42");
     wait_for("two contacts in Globex's inbox", SYNC, || {
         (list_of("items")(&b.cli_json(&["inbox", "list"])).len() >= 2).then_some(())
     });
