@@ -140,7 +140,11 @@ fn orgsync_list_into_a_closed_pipe_exits_zero_quietly() {
     );
     let full = a.cli_ok(&["list"]);
     assert_eq!(full.lines().count(), n + 1, "header and one row each");
-    for args in [&["list"][..], &["list", "--json"][..]] {
+    for args in [
+        &["list"][..],
+        &["list", "--json"][..],
+        &["--output", "csv", "list"][..],
+    ] {
         let run = head_one(
             Command::new(bin("orgsync"))
                 .arg("--dir")
@@ -153,6 +157,9 @@ fn orgsync_list_into_a_closed_pipe_exits_zero_quietly() {
         } else {
             a.cli_ok(args).len()
         };
+        if args[0] == "--output" {
+            assert_eq!(run.first.trim(), r#""ID","KIND","SUMMARY""#, "csv header");
+        }
         assert_quiet(&format!("orgsync {}", args.join(" ")), &run, len);
     }
     a.stop();

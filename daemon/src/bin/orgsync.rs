@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use orgsync_daemon::client::{Client, ClientError};
 use orgsync_keytool::{out, outln};
 use serde_json::{json, Map, Value as Json};
@@ -25,6 +25,14 @@ mod admin;
 mod doctor;
 #[path = "orgsync/governance.rs"]
 mod governance;
+#[path = "orgsync/output.rs"]
+mod output;
+
+use output::{print_json, show, Format, Table};
+
+/// The clap id of `--output FORMAT` (not `output`: that is the id of the
+/// `-o/--output FILE` of the commands that write a file).
+const OUTPUT_ID: &str = "output_format";
 
 /// Admin CLI of the orgsync daemon: read and write records, attach résumés,
 /// and watch partners sync. Talks to the `orgsyncd` of the instance
@@ -33,15 +41,25 @@ mod governance;
 #[command(
     name = "orgsync",
     version,
-    after_help = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 not found, 4 daemon not running.\n\nExample:\n  orgsync --dir /srv/orgsync status"
+    after_help = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 not found, 4 daemon not running.\n\nExamples:\n  orgsync --dir /srv/orgsync status\n  orgsync list contact --output csv > contacts.csv\n  orgsync --output json partners | jq '.partners[].name'"
 )]
 struct Args {
     /// Instance directory.
     #[arg(long, env = "ORGSYNC_DIR", global = true)]
     dir: Option<PathBuf>,
-    /// Print JSON instead of tables (read commands).
+    /// Same as `--output json`.
     #[arg(long, global = true)]
     json: bool,
+    /// table (aligned columns under a header; the default, on a terminal
+    /// and in a pipe alike), json (the local API's answer) or csv (a header
+    /// row, then one row per record; every cell quoted, formula-like text
+    /// prefixed with '). Commands that only confirm a change (put, set,
+    /// delete, share add, inbox approve, ...) print their JSON with json and
+    /// their one-line sentence otherwise. Accepted before or after the
+    /// command, except after the commands whose -o/--output names a file
+    /// (get-resume, backup, export): put it before those.
+    #[arg(long = "output", id = OUTPUT_ID, value_enum, value_name = "FORMAT")]
+    output: Option<Format>,
     #[command(subcommand)]
     command: Command,
 }
@@ -135,7 +153,7 @@ enum Command {
     Status,
     /// Follow changes as they are committed, one line each (Ctrl-C to stop).
     #[command(
-        after_help = "Examples:\n  orgsync watch\n  orgsync watch --after 0 --json   (replay the local log first)"
+        after_help = "One line per change: SEQ ORIGIN KIND ID [deleted]; with --output json the event objects, one a line; with --output csv a SEQ,ORIGIN,KIND,ID,DELETED header then one row per change (a \"fell behind\" notice goes to stderr).\n\nExamples:\n  orgsync watch\n  orgsync watch --after 0 --json   (replay the local log first)\n  orgsync watch --output csv >> changes.csv"
     )]
     Watch {
         /// Replay local log entries after this sequence number first.
@@ -216,12 +234,101 @@ enum Command {
         share: Option<String>,
         /// csv (a directory with one file per kind) or ndjson (one file).
         #[arg(long, value_enum)]
-        format: governance::Format,
+        format: governance::ExportFormat,
         /// Output directory (csv) or file (ndjson).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
 }
+
+/// The command line: [`Args`] with `--output FORMAT` offered on every
+/// command too (clap's `global` cannot do it: `get-resume`, `backup` and
+/// `export` have an `-o/--output FILE` of their own), and the format it
+/// settles on.
+struct Cli {
+    args: Args,
+    format: Format,
+}
+
+/// Adds the top level's `--output FORMAT` to every command below `cmd` that
+/// has no `--output` of its own.
+fn output_everywhere(cmd: clap::Command, arg: &clap::Arg) -> clap::Command {
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    names.into_iter().fold(cmd, |cmd, name| {
+        cmd.mut_subcommand(name, |sub| {
+            let sub = if sub.get_arguments().any(|a| a.get_long() == Some("output")) {
+                sub
+            } else {
+                sub.arg(arg.clone())
+            };
+            output_everywhere(sub, arg)
+        })
+    })
+}
+
+impl CommandFactory for Cli {
+    fn command() -> clap::Command {
+        let cmd = Args::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == OUTPUT_ID)
+            .cloned();
+        match arg {
+            Some(arg) => output_everywhere(cmd, &arg),
+            None => cmd,
+        }
+    }
+
+    fn command_for_update() -> clap::Command {
+        Self::command()
+    }
+}
+
+impl FromArgMatches for Cli {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut m.clone())
+    }
+
+    fn from_arg_matches_mut(m: &mut ArgMatches) -> Result<Self, clap::Error> {
+        // The innermost command's --output wins, like a later option.
+        let mut output = None;
+        let mut level = Some(&*m);
+        while let Some(at) = level {
+            if let Ok(Some(f)) = at.try_get_one::<Format>(OUTPUT_ID) {
+                output = Some(*f);
+            }
+            level = at.subcommand().map(|(_, sub)| sub);
+        }
+        let args = Args::from_arg_matches_mut(m)?;
+        let format = match (args.json, output) {
+            (false, f) => f.unwrap_or_default(),
+            (true, None | Some(Format::Json)) => Format::Json,
+            (true, Some(other)) => {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--json means --output json; it cannot be used with --output {}",
+                        other
+                            .to_possible_value()
+                            .map(|v| v.get_name().to_string())
+                            .unwrap_or_default()
+                    ),
+                ))
+            }
+        };
+        Ok(Cli { args, format })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Parser for Cli {}
 
 /// A failure with its exit code.
 struct Failure {
@@ -329,14 +436,6 @@ fn client_for(dir: &Path) -> Client {
     }
 }
 
-fn print_json(v: &Json) {
-    // Serialising a serde_json::Value cannot fail.
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    );
-}
-
 fn text_of(v: &Json) -> String {
     match v {
         Json::String(s) => s.clone(),
@@ -370,85 +469,69 @@ fn summary(obj: &Json) -> String {
     parts.join(" ")
 }
 
-fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = *w));
-            }
-        }
-        outln!("{}", out.trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
-fn print_object(obj: &Json) {
-    let mut rows = vec![
-        vec!["id".to_string(), text_of(&obj["id"])],
-        vec!["kind".to_string(), text_of(&obj["kind"])],
-    ];
+/// One object as FIELD/VALUE rows: id, kind, fields, custom fields
+/// (`custom.NAME`), then one `flag` row per flag.
+fn object_table(obj: &Json) -> Table {
+    let mut t = Table::new(&["FIELD", "VALUE"]);
+    t.row(vec![json!("id"), obj["id"].clone()]);
+    t.row(vec![json!("kind"), obj["kind"].clone()]);
     for (section, prefix) in [("fields", ""), ("custom", "custom.")] {
         if let Some(map) = obj[section].as_object() {
             for (k, v) in map {
-                rows.push(vec![format!("{prefix}{k}"), text_of(v)]);
+                t.row(vec![json!(format!("{prefix}{k}")), v.clone()]);
             }
         }
     }
-    if let Some(flags) = obj["flags"].as_array() {
-        for f in flags {
-            rows.push(vec!["flag".into(), text_of(f)]);
-        }
+    for f in obj["flags"].as_array().into_iter().flatten() {
+        t.row(vec![json!("flag"), f.clone()]);
     }
-    let w = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
-    for r in rows {
-        outln!("{:<w$}  {}", r[0], r[1]);
-    }
+    t
 }
 
-fn partner_rows(partners: &[Json]) -> Vec<Vec<String>> {
-    partners
-        .iter()
-        .map(|p| {
-            let account = text_of(&p["account"]);
-            let short = account.split('-').next().unwrap_or("").to_string();
-            vec![
-                text_of(&p["name"]),
-                short,
-                text_of(&p["state"]),
-                if p["connected"].as_bool() == Some(true) {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
-                text_of(&p["last_sync"]),
-                text_of(&p["not_acked"]),
-                format!("{:.1}s", p["lag_ms"].as_u64().unwrap_or(0) as f64 / 1000.0),
-            ]
-        })
-        .collect()
+/// Objects as ID/KIND/SUMMARY rows (`list`, `request preview`).
+fn objects_table(objects: &[Json]) -> Table {
+    let mut t = Table::new(&["ID", "KIND", "SUMMARY"]);
+    for o in objects {
+        t.row(vec![o["id"].clone(), o["kind"].clone(), json!(summary(o))]);
+    }
+    t
 }
 
-const PARTNER_HEADERS: [&str; 7] = [
-    "PARTNER",
-    "ACCOUNT",
-    "STATE",
-    "CONNECTED",
-    "LAST SYNC",
-    "NOT ACKED",
-    "LAG",
-];
+/// Partners of `GET /v1/status` or `GET /v1/partners`, one row each.
+fn partners_table(partners: &[Json]) -> Table {
+    let mut t = Table::new(&[
+        "PARTNER",
+        "ACCOUNT",
+        "STATE",
+        "CONNECTED",
+        "LAST SYNC",
+        "NOT ACKED",
+        "LAG",
+    ]);
+    for p in partners {
+        let short = p["account"]
+            .as_str()
+            .and_then(|a| a.split('-').next())
+            .map_or(Json::Null, |a| json!(a));
+        t.row(vec![
+            p["name"].clone(),
+            short,
+            p["state"].clone(),
+            json!(if p["connected"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }),
+            p["last_sync"].clone(),
+            p["not_acked"].clone(),
+            json!(format!(
+                "{:.1}s",
+                p["lag_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+            )),
+        ]);
+    }
+    t
+}
 
 fn array(v: &Json, key: &str) -> Vec<Json> {
     v.get(key)
@@ -457,22 +540,21 @@ fn array(v: &Json, key: &str) -> Vec<Json> {
         .unwrap_or_default()
 }
 
-async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failure> {
+async fn run(dir: PathBuf, format: Format, command: Command) -> Result<(), Failure> {
     let command = match command {
         Command::Admin(c) => {
-            return admin::run(&dir, json_out, c)
-                .map_err(|(code, message)| Failure { code, message })
+            return admin::run(&dir, format, c).map_err(|(code, message)| Failure { code, message })
         }
         other => other,
     };
     let client = client_for(&dir);
     match command {
-        Command::Share(c) => governance::share(&client, json_out, c).await?,
-        Command::Inbox(c) => governance::inbox(&client, json_out, c).await?,
-        Command::Request(c) => governance::request(&client, json_out, c).await?,
-        Command::Partner(c) => governance::partner(&client, json_out, c).await?,
+        Command::Share(c) => governance::share(&client, format, c).await?,
+        Command::Inbox(c) => governance::inbox(&client, format, c).await?,
+        Command::Request(c) => governance::request(&client, format, c).await?,
+        Command::Partner(c) => governance::partner(&client, format, c).await?,
         Command::Audit { partner, since } => {
-            governance::audit(&client, json_out, partner, since).await?
+            governance::audit(&client, format, partner, since).await?
         }
         Command::Export {
             partner,
@@ -493,7 +575,7 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
                 "flags": flags,
             });
             let obj = client.create(&body).await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&obj);
             } else {
                 outln!("{}", text_of(&obj["id"]));
@@ -522,7 +604,7 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
                 "remove_flags": remove_flags,
             });
             let obj = client.update(&id, &body).await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&obj);
             } else {
                 outln!("{}", text_of(&obj["id"]));
@@ -530,27 +612,17 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         }
         Command::Get { id } => {
             let obj = client.get(&id).await?;
-            if json_out {
-                print_json(&obj);
-            } else {
-                print_object(&obj);
-            }
+            show(format, &obj, || object_table(&obj));
         }
         Command::List { kind } => {
-            let objs = client.list_all(kind.as_deref()).await?;
-            if json_out {
-                print_json(&Json::Array(objs));
-            } else {
-                let rows: Vec<Vec<String>> = objs
-                    .iter()
-                    .map(|o| vec![text_of(&o["id"]), text_of(&o["kind"]), summary(o)])
-                    .collect();
-                print_table(&["ID", "KIND", "SUMMARY"], &rows);
-            }
+            let objs = Json::Array(client.list_all(kind.as_deref()).await?);
+            show(format, &objs, || {
+                objects_table(objs.as_array().map_or(&[][..], Vec::as_slice))
+            });
         }
         Command::Delete { id } => {
             let r = client.delete(&id).await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&r);
             } else {
                 outln!("deleted {}", text_of(&r["id"]));
@@ -563,7 +635,7 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
             let path = std::path::absolute(&file)
                 .map_err(|e| Failure::bad_input(format!("cannot read {}: {e}", file.display())))?;
             let obj = client.attach_resume(&contact, &path).await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&obj);
             } else {
                 outln!("{}", text_of(&obj["id"]));
@@ -571,7 +643,7 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         }
         Command::GetResume { id, output } => {
             let n = client.download_resume(&id, &output).await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&json!({"id": id, "output": output, "size": n}));
             } else {
                 eprintln!("wrote {n} bytes to {}", output.display());
@@ -579,15 +651,14 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         }
         Command::Partners => {
             let r = client.partners().await?;
-            if json_out {
-                print_json(&r);
-            } else {
-                let partners = array(&r, "partners");
-                if partners.is_empty() {
-                    outln!("no partners (pair one with orgsync-keytool)");
-                } else {
-                    print_table(&PARTNER_HEADERS, &partner_rows(&partners));
-                }
+            let partners = array(&r, "partners");
+            show(format, &r, || partners_table(&partners));
+            if partners.is_empty() && !format.is_json() {
+                eprintln!("no partners (pair one with orgsync-keytool)");
+            }
+            if format == Format::Table {
+                // Not records of this listing: `orgsync partner pending`
+                // lists them (in every format).
                 let pending = array(&r, "pending");
                 if !pending.is_empty() {
                     outln!("\nrefused at the handshake (check the fingerprint with its admin, then pair with orgsync-keytool):");
@@ -609,34 +680,61 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
         }
         Command::Status => {
             let s = client.status().await?;
-            if json_out {
-                print_json(&s);
-            } else {
-                outln!("organisation  {}", text_of(&s["org"]));
-                outln!("account       {}", text_of(&s["account"]));
-                outln!("instance      {}", text_of(&s["instance"]));
-                outln!("log head      {}", text_of(&s["log_head"]));
-                let partners = array(&s, "partners");
-                outln!();
-                if partners.is_empty() {
-                    outln!("no partners");
-                } else {
-                    print_table(&PARTNER_HEADERS, &partner_rows(&partners));
-                    for p in &partners {
-                        if let Some(err) = p["last_error"].as_str() {
-                            outln!("{}: last error: {err}", text_of(&p["name"]));
-                        }
+            let partners = array(&s, "partners");
+            match format {
+                Format::Json => print_json(&s),
+                // One row per partner; the instance's own lines are in
+                // the table and JSON forms.
+                Format::Csv => partners_table(&partners).print(format),
+                Format::Table => {
+                    outln!("organisation  {}", text_of(&s["org"]));
+                    outln!("account       {}", text_of(&s["account"]));
+                    outln!("instance      {}", text_of(&s["instance"]));
+                    outln!("log head      {}", text_of(&s["log_head"]));
+                    outln!();
+                    partners_table(&partners).print(format);
+                    if partners.is_empty() {
+                        eprintln!("no partners");
+                    }
+                    let errors: Vec<String> = partners
+                        .iter()
+                        .filter_map(|p| {
+                            let err = p["last_error"].as_str()?;
+                            Some(format!("{}: last error: {err}", text_of(&p["name"])))
+                        })
+                        .collect();
+                    if !errors.is_empty() {
+                        outln!("\n{}", errors.join("\n"));
                     }
                 }
             }
         }
         Command::Watch { after } => {
             let mut events = client.events(after).await?;
+            if format == Format::Csv {
+                out!("{}", output::csv_line(&WATCH_HEADERS.map(Json::from)));
+            }
             while let Some(ev) = events.next().await? {
-                let line = if json_out {
+                let line = if format.is_json() {
                     ev.to_string()
                 } else if let Some(n) = ev.get("lagged") {
-                    format!("! fell behind: {n} events missed")
+                    let warning = format!("! fell behind: {n} events missed");
+                    if format == Format::Csv {
+                        // Not a row: the CSV stays one event per row.
+                        eprintln!("{warning}");
+                        continue;
+                    }
+                    warning
+                } else if format == Format::Csv {
+                    let cells = [
+                        ev["seq"].clone(),
+                        ev["origin"].clone(),
+                        ev["kind"].clone(),
+                        ev["id"].clone(),
+                        json!(ev["deleted"].as_bool() == Some(true)),
+                    ];
+                    out!("{}", output::csv_line(&cells));
+                    continue;
                 } else {
                     let origin = match ev["origin"].as_str() {
                         Some("local") | None => "local".to_string(),
@@ -658,8 +756,8 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
                 outln!("{line}");
             }
         }
-        Command::WaitSynced { timeout } => wait_synced(&client, timeout, json_out).await?,
-        Command::Doctor => doctor::run(&dir, &client, json_out).await?,
+        Command::WaitSynced { timeout } => wait_synced(&client, timeout, format).await?,
+        Command::Doctor => doctor::run(&dir, &client, format).await?,
         Command::Metrics => out!("{}", client.get_text("/metrics").await?),
         Command::Backup(args) => eprintln!(
             "{}",
@@ -676,10 +774,13 @@ async fn run(dir: PathBuf, json_out: bool, command: Command) -> Result<(), Failu
     Ok(())
 }
 
+/// Columns of `orgsync watch --output csv`, one row per committed change.
+const WATCH_HEADERS: [&str; 5] = ["SEQ", "ORIGIN", "KIND", "ID", "DELETED"];
+
 /// Polls status until no paired partner has unacknowledged changes.
-async fn wait_synced(client: &Client, timeout: Duration, json_out: bool) -> Result<(), Failure> {
+async fn wait_synced(client: &Client, timeout: Duration, format: Format) -> Result<(), Failure> {
     let started = Instant::now();
-    let tty = std::io::stderr().is_terminal() && !json_out;
+    let tty = std::io::stderr().is_terminal() && !format.is_json();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut total = 0u64;
     let mut last_line = String::new();
@@ -705,7 +806,7 @@ async fn wait_synced(client: &Client, timeout: Duration, json_out: bool) -> Resu
                     started.elapsed().as_secs_f64()
                 )
             };
-            if json_out {
+            if format.is_json() {
                 print_json(
                     &json!({"synced": true, "partners": pending.len(), "log_head": status["log_head"]}),
                 );
@@ -767,7 +868,7 @@ async fn wait_synced(client: &Client, timeout: Duration, json_out: bool) -> Resu
 }
 
 fn main() -> ExitCode {
-    let args: Args = orgsync_keytool::cli::parse_args();
+    let Cli { args, format } = orgsync_keytool::cli::parse_args();
     let Some(dir) = args.dir else {
         eprintln!("Error: no instance directory: pass --dir DIR or set ORGSYNC_DIR");
         return ExitCode::from(2);
@@ -777,7 +878,7 @@ fn main() -> ExitCode {
         .build()
         .context("cannot start the async runtime");
     let result = match runtime {
-        Ok(rt) => rt.block_on(run(dir, args.json, args.command)),
+        Ok(rt) => rt.block_on(run(dir, format, args.command)),
         Err(e) => Err(Failure::from(e)),
     };
     match result {

@@ -11,6 +11,8 @@ use orgsync_daemon::web::accounts::{AccountError, Accounts, Role};
 use orgsync_daemon::web::totp;
 use orgsync_keytool::outln;
 use serde_json::json;
+
+use super::{show, Format, Table};
 use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
@@ -107,7 +109,7 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<Zeroizing<String>, A
 }
 
 /// Runs one `orgsync admin` command on the instance in `dir`.
-pub fn run(dir: &Path, json_out: bool, cmd: AdminCmd) -> Result<(), AdminFailure> {
+pub fn run(dir: &Path, format: Format, cmd: AdminCmd) -> Result<(), AdminFailure> {
     if !dir.join(orgsync_daemon::config::CONFIG_FILE).exists() {
         return Err((
             2,
@@ -151,7 +153,7 @@ pub fn run(dir: &Path, json_out: bool, cmd: AdminCmd) -> Result<(), AdminFailure
         AdminCmd::Totp { name, off } => match accounts.set_totp(&name, !off).map_err(fail)? {
             Some(secret) => {
                 let uri = totp::uri("orgsync", &name, &secret);
-                if json_out {
+                if format.is_json() {
                     outln!("{}", json!({"name": name, "secret": *secret, "uri": uri}));
                 } else {
                     outln!("{uri}");
@@ -179,23 +181,21 @@ pub fn run(dir: &Path, json_out: bool, cmd: AdminCmd) -> Result<(), AdminFailure
         }
         AdminCmd::List => {
             let list = accounts.load().map_err(fail)?;
-            if json_out {
-                let rows: Vec<_> = list
-                    .iter()
-                    .map(|a| json!({"name": a.name, "role": a.role.as_str(), "totp": a.totp_secret.is_some()}))
-                    .collect();
-                outln!("{}", json!({ "accounts": rows }));
-            } else {
-                outln!("{:<24}  {:<6}  TOTP", "NAME", "ROLE");
+            let rows: Vec<_> = list
+                .iter()
+                .map(|a| json!({"name": a.name, "role": a.role.as_str(), "totp": a.totp_secret.is_some()}))
+                .collect();
+            show(format, &json!({ "accounts": rows }), || {
+                let mut t = Table::new(&["NAME", "ROLE", "TOTP"]);
                 for a in &list {
-                    outln!(
-                        "{:<24}  {:<6}  {}",
-                        a.name,
-                        a.role.as_str(),
-                        if a.totp_secret.is_some() { "on" } else { "off" }
-                    );
+                    t.row(vec![
+                        json!(a.name),
+                        json!(a.role.as_str()),
+                        json!(if a.totp_secret.is_some() { "on" } else { "off" }),
+                    ]);
                 }
-            }
+                t
+            });
         }
     }
     Ok(())

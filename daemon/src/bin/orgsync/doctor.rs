@@ -11,8 +11,12 @@ use orgsync_daemon::client::{Client, Method};
 use orgsync_keytool::outln;
 use serde_json::{json, Value as Json};
 
-use super::{array, text_of, Failure};
+use super::{array, text_of, Failure, Format, Table};
 
+/// A partner clock this far from ours (either way) is a warning: merges
+/// order concurrent edits by hybrid clocks, so a clock far ahead wins every
+/// conflict.
+const SKEW_WARN_MS: i64 = 2000;
 /// A partner this far behind on acknowledging our changes is lagging.
 const LAG_WARN_MS: u64 = 5 * 60 * 1000;
 /// Free space below this is a warning, below a tenth of it a failure: sled
@@ -21,6 +25,9 @@ const DISK_WARN_BYTES: f64 = 1024.0 * 1024.0 * 1024.0;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Level {
+    /// Could not be checked (e.g. a partner's clock while it is offline);
+    /// not a problem, not a pass either.
+    Info,
     Ok,
     Warn,
     Fail,
@@ -29,6 +36,7 @@ enum Level {
 impl Level {
     fn label(self) -> &'static str {
         match self {
+            Level::Info => "INFO",
             Level::Ok => "OK",
             Level::Warn => "WARN",
             Level::Fail => "FAIL",
@@ -64,7 +72,7 @@ fn bad(level: Level, check: &'static str, detail: String, fix: String) -> Findin
 
 /// Runs every check, prints the report, and fails (exit 1) when a check
 /// failed; warnings alone leave the exit status 0.
-pub async fn run(dir: &Path, client: &Client, json_out: bool) -> Result<(), Failure> {
+pub async fn run(dir: &Path, client: &Client, format: Format) -> Result<(), Failure> {
     let mut report = file_modes(dir);
     report.push(disk(dir));
     report.push(store_size(dir));
@@ -88,6 +96,12 @@ pub async fn run(dir: &Path, client: &Client, json_out: bool) -> Result<(), Fail
     report.push(port(dir, running));
     if let Ok(s) = &status {
         report.extend(partners(s));
+        report.extend(
+            array(s, "partners")
+                .iter()
+                .filter(|p| p["state"].as_str() != Some("revoked"))
+                .map(clock_skew),
+        );
         if let Ok(p) = client.partners().await {
             report.push(pending(&p));
         }
@@ -97,7 +111,7 @@ pub async fn run(dir: &Path, client: &Client, json_out: bool) -> Result<(), Fail
             report.push(inbox_waiting(&inbox));
         }
     }
-    print(&report, json_out);
+    print(&report, format);
     let failed = report.iter().filter(|f| f.level == Level::Fail).count();
     if failed > 0 {
         return Err(Failure {
@@ -108,8 +122,21 @@ pub async fn run(dir: &Path, client: &Client, json_out: bool) -> Result<(), Fail
     Ok(())
 }
 
-fn print(report: &[Finding], json_out: bool) {
-    if json_out {
+fn print(report: &[Finding], format: Format) {
+    if format == Format::Csv {
+        let mut t = Table::new(&["STATUS", "CHECK", "DETAIL", "FIX"]);
+        for f in report {
+            t.row(vec![
+                json!(f.level.label()),
+                json!(f.check),
+                json!(f.detail),
+                json!(f.fix),
+            ]);
+        }
+        t.print(format);
+        return;
+    }
+    if format.is_json() {
         let v: Vec<Json> = report
             .iter()
             .map(|f| {
@@ -344,6 +371,34 @@ fn partners(status: &Json) -> Vec<Finding> {
         .collect()
 }
 
+/// The partner's clock against ours, from `clock_skew_ms` of its status
+/// entry (partner clock minus ours). Null or absent (not connected, or a
+/// partner whose orgsyncd does not report its clock) is an INFO line.
+fn clock_skew(partner: &Json) -> Finding {
+    let name = text_of(&partner["name"]);
+    let Some(skew) = partner.get("clock_skew_ms").and_then(Json::as_i64) else {
+        return Finding {
+            level: Level::Info,
+            check: "clock",
+            detail: format!(
+                "{name}: skew unknown (not connected, or its orgsyncd does not report its clock)"
+            ),
+            fix: None,
+        };
+    };
+    let secs = skew.unsigned_abs() as f64 / 1000.0;
+    if skew.unsigned_abs() < SKEW_WARN_MS.unsigned_abs() {
+        return ok("clock", format!("{name}: clocks agree within {secs:.3} s"));
+    }
+    let way = if skew > 0 { "ahead of" } else { "behind" };
+    bad(
+        Level::Warn,
+        "clock",
+        format!("{name}: its clock is {secs:.1} s {way} ours ({skew:+} ms)"),
+        "run NTP/chrony on both machines; merges use hybrid clocks, a clock far ahead wins every conflict".into(),
+    )
+}
+
 fn pending(partners: &Json) -> Finding {
     let pending = array(partners, "pending");
     if pending.is_empty() {
@@ -385,5 +440,56 @@ fn inbox_waiting(inbox: &Json) -> Finding {
             format!("{n} object(s) from partners wait for approval"),
             "orgsync inbox list, then approve or reject".into(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skew(v: Json) -> Finding {
+        clock_skew(&json!({"name": "Globex", "connected": true, "clock_skew_ms": v}))
+    }
+
+    #[test]
+    fn clock_skew_is_ok_under_two_seconds_and_a_named_warning_above() {
+        let f = skew(json!(1999));
+        assert!(
+            f.level == Level::Ok && f.detail.starts_with("Globex"),
+            "{}",
+            f.detail
+        );
+        let f = skew(json!(-1999));
+        assert!(f.level == Level::Ok, "{}", f.detail);
+        let f = skew(json!(2000));
+        assert!(f.level == Level::Warn, "{}", f.detail);
+        assert!(
+            f.detail.contains("Globex") && f.detail.contains("2.0 s ahead of ours"),
+            "{}",
+            f.detail
+        );
+        assert!(f.fix.as_deref().is_some_and(|x| x.contains("NTP/chrony")));
+        let f = skew(json!(-90_500));
+        assert!(
+            f.level == Level::Warn && f.detail.contains("90.5 s behind ours (-90500 ms)"),
+            "{}",
+            f.detail
+        );
+        // i64::MIN has no positive counterpart: still a warning, no panic.
+        assert!(skew(json!(i64::MIN)).level == Level::Warn);
+    }
+
+    #[test]
+    fn clock_skew_null_absent_or_malformed_is_unknown() {
+        let absent = clock_skew(&json!({"name": "Globex"}));
+        for f in [
+            absent,
+            skew(json!(null)),
+            skew(json!("soon")),
+            skew(json!(1.5)),
+        ] {
+            assert!(f.level == Level::Info, "{}", f.detail);
+            assert!(f.detail.contains("Globex: skew unknown"), "{}", f.detail);
+        }
     }
 }

@@ -12,7 +12,10 @@ use orgsync_daemon::client::{Client, Method};
 use orgsync_keytool::outln;
 use serde_json::{json, Value as Json};
 
-use super::{parse_duration, print_json, print_table, summary, text_of, Failure};
+use super::{
+    array, objects_table, parse_duration, print_json, show, summary, text_of, Failure, Format,
+    Table,
+};
 
 /// Who the audit log names: `--by`, else `$USER`.
 fn who(by: &Option<String>) -> String {
@@ -366,7 +369,7 @@ pub enum PartnerCmd {
 
 /// Export formats.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Format {
+pub enum ExportFormat {
     /// One CSV file per kind in the output directory.
     Csv,
     /// One JSON object per line.
@@ -398,14 +401,83 @@ fn partner_label(p: &Json) -> String {
     text_of(&p["name"])
 }
 
-fn ms_text(v: &Json) -> String {
+/// A Unix-ms time as RFC 3339 text (null when absent).
+fn ms_text(v: &Json) -> Json {
     v.as_u64()
-        .map(orgsync_daemon::json::rfc3339_ms)
-        .unwrap_or_else(|| "-".into())
+        .map_or(Json::Null, |ms| json!(orgsync_daemon::json::rfc3339_ms(ms)))
+}
+
+/// Shares given and received in one listing, given first; a DIRECTION
+/// column tells them apart. OBJECTS counts what a given share holds, or
+/// what a received one brought.
+fn shares_table(out: &Json) -> Table {
+    let mut t = Table::new(&[
+        "DIRECTION",
+        "SHARE",
+        "PARTNER",
+        "RULES",
+        "ACCESS",
+        "OBJECTS",
+        "TERMS",
+        "STATE",
+    ]);
+    let terms = |s: &Json| match (&s["terms"], &s["terms_accepted"]) {
+        (Json::Null, _) => Json::Null,
+        (_, Json::Null) => json!("to accept"),
+        (_, a) => json!(format!("accepted by {}", text_of(&a["by"]))),
+    };
+    for s in out["given"].as_array().into_iter().flatten() {
+        let state = if !s["revoked_ms"].is_null() {
+            "revoked"
+        } else if !s["terms"].is_null() && s["terms_accepted"].is_null() {
+            "terms pending"
+        } else if s["partner"].is_null() {
+            "code not redeemed"
+        } else {
+            "flowing"
+        };
+        t.row(vec![
+            json!("given"),
+            s["id"].clone(),
+            json!(partner_label(&s["partner"])),
+            json!(words(&s["rules"])),
+            s["access"].clone(),
+            s["objects"].clone(),
+            terms(s),
+            json!(state),
+        ]);
+    }
+    for s in out["received"].as_array().into_iter().flatten() {
+        let state = if !s["revoked_ms"].is_null() {
+            "revoked"
+        } else if !s["rejected"].is_null() {
+            "rejected"
+        } else {
+            "active"
+        };
+        t.row(vec![
+            json!("received"),
+            s["id"].clone(),
+            json!(partner_label(&s["partner"])),
+            Json::Null,
+            s["access"].clone(),
+            s["received"].clone(),
+            terms(s),
+            json!(state),
+        ]);
+    }
+    t
+}
+
+/// The strings of a JSON array, space-separated.
+fn words(v: &Json) -> String {
+    v.as_array()
+        .map(|w| w.iter().map(text_of).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// `orgsync share ...`
-pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(), Failure> {
+pub async fn share(client: &Client, format: Format, cmd: ShareCmd) -> Result<(), Failure> {
     match cmd {
         ShareCmd::Add {
             partner,
@@ -429,7 +501,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
                 "by": who(&by),
             });
             let out = call(client, Method::POST, "/v1/shares", Some(&body)).await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&out);
             } else {
                 for s in out["shares"].as_array().into_iter().flatten() {
@@ -453,7 +525,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
                 Some(&body),
             )
             .await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&out);
             } else {
                 outln!(
@@ -465,79 +537,16 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
         }
         ShareCmd::List => {
             let out = call(client, Method::GET, "/v1/shares", None).await?;
-            if json_out {
-                print_json(&out);
-                return Ok(());
-            }
-            let given: Vec<Vec<String>> = out["given"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    let state = if !s["revoked_ms"].is_null() {
-                        "revoked"
-                    } else if !s["terms"].is_null() && s["terms_accepted"].is_null() {
-                        "terms pending"
-                    } else if s["partner"].is_null() {
-                        "code not redeemed"
-                    } else {
-                        "flowing"
-                    };
-                    vec![
-                        text_of(&s["id"]),
-                        partner_label(&s["partner"]),
-                        s["rules"]
-                            .as_array()
-                            .map(|r| r.iter().map(text_of).collect::<Vec<_>>().join(" "))
-                            .unwrap_or_default(),
-                        text_of(&s["access"]),
-                        text_of(&s["objects"]),
-                        state.into(),
-                    ]
-                })
-                .collect();
-            outln!("Given:");
-            print_table(
-                &["SHARE", "PARTNER", "RULES", "ACCESS", "OBJECTS", "STATE"],
-                &given,
-            );
-            let received: Vec<Vec<String>> = out["received"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    let terms = match (&s["terms"], &s["terms_accepted"]) {
-                        (Json::Null, _) => "-".to_string(),
-                        (_, Json::Null) => "to accept".into(),
-                        (_, a) => format!("accepted by {}", text_of(&a["by"])),
-                    };
-                    vec![
-                        text_of(&s["id"]),
-                        partner_label(&s["partner"]),
-                        text_of(&s["access"]),
-                        terms,
-                        text_of(&s["received"]),
-                        if s["revoked_ms"].is_null() {
-                            "active"
-                        } else {
-                            "revoked"
-                        }
-                        .into(),
-                    ]
-                })
-                .collect();
-            outln!("\nReceived:");
-            print_table(
-                &["SHARE", "FROM", "ACCESS", "TERMS", "RECEIVED", "STATE"],
-                &received,
-            );
-            for s in out["received"].as_array().into_iter().flatten() {
-                if let (Some(t), true) = (s["terms"].as_str(), s["terms_accepted"].is_null()) {
-                    outln!(
-                        "\nTerms of share {} (accept with `orgsync share accept-terms {}`):\n{t}",
-                        text_of(&s["id"]),
-                        text_of(&s["id"])
-                    );
+            show(format, &out, || shares_table(&out));
+            if format == Format::Table {
+                for s in out["received"].as_array().into_iter().flatten() {
+                    if let (Some(t), true) = (s["terms"].as_str(), s["terms_accepted"].is_null()) {
+                        outln!(
+                            "\nTerms of share {} (accept with `orgsync share accept-terms {}`):\n{t}",
+                            text_of(&s["id"]),
+                            text_of(&s["id"])
+                        );
+                    }
                 }
             }
         }
@@ -550,7 +559,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
                 Some(&body),
             )
             .await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&out);
             } else {
                 outln!("share {share} revoked; the partner was asked to erase its copies");
@@ -565,7 +574,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
                 Some(&body),
             )
             .await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&out);
             } else {
                 outln!("terms of share {share} accepted; the owner releases the data");
@@ -580,7 +589,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
                 Some(&body),
             )
             .await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&out);
             } else {
                 outln!("share {share} rejected; what it sends is dropped");
@@ -589,7 +598,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
         ShareCmd::Redeem { partner, code, by } => {
             let body = json!({"partner": partner, "code": code, "by": who(&by)});
             call(client, Method::POST, "/v1/shares/redeem", Some(&body)).await?;
-            if !json_out {
+            if !format.is_json() {
                 outln!("code sent to {partner}; see `orgsync share list` and `orgsync audit`");
             } else {
                 print_json(&json!({"sent": true}));
@@ -600,7 +609,7 @@ pub async fn share(client: &Client, json_out: bool, cmd: ShareCmd) -> Result<(),
 }
 
 /// `orgsync inbox ...`
-pub async fn inbox(client: &Client, json_out: bool, cmd: InboxCmd) -> Result<(), Failure> {
+pub async fn inbox(client: &Client, format: Format, cmd: InboxCmd) -> Result<(), Failure> {
     let decide = |ids: Vec<String>,
                   all_from: Option<String>,
                   action: &str,
@@ -616,24 +625,19 @@ pub async fn inbox(client: &Client, json_out: bool, cmd: InboxCmd) -> Result<(),
                 None => "/v1/inbox".into(),
             };
             let out = call(client, Method::GET, &path, None).await?;
-            if !json_out {
-                let rows: Vec<Vec<String>> = out["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|i| {
-                        vec![
-                            text_of(&i["id"]),
-                            partner_label(&i["partner"]),
-                            text_of(&i["kind"]),
-                            summary(&i["object"]),
-                        ]
-                    })
-                    .collect();
-                print_table(&["ID", "FROM", "KIND", "SUMMARY"], &rows);
-                return Ok(());
-            }
-            out
+            show(format, &out, || {
+                let mut t = Table::new(&["ID", "FROM", "KIND", "SUMMARY"]);
+                for i in out["items"].as_array().into_iter().flatten() {
+                    t.row(vec![
+                        i["id"].clone(),
+                        json!(partner_label(&i["partner"])),
+                        i["kind"].clone(),
+                        json!(summary(&i["object"])),
+                    ]);
+                }
+                t
+            });
+            return Ok(());
         }
         InboxCmd::Approve {
             ids,
@@ -655,7 +659,7 @@ pub async fn inbox(client: &Client, json_out: bool, cmd: InboxCmd) -> Result<(),
             call(client, Method::POST, "/v1/inbox/policy", Some(&body)).await?
         }
     };
-    if json_out {
+    if format.is_json() {
         print_json(&out);
     } else if let Some(n) = out["decided"].as_u64() {
         outln!("{n} object(s) decided");
@@ -669,30 +673,26 @@ pub async fn inbox(client: &Client, json_out: bool, cmd: InboxCmd) -> Result<(),
     Ok(())
 }
 
-fn request_rows(out: &Json) -> Vec<Vec<String>> {
-    out["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            vec![
-                text_of(&r["id"]),
-                partner_label(&r["partner"]),
-                text_of(&r["role"]),
-                text_of(&r["status"]),
-                r["wants"]
-                    .as_array()
-                    .map(|w| w.iter().map(text_of).collect::<Vec<_>>().join(" "))
-                    .unwrap_or_default(),
-                text_of(&r["level"]),
-                text_of(&r["access"]),
-            ]
-        })
-        .collect()
+fn requests_table(out: &Json) -> Table {
+    let mut t = Table::new(&[
+        "REQUEST", "PARTNER", "ROLE", "STATUS", "WANTS", "LEVEL", "ACCESS",
+    ]);
+    for r in out["requests"].as_array().into_iter().flatten() {
+        t.row(vec![
+            r["id"].clone(),
+            json!(partner_label(&r["partner"])),
+            r["role"].clone(),
+            r["status"].clone(),
+            json!(words(&r["wants"])),
+            r["level"].clone(),
+            r["access"].clone(),
+        ]);
+    }
+    t
 }
 
 /// `orgsync request ...`
-pub async fn request(client: &Client, json_out: bool, cmd: RequestCmd) -> Result<(), Failure> {
+pub async fn request(client: &Client, format: Format, cmd: RequestCmd) -> Result<(), Failure> {
     let out = match cmd {
         RequestCmd::Send {
             partner,
@@ -706,16 +706,8 @@ pub async fn request(client: &Client, json_out: bool, cmd: RequestCmd) -> Result
         }
         RequestCmd::List => {
             let out = call(client, Method::GET, "/v1/requests", None).await?;
-            if !json_out {
-                print_table(
-                    &[
-                        "REQUEST", "PARTNER", "ROLE", "STATUS", "WANTS", "LEVEL", "ACCESS",
-                    ],
-                    &request_rows(&out),
-                );
-                return Ok(());
-            }
-            out
+            show(format, &out, || requests_table(&out));
+            return Ok(());
         }
         RequestCmd::Preview { id, level, access } => {
             let body = json!({"level": level, "access": access});
@@ -726,17 +718,12 @@ pub async fn request(client: &Client, json_out: bool, cmd: RequestCmd) -> Result
                 Some(&body),
             )
             .await?;
-            if !json_out {
-                let objects = out["objects"].as_array().cloned().unwrap_or_default();
+            let objects = array(&out, "objects");
+            if format == Format::Table {
                 outln!("{} object(s) would be sent:", objects.len());
-                let rows: Vec<Vec<String>> = objects
-                    .iter()
-                    .map(|o| vec![text_of(&o["id"]), text_of(&o["kind"]), summary(o)])
-                    .collect();
-                print_table(&["ID", "KIND", "SUMMARY"], &rows);
-                return Ok(());
             }
-            out
+            show(format, &out, || objects_table(&objects));
+            return Ok(());
         }
         RequestCmd::Approve {
             id,
@@ -765,7 +752,7 @@ pub async fn request(client: &Client, json_out: bool, cmd: RequestCmd) -> Result
             .await?
         }
     };
-    if json_out {
+    if format.is_json() {
         print_json(&out);
     } else {
         outln!(
@@ -778,69 +765,52 @@ pub async fn request(client: &Client, json_out: bool, cmd: RequestCmd) -> Result
 }
 
 /// `orgsync partner ...`
-pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result<(), Failure> {
+pub async fn partner(client: &Client, format: Format, cmd: PartnerCmd) -> Result<(), Failure> {
     match cmd {
         PartnerCmd::Settings => {
             let out = call(client, Method::GET, "/v1/governance/partners", None).await?;
-            if json_out {
-                print_json(&out);
-            } else {
-                let rows: Vec<Vec<String>> = out["partners"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| {
-                        vec![
-                            text_of(&p["name"]),
-                            text_of(&p["inbox"]),
-                            text_of(&p["subcontractor"]),
-                            text_of(&p["child"]),
-                            text_of(&p["mirror"]),
-                            p["field_map"]
-                                .as_object()
-                                .map(|m| {
-                                    m.iter()
-                                        .map(|(k, v)| format!("{k}->{}", text_of(v)))
-                                        .collect::<Vec<_>>()
-                                        .join(" ")
-                                })
-                                .unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    &[
-                        "PARTNER",
-                        "INBOX",
-                        "SUBCONTRACTOR",
-                        "CHILD",
-                        "MIRROR",
-                        "FIELD MAP",
-                    ],
-                    &rows,
-                );
-            }
+            show(format, &out, || {
+                let mut t = Table::new(&[
+                    "PARTNER",
+                    "INBOX",
+                    "SUBCONTRACTOR",
+                    "CHILD",
+                    "MIRROR",
+                    "FIELD MAP",
+                ]);
+                for p in out["partners"].as_array().into_iter().flatten() {
+                    let map = p["field_map"].as_object().map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}->{}", text_of(v)))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    });
+                    t.row(vec![
+                        p["name"].clone(),
+                        p["inbox"].clone(),
+                        p["subcontractor"].clone(),
+                        p["child"].clone(),
+                        p["mirror"].clone(),
+                        map.map_or(Json::Null, Json::String),
+                    ]);
+                }
+                t
+            });
         }
         PartnerCmd::Pending => {
             let out = call(client, Method::GET, "/v1/governance/pending", None).await?;
-            if json_out {
-                print_json(&out);
-            } else {
-                let rows: Vec<Vec<String>> = out["pending"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| {
-                        vec![
-                            text_of(&p["fingerprint"]),
-                            text_of(&p["address"]),
-                            ms_text(&p["last_seen_ms"]),
-                            text_of(&p["attempts"]),
-                        ]
-                    })
-                    .collect();
-                print_table(&["FINGERPRINT", "ADDRESS", "LAST SEEN", "ATTEMPTS"], &rows);
-            }
+            show(format, &out, || {
+                let mut t = Table::new(&["FINGERPRINT", "ADDRESS", "LAST SEEN", "ATTEMPTS"]);
+                for p in out["pending"].as_array().into_iter().flatten() {
+                    t.row(vec![
+                        p["fingerprint"].clone(),
+                        p["address"].clone(),
+                        ms_text(&p["last_seen_ms"]),
+                        p["attempts"].clone(),
+                    ]);
+                }
+                t
+            });
         }
         PartnerCmd::Accept {
             fingerprint,
@@ -858,7 +828,7 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
                 Some(&body),
             )
             .await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&out);
             } else {
                 outln!("paired with {}", text_of(&out["paired"]));
@@ -873,7 +843,7 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
                 Some(&body),
             )
             .await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&out);
             } else {
                 outln!("dismissed {fingerprint}");
@@ -896,7 +866,7 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
             }
             let body = json!({"partner": partner, "subcontractor": subcontractor, "child": child, "mirror": mirror, "map": m, "by": who(&by)});
             let out = call(client, Method::POST, "/v1/governance/partners", Some(&body)).await?;
-            if json_out {
+            if format.is_json() {
                 print_json(&out);
             } else {
                 outln!(
@@ -914,7 +884,7 @@ pub async fn partner(client: &Client, json_out: bool, cmd: PartnerCmd) -> Result
 /// `orgsync audit`
 pub async fn audit(
     client: &Client,
-    json_out: bool,
+    format: Format,
     partner: Option<String>,
     since: Option<String>,
 ) -> Result<(), Failure> {
@@ -944,36 +914,26 @@ pub async fn audit(
         format!("/v1/audit?{}", q.join("&"))
     };
     let out = call(client, Method::GET, &path, None).await?;
-    if json_out {
-        print_json(&out);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = out["entries"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            vec![
+    show(format, &out, || {
+        let mut t = Table::new(&["WHEN", "WHO", "ACTION", "PARTNER", "SHARE", "DETAIL"]);
+        for e in out["entries"].as_array().into_iter().flatten() {
+            t.row(vec![
                 ms_text(&e["at_ms"]),
                 // A partner's claim is shown as such, next to the actor.
                 match e["claimed_by"].as_str() {
-                    Some(c) => format!("{} (claims {c:?})", text_of(&e["who"])),
-                    None => text_of(&e["who"]),
+                    Some(c) => json!(format!("{} (claims {c:?})", text_of(&e["who"]))),
+                    None => e["who"].clone(),
                 },
-                text_of(&e["action"]),
-                text_of(&e["partner_name"]),
+                e["action"].clone(),
+                e["partner_name"].clone(),
                 e["share"]
                     .as_str()
-                    .map(|s| s.chars().take(8).collect())
-                    .unwrap_or_else(|| "-".into()),
-                text_of(&e["detail"]),
-            ]
-        })
-        .collect();
-    print_table(
-        &["WHEN", "WHO", "ACTION", "PARTNER", "SHARE", "DETAIL"],
-        &rows,
-    );
+                    .map_or(Json::Null, |s| json!(s.chars().take(8).collect::<String>())),
+                e["detail"].clone(),
+            ]);
+        }
+        t
+    });
     Ok(())
 }
 
@@ -996,7 +956,7 @@ pub async fn export(
     client: &Client,
     partner: Option<String>,
     share: Option<String>,
-    format: Format,
+    format: ExportFormat,
     output: PathBuf,
 ) -> Result<(), Failure> {
     let mut q = Vec::new();
@@ -1024,7 +984,7 @@ pub async fn export(
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     match format {
-        Format::Ndjson => {
+        ExportFormat::Ndjson => {
             // NDJSON is data, not a spreadsheet: written verbatim, 0600.
             let file = orgsync_daemon::localfile::create_private(&output, EXPORT_FILE_MODE)
                 .map_err(|e| export_err(&output, e))?;
@@ -1041,7 +1001,7 @@ pub async fn export(
                 output.display()
             );
         }
-        Format::Csv => {
+        ExportFormat::Csv => {
             // A new export directory is the owner's only (0700), like its files.
             std::fs::DirBuilder::new()
                 .recursive(true)
