@@ -11,6 +11,7 @@
 
 mod baseline;
 mod cluster;
+mod cost;
 mod keepalive;
 mod machine;
 mod procs;
@@ -230,6 +231,9 @@ struct Baselines {
     quinn_aead: f64,
     rtt50: f64,
     rtt99: f64,
+    /// CPU seconds of raw sled per 100,000 records (issue 16 item 7).
+    #[serde(default)]
+    sled_cpu: f64,
 }
 
 impl Baselines {
@@ -239,6 +243,7 @@ impl Baselines {
             quinn_aead: figure(rows, QUINN_AEAD)?,
             rtt50: figure(rows, RTT50)?,
             rtt99: figure(rows, RTT99)?,
+            sled_cpu: figure(rows, SLED_CPU)?,
         })
     }
 }
@@ -274,15 +279,18 @@ const SLED: &str = "baseline: raw sled apply_batch(1000)+flush";
 const QUINN_AEAD: &str = "baseline: raw quinn + AEAD 64 KiB chunks";
 const RTT50: &str = "baseline: raw quinn round trip p50";
 const RTT99: &str = "baseline: raw quinn round trip p99";
+const SLED_CPU: &str = "baseline: raw sled CPU per 100k records";
 
 /// Runs one scenario in this process.
 async fn run_unit(unit: Unit, b: Baselines, sizes: &Sizes) -> Result<Vec<Row>> {
     match unit {
-        Unit::Replication => scenarios::replication(sizes.replication, b.sled).await,
+        Unit::Replication => scenarios::replication(sizes.replication, b.sled, b.sled_cpu).await,
         Unit::Latency => scenarios::latency(sizes.latency, b.rtt50, b.rtt99).await,
         Unit::ResumeFile => scenarios::resume_file(sizes.resume, b.quinn_aead).await,
-        Unit::InitialSync => scenarios::initial_sync(sizes.initial, Duration::ZERO).await,
-        Unit::Memory => scenarios::initial_sync(sizes.initial, sizes.idle).await,
+        Unit::InitialSync => {
+            scenarios::initial_sync(sizes.initial, Duration::ZERO, b.sled_cpu).await
+        }
+        Unit::Memory => scenarios::initial_sync(sizes.initial, sizes.idle, b.sled_cpu).await,
         Unit::FanOut => scenarios::fan_out(sizes.fan_out, sizes.partners).await,
         Unit::Growth => {
             let rtt = (b.rtt50, b.rtt99);
@@ -503,7 +511,9 @@ async fn baselines(tiny: bool) -> Result<Vec<Row>> {
         (200_000, 256 << 20, 2_000, Duration::from_millis(500))
     };
     eprintln!("baseline: sled group commit ({records} x 262 B, flush per 1000)...");
+    let cpu_before = cost::cpu_secs(None)?;
     let sled = baseline::sled_group_commit(records, 1_000, 64 << 20)?;
+    let sled_cpu = cost::per_100k(cost::cpu_secs(None)? - cpu_before, records as u64);
     eprintln!("baseline: quinn single stream ({} MiB)...", bytes >> 20);
     let quinn = baseline::quinn_stream_throughput(bytes).await?;
     eprintln!("baseline: quinn + AEAD (64 KiB chunks)...");
@@ -519,6 +529,7 @@ async fn baselines(tiny: bool) -> Result<Vec<Row>> {
             "objects/s",
             sled,
         ),
+        Row::info(SLED_CPU, "CPU s/100k", sled_cpu),
         Row::info("baseline: raw quinn, one stream", "MB/s", quinn),
         Row::info(
             "baseline: raw quinn + AEAD 64 KiB chunks",
