@@ -18,6 +18,7 @@ mod procs;
 mod progress;
 mod report;
 mod scenarios;
+mod through_share;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command as Process, Stdio};
@@ -65,6 +66,9 @@ enum Command {
     /// 1. Sustained replication of 262-byte contacts A->B, durable on B,
     ///    next to raw sled group commit.
     Replication,
+    /// 1s. Scenario 1 through a real share (a flag rule, auto-approve on
+    ///     B) next to scenario 1 as a mirror, measured in the same run.
+    Share,
     /// 2. One change at a time through A's local API until B's event stream
     ///    reports it (p50/p99), next to the raw quinn round trip.
     Latency,
@@ -96,6 +100,7 @@ enum Command {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Unit {
     Replication,
+    Share,
     Latency,
     ResumeFile,
     /// Scenario 4 alone (no idle).
@@ -111,9 +116,18 @@ impl Unit {
     fn of(command: &Command) -> Vec<Unit> {
         use Unit::*;
         match command {
-            Command::All => vec![Replication, Latency, ResumeFile, Memory, FanOut, Growth],
+            Command::All => vec![
+                Replication,
+                Share,
+                Latency,
+                ResumeFile,
+                Memory,
+                FanOut,
+                Growth,
+            ],
             Command::Baselines | Command::Scenario { .. } => vec![],
             Command::Replication => vec![Replication],
+            Command::Share => vec![Share],
             Command::Latency => vec![Latency],
             Command::ResumeFile => vec![ResumeFile],
             Command::InitialSync => vec![InitialSync],
@@ -127,6 +141,7 @@ impl Unit {
     fn label(self) -> &'static str {
         match self {
             Unit::Replication => "1 replication",
+            Unit::Share => "1s replication through a share",
             Unit::Latency => "2 latency",
             Unit::ResumeFile => "3 resume file",
             Unit::InitialSync | Unit::Memory => "4-5 initial sync",
@@ -149,6 +164,10 @@ impl Unit {
                 "scenario 1: replication ({} contacts)...",
                 sizes.replication
             ),
+            Unit::Share => format!(
+                "scenario 1s: replication through a share vs a mirror ({} contacts each)...",
+                sizes.replication
+            ),
             Unit::Latency => format!("scenario 2: latency ({} changes)...", sizes.latency),
             Unit::ResumeFile => format!("scenario 3: résumé file ({} MiB)...", sizes.resume >> 20),
             Unit::InitialSync | Unit::Memory => format!(
@@ -169,7 +188,10 @@ impl Unit {
     fn deadline(self, tiny: bool) -> Duration {
         let minutes = match (tiny, self) {
             (true, _) => 3,
-            (false, Unit::Replication | Unit::Latency | Unit::ResumeFile | Unit::FanOut) => 5,
+            (
+                false,
+                Unit::Replication | Unit::Share | Unit::Latency | Unit::ResumeFile | Unit::FanOut,
+            ) => 5,
             (false, Unit::InitialSync | Unit::Memory) => 10,
             (false, Unit::Growth) => 20,
         };
@@ -285,6 +307,7 @@ const SLED_CPU: &str = "baseline: raw sled CPU per 100k records";
 async fn run_unit(unit: Unit, b: Baselines, sizes: &Sizes) -> Result<Vec<Row>> {
     match unit {
         Unit::Replication => scenarios::replication(sizes.replication, b.sled, b.sled_cpu).await,
+        Unit::Share => through_share::share_vs_mirror(sizes.replication, b.sled).await,
         Unit::Latency => scenarios::latency(sizes.latency, b.rtt50, b.rtt99).await,
         Unit::ResumeFile => scenarios::resume_file(sizes.resume, b.quinn_aead).await,
         Unit::InitialSync => {
