@@ -491,7 +491,34 @@ pub async fn initial_sync(n: u64, idle: Duration, sled_cpu: f64) -> Result<Vec<R
     if !idle.is_zero() {
         eprintln!("memory: idle for {} s...", idle.as_secs());
         progress::waiting_for(format!("the idle {} s to pass", idle.as_secs()));
-        tokio::time::sleep(idle).await;
+        // Before the daemons' idle trim (after 10 s without activity),
+        // what an idle daemon kept without one.
+        let early = Duration::from_secs(5).min(idle / 2);
+        tokio::time::sleep(early).await;
+        for (who, d, begin) in [("A", &pa, a_start), ("B", &pb, b_start)] {
+            let now = d.rss();
+            rows.push(Row {
+                scenario: format!(
+                    "5 memory: RSS of {who} after {} s idle (before the idle trim)",
+                    early.as_secs()
+                ),
+                metric: "MiB".into(),
+                value: now as f64 / MIB,
+                baseline: Some(begin as f64 / MIB),
+                target: "-".into(),
+                pass: None,
+            });
+        }
+        tokio::time::sleep(idle - early).await;
+        for (who, d) in [("A", &pa), ("B", &pb)] {
+            let text = Client::new(&d.dir).get_text("/metrics").await?;
+            let trims = cost::counter(&text, "orgsync_idle_trims_total")?;
+            rows.push(Row::info(
+                &format!("5 memory: idle trims of {who} during the idle time"),
+                "trims",
+                trims as f64,
+            ));
+        }
         for (who, d, begin) in [("A", &pa, a_start), ("B", &pb, b_start)] {
             let now = d.rss();
             rows.push(Row {

@@ -93,3 +93,53 @@ pub fn spawn(store: Store, m: Arc<Metrics>, after: Duration) -> JoinHandle<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Edit;
+    use orgsync_protocol::model::{Kind, ObjectId, Value};
+    use std::sync::atomic::AtomicU64;
+    use std::time::Instant;
+
+    static RELEASES: AtomicU64 = AtomicU64::new(0);
+
+    fn count_release() {
+        RELEASES.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn wait_trims(m: &Metrics, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while m.idle_trims.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "no trim {n} in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trims_once_after_each_burst() {
+        set_release_hook(count_release);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let m = Arc::new(Metrics::new());
+        let task = spawn(store.clone(), m.clone(), Duration::from_millis(200));
+        let write = |i: u64| {
+            Edit::new(ObjectId::new_v7(1_700_000_000_000 + i), Kind::Contact)
+                .set_std("first_name", Value::Text(format!("Idle{i}")))
+        };
+        store.write(vec![write(1)]).await.unwrap();
+        wait_trims(&m, 1).await;
+        assert!(RELEASES.load(Ordering::SeqCst) >= 1, "the hook ran");
+        store.write(vec![write(2)]).await.unwrap();
+        wait_trims(&m, 2).await;
+        // Quiet since: no third trim, however many samples pass (each
+        // sample is 200 ms; 5 of them is well past the idle period).
+        let quiet_until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < quiet_until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(m.idle_trims.load(Ordering::SeqCst), 2);
+        task.abort();
+        eprintln!("idle: 2 trims for 2 bursts, none while idle after");
+    }
+}
