@@ -11,6 +11,7 @@
 
 mod baseline;
 mod cluster;
+mod cost;
 mod keepalive;
 mod machine;
 mod peers;
@@ -18,6 +19,7 @@ mod procs;
 mod progress;
 mod report;
 mod scenarios;
+mod through_share;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command as Process, Stdio};
@@ -65,6 +67,9 @@ enum Command {
     /// 1. Sustained replication of 262-byte contacts A->B, durable on B,
     ///    next to raw sled group commit.
     Replication,
+    /// 1s. Scenario 1 through a real share (a flag rule, auto-approve on
+    ///     B) next to scenario 1 as a mirror, measured in the same run.
+    Share,
     /// 2. One change at a time through A's local API until B's event stream
     ///    reports it (p50/p99), next to the raw quinn round trip.
     Latency,
@@ -100,6 +105,7 @@ enum Command {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Unit {
     Replication,
+    Share,
     Latency,
     ResumeFile,
     /// Scenario 4 alone (no idle).
@@ -121,6 +127,7 @@ impl Unit {
         match command {
             Command::All => vec![
                 Replication,
+                Share,
                 Latency,
                 PouchDb,
                 ResumeFile,
@@ -131,6 +138,7 @@ impl Unit {
             ],
             Command::Baselines | Command::Scenario { .. } => vec![],
             Command::Replication => vec![Replication],
+            Command::Share => vec![Share],
             Command::Latency => vec![Latency],
             Command::ResumeFile => vec![ResumeFile],
             Command::InitialSync => vec![InitialSync],
@@ -145,6 +153,7 @@ impl Unit {
     fn label(self) -> &'static str {
         match self {
             Unit::Replication => "1 replication",
+            Unit::Share => "1s replication through a share",
             Unit::Latency => "2 latency",
             Unit::ResumeFile => "3 resume file",
             Unit::InitialSync | Unit::Memory => "4-5 initial sync",
@@ -167,6 +176,10 @@ impl Unit {
         match self {
             Unit::Replication => format!(
                 "scenario 1: replication ({} contacts)...",
+                sizes.replication
+            ),
+            Unit::Share => format!(
+                "scenario 1s: replication through a share vs a mirror ({} contacts each)...",
                 sizes.replication
             ),
             Unit::Latency => format!("scenario 2: latency ({} changes)...", sizes.latency),
@@ -200,7 +213,10 @@ impl Unit {
             (_, Unit::PouchDb) => return peers::pouchdb_deadline(tiny),
             (_, Unit::Syncthing) => return peers::syncthing_deadline(tiny),
             (true, _) => 3,
-            (false, Unit::Replication | Unit::Latency | Unit::ResumeFile | Unit::FanOut) => 5,
+            (
+                false,
+                Unit::Replication | Unit::Share | Unit::Latency | Unit::ResumeFile | Unit::FanOut,
+            ) => 5,
             (false, Unit::InitialSync | Unit::Memory) => 10,
             (false, Unit::Growth) => 20,
         };
@@ -265,6 +281,9 @@ struct Baselines {
     quinn_aead: f64,
     rtt50: f64,
     rtt99: f64,
+    /// CPU seconds of raw sled per 100,000 records (issue 16 item 7).
+    #[serde(default)]
+    sled_cpu: f64,
 }
 
 impl Baselines {
@@ -274,6 +293,7 @@ impl Baselines {
             quinn_aead: figure(rows, QUINN_AEAD)?,
             rtt50: figure(rows, RTT50)?,
             rtt99: figure(rows, RTT99)?,
+            sled_cpu: figure(rows, SLED_CPU)?,
         })
     }
 }
@@ -309,15 +329,19 @@ const SLED: &str = "baseline: raw sled apply_batch(1000)+flush";
 const QUINN_AEAD: &str = "baseline: raw quinn + AEAD 64 KiB chunks";
 const RTT50: &str = "baseline: raw quinn round trip p50";
 const RTT99: &str = "baseline: raw quinn round trip p99";
+const SLED_CPU: &str = "baseline: raw sled CPU per 100k records";
 
 /// Runs one scenario in this process.
 async fn run_unit(unit: Unit, b: Baselines, sizes: Sizes, deadline: Duration) -> Result<Vec<Row>> {
     match unit {
-        Unit::Replication => scenarios::replication(sizes.replication, b.sled).await,
+        Unit::Replication => scenarios::replication(sizes.replication, b.sled, b.sled_cpu).await,
+        Unit::Share => through_share::share_vs_mirror(sizes.replication, b.sled).await,
         Unit::Latency => scenarios::latency(sizes.latency, b.rtt50, b.rtt99).await,
         Unit::ResumeFile => scenarios::resume_file(sizes.resume, b.quinn_aead).await,
-        Unit::InitialSync => scenarios::initial_sync(sizes.initial, Duration::ZERO).await,
-        Unit::Memory => scenarios::initial_sync(sizes.initial, sizes.idle).await,
+        Unit::InitialSync => {
+            scenarios::initial_sync(sizes.initial, Duration::ZERO, b.sled_cpu).await
+        }
+        Unit::Memory => scenarios::initial_sync(sizes.initial, sizes.idle, b.sled_cpu).await,
         Unit::FanOut => scenarios::fan_out(sizes.fan_out, sizes.partners).await,
         Unit::Growth => {
             let rtt = (b.rtt50, b.rtt99);
@@ -567,7 +591,9 @@ async fn baselines(tiny: bool) -> Result<Vec<Row>> {
         (200_000, 256 << 20, 2_000, Duration::from_millis(500))
     };
     eprintln!("baseline: sled group commit ({records} x 262 B, flush per 1000)...");
+    let cpu_before = cost::cpu_secs(None)?;
     let sled = baseline::sled_group_commit(records, 1_000, 64 << 20)?;
+    let sled_cpu = cost::per_100k(cost::cpu_secs(None)? - cpu_before, records as u64);
     eprintln!("baseline: quinn single stream ({} MiB)...", bytes >> 20);
     let quinn = baseline::quinn_stream_throughput(bytes).await?;
     eprintln!("baseline: quinn + AEAD (64 KiB chunks)...");
@@ -583,6 +609,7 @@ async fn baselines(tiny: bool) -> Result<Vec<Row>> {
             "objects/s",
             sled,
         ),
+        Row::info(SLED_CPU, "CPU s/100k", sled_cpu),
         Row::info("baseline: raw quinn, one stream", "MB/s", quinn),
         Row::info(
             "baseline: raw quinn + AEAD 64 KiB chunks",

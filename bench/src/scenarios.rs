@@ -18,15 +18,16 @@ use serde_json::json;
 
 use crate::baseline::percentile;
 use crate::cluster::{self, contact, pair, wait_applied, wait_connected, Node};
+use crate::cost;
 use crate::keepalive::KeepAlive;
 use crate::procs;
 use crate::progress;
 use crate::report::Row;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Two fresh paired instances in `root`, not started.
-fn paired(root: &std::path::Path) -> Result<(Node, Node)> {
+pub(crate) fn paired(root: &std::path::Path) -> Result<(Node, Node)> {
     let a = Node::create(root, "Acme")?;
     let b = Node::create(root, "Globex")?;
     pair(&a, &b)?;
@@ -35,7 +36,7 @@ fn paired(root: &std::path::Path) -> Result<(Node, Node)> {
 
 /// Starts both instances (with their API sockets if `api`) and waits until
 /// they are connected.
-async fn start_pair(a: &mut Node, b: &mut Node, api: bool) -> Result<()> {
+pub(crate) async fn start_pair(a: &mut Node, b: &mut Node, api: bool) -> Result<()> {
     start_node(a, api).await?;
     start_node(b, api).await?;
     wait_connected(a, b, CONNECT_TIMEOUT).await?;
@@ -85,20 +86,29 @@ async fn write_contacts(node: &Node, start: u64, n: u64, batch: u64) -> Result<u
 /// B. A writes `n` contacts in batches of 1,000 while B receives; the clock
 /// runs from A's first write until A's `acked_by_peer` cursor for B (only
 /// moved after B has applied durably) reaches A's log head.
-pub async fn replication(n: u64, sled_baseline: f64) -> Result<Vec<Row>> {
+///
+/// Its cost rows (item 7 of issue 16) come first: the process's CPU
+/// seconds (A and B together) and the UDP bytes of the partner connection
+/// over the same interval, per change. The rate is the last row.
+pub async fn replication(n: u64, sled_baseline: f64, sled_cpu: f64) -> Result<Vec<Row>> {
     let root = tempfile::tempdir()?;
     let (mut a, mut b) = paired(root.path())?;
-    replication_on(&mut a, &mut b, n, sled_baseline).await
+    replication_on(&mut a, &mut b, n, sled_baseline, sled_cpu).await
 }
 
 /// Scenario 1 on two paired instances, not started yet.
-async fn replication_on(
+pub(crate) async fn replication_on(
     a: &mut Node,
     b: &mut Node,
     n: u64,
     sled_baseline: f64,
+    sled_cpu: f64,
 ) -> Result<Vec<Row>> {
     start_pair(a, b, false).await?;
+    let cpu_before = cost::cpu_secs(None)?;
+    let m = a.daemon().metrics().clone();
+    let (tx_before, rx_before) = m.quic.totals();
+    let payload_before = m.bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
     progress::waiting_for(format!("{} to write {n} contacts", a.name()));
     let head = write_contacts(a, 0, n, 1_000).await?;
@@ -113,6 +123,37 @@ async fn replication_on(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cost::cpu_secs(None)? - cpu_before;
+    let (tx, rx) = m.quic.totals();
+    let payload = m.bytes_sent.load(std::sync::atomic::Ordering::Relaxed) - payload_before;
+    let per = |bytes: u64| bytes as f64 / n.max(1) as f64;
+    let cost_rows = vec![
+        cost::cpu_row(
+            "1 cost: CPU per 100k changes, A and B (one process)".into(),
+            cost::per_100k(cpu, n),
+            sled_cpu,
+        ),
+        cost::wire_row(
+            "1 cost: UDP bytes per change A->B".into(),
+            per(tx - tx_before),
+        ),
+        Row::info(
+            "1 cost: UDP bytes per change B->A (acks)",
+            "B/change",
+            per(rx - rx_before),
+        ),
+        cost::wire_row(
+            "1 cost: sealed payload bytes per change A->B".into(),
+            per(payload),
+        ),
+    ];
+    eprintln!(
+        "replication cost: {:.2} CPU s per 100k changes (both sides), {:.0} UDP B/change A->B, {:.0} B->A, {:.0} payload B/change",
+        cost::per_100k(cpu, n),
+        per(tx - tx_before),
+        per(rx - rx_before),
+        per(payload)
+    );
     // B's own cursor says the same, durably.
     wait_applied(b, &a.org, head, Duration::from_millis(1), CONNECT_TIMEOUT).await?;
     let len = cluster::logged_change_len(a)?;
@@ -124,7 +165,8 @@ async fn replication_on(
     b.stop().await?;
     let rate = n as f64 / secs;
     let pass = rate >= 0.6 * sled_baseline && rate >= 30_000.0;
-    Ok(vec![
+    let mut rows = cost_rows;
+    rows.extend([
         Row::info(
             "1 replication: A's local write rate meanwhile",
             "objects/s",
@@ -138,7 +180,8 @@ async fn replication_on(
             target: ">= 0.6x and >= 30000".into(),
             pass: Some(pass),
         },
-    ])
+    ]);
+    Ok(rows)
 }
 
 /// Scenario 2: `n` changes one at a time through A's local API (HTTP over
@@ -334,7 +377,11 @@ async fn prefill_log(dir: &std::path::Path, n: u64) -> Result<u64> {
 /// stderr) reports that B acknowledged everything (B acks only what it
 /// applied durably). Peak RSS is each process's `VmHWM`; then, unless
 /// `idle` is zero, both stay idle that long and RSS is read again.
-pub async fn initial_sync(n: u64, idle: Duration) -> Result<Vec<Row>> {
+///
+/// Cost rows (issue 16 item 7): each process's CPU seconds from B's start
+/// until synced, per 100,000 changes, and the UDP bytes of the partner
+/// connection per change (A's `/metrics`).
+pub async fn initial_sync(n: u64, idle: Duration, sled_cpu: f64) -> Result<Vec<Row>> {
     let bins = procs::bin_dir()?;
     let root = tempfile::tempdir()?;
     let a = Node::create(root.path(), "Acme")?;
@@ -352,11 +399,30 @@ pub async fn initial_sync(n: u64, idle: Duration) -> Result<Vec<Row>> {
     let start = Instant::now();
     let pb = procs::Daemon::spawn(&bins, &b.dir).await?;
     let (a_start, b_start) = (pa.rss(), pb.rss());
+    let (a_cpu0, b_cpu0) = (
+        cost::cpu_secs(Some(pa.pid()))?,
+        cost::cpu_secs(Some(pb.pid()))?,
+    );
     progress::waiting_for(format!(
         "orgsyncd B to hold A's {head} changes (wait-synced)"
     ));
     procs::wait_synced(&bins, &a.dir, Duration::from_secs(900)).await?;
     let secs = start.elapsed().as_secs_f64();
+    let (a_cpu, b_cpu) = (
+        cost::cpu_secs(Some(pa.pid()))? - a_cpu0,
+        cost::cpu_secs(Some(pb.pid()))? - b_cpu0,
+    );
+    let metrics_a = Client::new(&a.dir).get_text("/metrics").await?;
+    let quic_tx = cost::counter(&metrics_a, "orgsync_quic_bytes_sent_total")?;
+    let quic_rx = cost::counter(&metrics_a, "orgsync_quic_bytes_received_total")?;
+    let per = |bytes: u64| bytes as f64 / n.max(1) as f64;
+    eprintln!(
+        "initial-sync cost: A {:.2} and B {:.2} CPU s per 100k changes; {:.0} UDP B/change A->B, {:.0} B->A",
+        cost::per_100k(a_cpu, n),
+        cost::per_100k(b_cpu, n),
+        per(quic_tx),
+        per(quic_rx)
+    );
     let applied = Client::new(&b.dir).status().await?;
     eprintln!(
         "initial-sync: done in {secs:.1} s (head {head}); {}; B status: {}",
@@ -382,6 +448,24 @@ pub async fn initial_sync(n: u64, idle: Duration) -> Result<Vec<Row>> {
         "objects/s",
         n as f64 / secs,
     ));
+    rows.extend([
+        cost::cpu_row(
+            "4 cost: CPU per 100k changes, orgsyncd A (sender)".into(),
+            cost::per_100k(a_cpu, n),
+            sled_cpu,
+        ),
+        cost::cpu_row(
+            "4 cost: CPU per 100k changes, orgsyncd B (receiver)".into(),
+            cost::per_100k(b_cpu, n),
+            sled_cpu,
+        ),
+        cost::wire_row("4 cost: UDP bytes per change A->B".into(), per(quic_tx)),
+        Row::info(
+            "4 cost: UDP bytes per change B->A (acks)",
+            "B/change",
+            per(quic_rx),
+        ),
+    ]);
     for (who, peak) in [("A (sender)", a_peak), ("B (receiver)", b_peak)] {
         rows.push(Row {
             scenario: format!("5 memory: peak RSS of orgsyncd {who} during 4"),
@@ -407,7 +491,34 @@ pub async fn initial_sync(n: u64, idle: Duration) -> Result<Vec<Row>> {
     if !idle.is_zero() {
         eprintln!("memory: idle for {} s...", idle.as_secs());
         progress::waiting_for(format!("the idle {} s to pass", idle.as_secs()));
-        tokio::time::sleep(idle).await;
+        // Before the daemons' idle trim (after 10 s without activity),
+        // what an idle daemon kept without one.
+        let early = Duration::from_secs(5).min(idle / 2);
+        tokio::time::sleep(early).await;
+        for (who, d, begin) in [("A", &pa, a_start), ("B", &pb, b_start)] {
+            let now = d.rss();
+            rows.push(Row {
+                scenario: format!(
+                    "5 memory: RSS of {who} after {} s idle (before the idle trim)",
+                    early.as_secs()
+                ),
+                metric: "MiB".into(),
+                value: now as f64 / MIB,
+                baseline: Some(begin as f64 / MIB),
+                target: "-".into(),
+                pass: None,
+            });
+        }
+        tokio::time::sleep(idle - early).await;
+        for (who, d) in [("A", &pa), ("B", &pb)] {
+            let text = Client::new(&d.dir).get_text("/metrics").await?;
+            let trims = cost::counter(&text, "orgsync_idle_trims_total")?;
+            rows.push(Row::info(
+                &format!("5 memory: idle trims of {who} during the idle time"),
+                "trims",
+                trims as f64,
+            ));
+        }
         for (who, d, begin) in [("A", &pa, a_start), ("B", &pb, b_start)] {
             let now = d.rss();
             rows.push(Row {
@@ -586,7 +697,7 @@ pub async fn cost_growth(
         fa?;
         fb?;
         eprintln!("cost growth: filled in {:.1} s", t.elapsed().as_secs_f64());
-        let rep = replication_on(&mut a, &mut b, replicate, sled_baseline).await?;
+        let rep = replication_on(&mut a, &mut b, replicate, sled_baseline, 0.0).await?;
         let rate = rep.last().map(|r| r.value).unwrap_or(0.0);
         // Scenario 2 on the same pair (restarted), its stores now hold
         // `pre + replicate` objects.

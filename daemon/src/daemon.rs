@@ -254,6 +254,8 @@ pub struct Daemon {
     services: Mutex<Vec<Arc<ServiceTasks>>>,
     /// The web console, when started (stopped with the daemon).
     web: Mutex<Option<crate::web::WebServer>>,
+    /// The idle trim task ([`crate::idle`]); holds a store handle.
+    idle: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
@@ -373,7 +375,10 @@ impl Daemon {
                 None
             }
         };
+        // Gives memory back once a burst is over (issue 16 item 4).
+        let idle = crate::idle::spawn(store.clone(), metrics.clone(), crate::idle::IDLE_AFTER);
         Ok(Daemon {
+            idle,
             config,
             identity,
             store,
@@ -554,6 +559,8 @@ impl Daemon {
             w.task.abort();
             s.join("config watcher", w.task, Some(Duration::ZERO)).await;
         }
+        self.idle.abort();
+        s.join("idle trim", self.idle, Some(Duration::ZERO)).await;
         self.engine.stop_with(&mut s).await;
         if let Some(g) = &self.governance {
             s.step("governance background tasks", None, g.shutdown())

@@ -60,6 +60,7 @@ pub mod daemon;
 pub mod engine;
 pub mod export;
 pub mod governance;
+pub mod idle;
 pub mod import;
 pub mod json;
 pub mod localfile;

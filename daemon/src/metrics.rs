@@ -5,8 +5,10 @@
 //! `Arc`) by the store, the sync engine, the API and the drop folder of one
 //! daemon, so two daemons in one test process do not mix their numbers.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::api::PartnerStatus;
 
@@ -55,6 +57,73 @@ pub struct Metrics {
     pub limits_refused: AtomicU64,
     /// Webhook notifications skipped by the webhook rate limit.
     pub webhooks_skipped: AtomicU64,
+    /// Times the daemon trimmed its memory after being idle (see
+    /// [`crate::idle`]).
+    pub idle_trims: AtomicU64,
+    /// UDP bytes of partner connections (QUIC headers, handshakes,
+    /// acknowledgements and retransmissions included).
+    pub quic: QuicTraffic,
+}
+
+/// UDP bytes sent and received on partner connections, as quinn counts
+/// them: closed connections' totals plus the live ones' so far, so the
+/// figures only ever increase while the daemon runs.
+#[derive(Debug, Default)]
+pub struct QuicTraffic {
+    closed_sent: AtomicU64,
+    closed_received: AtomicU64,
+    live: Mutex<HashMap<usize, quinn::Connection>>,
+}
+
+/// Keeps one connection counted in [`QuicTraffic`]; when dropped, its
+/// final figures move to the closed totals.
+#[must_use = "the connection is counted only while the guard lives"]
+pub struct TrackedConnection<'a> {
+    traffic: &'a QuicTraffic,
+    id: usize,
+}
+
+impl QuicTraffic {
+    /// Counts `conn` until the returned guard is dropped.
+    pub fn track(&self, conn: &quinn::Connection) -> TrackedConnection<'_> {
+        let id = conn.stable_id();
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, conn.clone());
+        TrackedConnection { traffic: self, id }
+    }
+
+    /// UDP bytes (sent, received) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.values().fold(
+            (
+                self.closed_sent.load(Ordering::Relaxed),
+                self.closed_received.load(Ordering::Relaxed),
+            ),
+            |(tx, rx), c| {
+                let s = c.stats();
+                (tx + s.udp_tx.bytes, rx + s.udp_rx.bytes)
+            },
+        )
+    }
+}
+
+impl Drop for TrackedConnection<'_> {
+    fn drop(&mut self) {
+        let mut live = self
+            .traffic
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Moved under the lock, so a concurrent `totals` sees it once.
+        if let Some(c) = live.remove(&self.id) {
+            let s = c.stats();
+            add(&self.traffic.closed_sent, s.udp_tx.bytes);
+            add(&self.traffic.closed_received, s.udp_rx.bytes);
+        }
+    }
 }
 
 /// Adds `n` to a counter.
@@ -72,7 +141,7 @@ impl Metrics {
     /// gauges from `partners`.
     pub fn render(&self, partners: &[PartnerStatus]) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             (
                 "orgsync_changes_written_total",
                 "Local changes committed to the change log.",
@@ -163,6 +232,11 @@ impl Metrics {
                 "Webhook notifications skipped by the webhook rate limit.",
                 &self.webhooks_skipped,
             ),
+            (
+                "orgsync_idle_trims_total",
+                "Times the daemon returned memory after being idle.",
+                &self.idle_trims,
+            ),
         ];
         for (name, help, c) in counters {
             // Writing to a String cannot fail.
@@ -170,6 +244,24 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 c.load(Ordering::Relaxed)
+            );
+        }
+        let (quic_sent, quic_received) = self.quic.totals();
+        for (name, help, v) in [
+            (
+                "orgsync_quic_bytes_sent_total",
+                "UDP bytes sent on partner connections (QUIC overhead included).",
+                quic_sent,
+            ),
+            (
+                "orgsync_quic_bytes_received_total",
+                "UDP bytes received on partner connections (QUIC overhead included).",
+                quic_received,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
         let gauges: [Gauge; 3] = [

@@ -27,6 +27,19 @@ mod systemd;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's own: frees what it can of the heaps and, with `force`,
+    /// purges freed arena memory at once instead of after the purge delay.
+    fn mi_collect(force: bool);
+}
+
+/// The idle trim's allocator hook (see `orgsync_daemon::idle`).
+fn release_allocator() {
+    // SAFETY: mi_collect takes no pointers and may be called from any
+    // thread at any time; mimalloc is this process's allocator.
+    unsafe { mi_collect(true) }
+}
+
 /// The orgsync daemon: keeps this instance's records in sync with its partners.
 #[derive(Parser)]
 #[command(
@@ -95,6 +108,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
+    orgsync_daemon::idle::set_release_hook(release_allocator);
     let args: Args = orgsync_keytool::cli::parse_args();
     if let Some(Cmd::Restore(r)) = &args.command {
         // The message already names the cause: printed once, not as a chain.

@@ -877,6 +877,7 @@ pub(super) async fn run(
     dialing: &mut bool,
 ) -> Outcome {
     let conn = pc.connection.clone();
+    let _traffic = shared.options.metrics.quic.track(&conn);
     let ended = |error: String| Outcome::Ended {
         established: false,
         error: Some(error),

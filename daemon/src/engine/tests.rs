@@ -570,3 +570,35 @@ async fn stop_during_an_apply_with_a_backlog_arriving_is_clean() {
     assert!(report.elapsed < Duration::from_secs(5), "{report:?}");
     assert!(ea.stop().await.is_clean());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_bytes_count_the_connection_and_survive_its_close() {
+    let (a, b) = (Instance::new(), Instance::new());
+    let (sa, sb) = (a.store(), b.store());
+    let (ta, tb) = (a.bind(), b.bind());
+    let addr_b = tb.local_addr().unwrap();
+    let options = Instance::options();
+    let m = options.metrics.clone();
+    let ea = a.start_with(&sa, ta, &[(&b, Some(addr_b))], options);
+    let eb = b.start(&sb, tb, &[(&a, None)]);
+    let edits = (0..200).map(|i| contact(&format!("q{i}"))).collect();
+    sa.write(edits).await.unwrap();
+    wait_acked(&ea, &b.org, sa.log_head()).await;
+    let payload = m.bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
+    let (sent, received) = m.quic.totals();
+    // UDP carries the sealed payload plus QUIC's own headers and acks.
+    assert!(payload > 200 * 20, "payload {payload}");
+    assert!(sent > payload, "UDP {sent} B for {payload} B of payload");
+    assert!(received > 0);
+    let text = m.render(&[]);
+    assert!(text.contains(&format!(
+        "orgsync_quic_bytes_sent_total {}",
+        m.quic.totals().0
+    )));
+    assert!(ea.stop().await.is_clean());
+    assert!(eb.stop().await.is_clean());
+    // Closed connections keep their count.
+    let (after, _) = m.quic.totals();
+    assert!(after >= sent, "{after} < {sent} after the close");
+    eprintln!("quic: {sent} UDP bytes sent for {payload} payload bytes (200 contacts)");
+}

@@ -184,7 +184,9 @@ pub(super) async fn on_offered(
 }
 
 /// Applies the held changes of `ids` as approved (same id), marks them
-/// approved and empties their inbox entries.
+/// approved and empties their inbox entries: one durable write for the
+/// changes and one for the inbox, however many objects (an announcement
+/// names up to a thousand; one write each was the share path's cost).
 async fn approve_held(
     gov: &Governance,
     partner: &OrgId,
@@ -192,16 +194,19 @@ async fn approve_held(
     held: &[(u64, Change)],
     add_flag: Option<ObjectId>,
 ) -> Result<(), GovError> {
-    for id in ids {
-        let mine: Vec<&(u64, Change)> = held.iter().filter(|(_, c)| c.id == *id).collect();
-        let changes: Vec<Change> = mine.iter().map(|(_, c)| c.clone()).collect();
-        approve_changes(gov, partner, &changes, add_flag).await?;
+    let wanted: std::collections::BTreeSet<ObjectId> = ids.iter().copied().collect();
+    let mine: Vec<&(u64, Change)> = held
+        .iter()
+        .filter(|(_, c)| wanted.contains(&c.id))
+        .collect();
+    let changes: Vec<Change> = mine.iter().map(|(_, c)| c.clone()).collect();
+    approve_changes(gov, partner, &changes, add_flag).await?;
+    for id in &wanted {
         gov.db()
             .put(&gov.db().decision, "decision", &id.0, &Decision::Approved)?;
-        for (seq, _) in mine {
-            gov.store().remove_from_inbox(partner, *seq).await?;
-        }
     }
+    let seqs: Vec<u64> = mine.iter().map(|(seq, _)| *seq).collect();
+    gov.store().remove_many_from_inbox(partner, &seqs).await?;
     Ok(())
 }
 
@@ -540,12 +545,20 @@ async fn approve_changes(
         })
         .collect();
     let receipt = gov.store().write_changes(mapped).await?;
-    if let Some(obj) = receipt.objects.last() {
+    // Each object as it stands after the write (the last of its changes).
+    let mut objects: BTreeMap<ObjectId, &Object> = BTreeMap::new();
+    for obj in &receipt.objects {
+        objects.insert(obj.id, obj);
+    }
+    let mut flagged = Vec::new();
+    for obj in objects.values() {
         fetch_resume(gov, obj).await?;
         if let Some(flag) = add_flag {
-            let edit = Edit::new(obj.id, obj.kind).set(FieldKey::Flag(flag), Value::Bool(true));
-            gov.store().write(vec![edit]).await?;
+            flagged.push(Edit::new(obj.id, obj.kind).set(FieldKey::Flag(flag), Value::Bool(true)));
         }
+    }
+    if !flagged.is_empty() {
+        gov.store().write(flagged).await?;
     }
     Ok(())
 }

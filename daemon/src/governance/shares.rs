@@ -44,6 +44,11 @@ pub(super) fn shares_with(gov: &Governance, partner: &OrgId, obj: &Object) -> bo
     shares.iter().any(|s| {
         s.partner.as_ref() == Some(partner)
             && s.is_flowing()
+            // Only members: an object entering a share goes once the
+            // membership loop has announced it and re-logged it whole
+            // (`enter`). Sent before its announcement, the partner would
+            // hold it in its inbox, and refuse it past `max_inbox_items`.
+            && gov.db().is_member(&s.id, &obj.id).unwrap_or(false)
             && s.selection.selects(obj, &lookup)
             && gov.check_send(obj.id, &prov, partner, s.access).is_ok()
     })
@@ -388,9 +393,9 @@ pub(super) async fn sync_members(gov: &Governance, share: &OutShare) -> Result<u
     Ok(entering.len())
 }
 
-/// Makes `objects` members of `share`: re-logs them whole (so the engine
-/// sends complete objects, not just the change that made them enter) and
-/// announces them to the recipient.
+/// Makes `objects` members of `share`: announces them to the recipient,
+/// then re-logs them whole (so the engine sends complete objects, and only
+/// members: see [`shares_with`]).
 async fn enter(
     gov: &Governance,
     share: &OutShare,
@@ -402,10 +407,6 @@ async fn enter(
     }
     for o in objects {
         gov.db().set_member(&share.id, &o.id, true)?;
-    }
-    let whole: Vec<Change> = objects.iter().map(|o| Change::from_object(o)).collect();
-    for chunk in whole.chunks(SCAN_PAGE) {
-        gov.store().write_changes(chunk.to_vec()).await?;
     }
     let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
     let mut by_owner: std::collections::BTreeMap<OrgId, Vec<ObjectId>> = Default::default();
@@ -424,6 +425,13 @@ async fn enter(
                 },
             )?;
         }
+    }
+    // Announced first, then logged: the announcement usually reaches the
+    // partner before the objects, which then apply at once instead of
+    // waiting in its inbox for it.
+    let whole: Vec<Change> = objects.iter().map(|o| Change::from_object(o)).collect();
+    for chunk in whole.chunks(SCAN_PAGE) {
+        gov.store().write_changes(chunk.to_vec()).await?;
     }
     gov.audit(
         DAEMON,

@@ -1051,6 +1051,27 @@ impl Store {
         self.flush().await
     }
 
+    /// Removes the held changes `seqs` of `partner` from the inbox in one
+    /// atomic batch, durable on return (one flush for all of them).
+    pub async fn remove_many_from_inbox(
+        &self,
+        partner: &OrgId,
+        seqs: &[u64],
+    ) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(keys::inbox(partner, *seq).to_vec());
+        }
+        self.inner
+            .data
+            .apply_batch(batch)
+            .map_err(db_err("remove from inbox"))?;
+        self.flush().await
+    }
+
     /// Erases objects outright: no tombstone, no log entry (an erase asked
     /// by the partner a copy came from is a governance act, passed on by
     /// governance frames, not a change). A later copy of the same object
