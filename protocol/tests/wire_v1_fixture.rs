@@ -1,0 +1,178 @@
+//! Protocol version 1 stays byte-identical: the bytes this build encodes
+//! for v1 messages and change batches equal fixtures captured from `main`
+//! before protocol version 2 was added (commit 6982a30). Regenerate only
+//! deliberately: `ORGSYNC_WRITE_FIXTURES=1 cargo test -p orgsync-protocol
+//! --test wire_v1_fixture` (then the test proves nothing for that run).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use orgsync_protocol::clock::Timestamp;
+use orgsync_protocol::codec;
+use orgsync_protocol::envelope::{EnvelopeHeader, SealedEnvelope, StreamKind};
+use orgsync_protocol::model::{
+    Change, Date, FieldKey, FieldState, InstanceId, Kind, ObjectId, OrgId, SequencedChange, Value,
+    Version,
+};
+use orgsync_protocol::wire::{Ack, ChangeBatch, Hello, Message};
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Compares `bytes` with the fixture `name` (or writes it when asked to).
+fn check(name: &str, bytes: &[u8]) {
+    let path = fixture_path(name);
+    if std::env::var_os("ORGSYNC_WRITE_FIXTURES").is_some() {
+        std::fs::write(&path, bytes).expect("write fixture");
+        return;
+    }
+    let want = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert_eq!(
+        bytes,
+        &want[..],
+        "{name}: v1 bytes differ from the fixture captured from main"
+    );
+}
+
+fn version(ms: u64, instance: u64) -> Version {
+    Version {
+        hlc: Timestamp::new(ms, 7),
+        instance: InstanceId(instance),
+    }
+}
+
+/// Changes covering every value type, a tombstone, a flag and a deletion.
+pub fn sample_changes() -> Vec<SequencedChange> {
+    let mut contact = BTreeMap::new();
+    contact.insert(
+        FieldKey::Std("name".into()),
+        FieldState {
+            version: version(1_764_000_000_000, 0xa1),
+            value: Some(Value::Text("Ada Lovelace — résumé".into())),
+        },
+    );
+    contact.insert(
+        FieldKey::Custom("score".into()),
+        FieldState {
+            version: version(1_764_000_000_001, 0xa1),
+            value: Some(Value::Number(12.5)),
+        },
+    );
+    contact.insert(
+        FieldKey::Custom("age".into()),
+        FieldState {
+            version: version(1_764_000_000_002, 0xb2),
+            value: Some(Value::Integer(-36)),
+        },
+    );
+    contact.insert(
+        FieldKey::Std("birthday".into()),
+        FieldState {
+            version: version(1_764_000_000_003, 0xa1),
+            value: Some(Value::Date(Date::new(1815, 12, 10).expect("date"))),
+        },
+    );
+    contact.insert(
+        FieldKey::Custom("active".into()),
+        FieldState {
+            version: version(1_764_000_000_004, 0xa1),
+            value: Some(Value::Bool(true)),
+        },
+    );
+    contact.insert(
+        FieldKey::Custom("level".into()),
+        FieldState {
+            version: version(1_764_000_000_005, 0xa1),
+            value: Some(Value::Choice("senior".into())),
+        },
+    );
+    contact.insert(
+        FieldKey::Std("email".into()),
+        FieldState {
+            version: version(1_764_000_000_006, 0xa1),
+            value: None,
+        },
+    );
+    contact.insert(
+        FieldKey::Flag(ObjectId([0x5f; 16])),
+        FieldState {
+            version: version(1_764_000_000_007, 0xb2),
+            value: Some(Value::Bool(true)),
+        },
+    );
+    let deleted = Change {
+        id: ObjectId([0x22; 16]),
+        kind: Kind::Organization,
+        fields: BTreeMap::new(),
+        deleted: Some(version(1_764_000_000_100, 0xa1)),
+    };
+    vec![
+        SequencedChange {
+            seq: 3,
+            change: Change {
+                id: ObjectId([0x11; 16]),
+                kind: Kind::Contact,
+                fields: contact,
+                deleted: None,
+            },
+        },
+        SequencedChange {
+            seq: 300,
+            change: deleted,
+        },
+    ]
+}
+
+fn sample_hello() -> Hello {
+    Hello {
+        min_version: 1,
+        max_version: 1,
+        org: OrgId([0xaa; 32]),
+        instance: InstanceId(0xa1),
+        epoch: 3,
+        features: 3,
+        applied_up_to: 70_000,
+    }
+}
+
+#[test]
+fn v1_change_batch_plaintext_equals_main() {
+    let batch = ChangeBatch {
+        changes: sample_changes(),
+        log_head: 301,
+    };
+    check(
+        "v1_change_batch.bin",
+        &codec::encode(&batch).expect("encode"),
+    );
+}
+
+#[test]
+fn v1_control_frames_equal_main() {
+    let mut frames = Vec::new();
+    for msg in [
+        Message::Hello(sample_hello()),
+        Message::Ping(5),
+        Message::Pong(5),
+        Message::Ack(Ack { up_to_seq: 300 }),
+        Message::Changes(SealedEnvelope {
+            header: EnvelopeHeader {
+                version: 1,
+                sender: OrgId([0xaa; 32]),
+                receiver: OrgId([0xbb; 32]),
+                epoch: 3,
+                key_id: [9; 8],
+                stream: StreamKind::Changes,
+                sequence: 300,
+            },
+            nonce: [4; 24],
+            ciphertext: vec![0xc3; 40],
+        }),
+    ] {
+        frames.extend(codec::encode_frame(&msg).expect("frame"));
+    }
+    check("v1_frames.bin", &frames);
+}
