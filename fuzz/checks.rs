@@ -112,6 +112,22 @@ pub fn frame_decode(data: &[u8]) {
     // The same bytes as an opened envelope's plaintext.
     if let Ok(batch) = decode_change_batch(stream) {
         assert_eq!(batch.validate(), Ok(()));
+        // A sender that puts encoded changes (stored objects) into a batch
+        // without re-encoding it produces the same bytes as encoding the
+        // batch (protocol 1 and 2 alike).
+        let entries: Vec<(u64, Vec<u8>)> = batch
+            .changes
+            .iter()
+            .map(|c| (c.seq, codec::encode(&c.change).expect("change encodes")))
+            .collect();
+        let mut from_encoded = Vec::new();
+        codec::encode_change_batch_into(&entries, batch.log_head, &mut from_encoded)
+            .expect("batch from encoded changes");
+        assert_eq!(
+            from_encoded,
+            codec::encode(&batch).expect("batch encodes"),
+            "batch from encoded changes differs from the encoded batch"
+        );
     }
     if let Ok(chunk) = decode_blob_chunk(stream) {
         assert_eq!(chunk.validate(), Ok(()));

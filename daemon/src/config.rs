@@ -15,6 +15,8 @@
 //! max_unacked = 16384             # changes in flight per partner before waiting for acks
 //! reconnect_min_ms = 500          # first reconnect delay
 //! reconnect_max_ms = 30000        # cap of the exponential backoff
+//! min_protocol_version = 1        # oldest wire protocol spoken with partners (staged rollouts, tests)
+//! max_protocol_version = 2        # newest wire protocol spoken; 1 = behave as the previous release
 //!
 //! [api]
 //! socket = "api.sock"             # relative paths are relative to DIR
@@ -65,6 +67,7 @@ use std::path::{Path, PathBuf};
 use orgsync_protocol::model::{
     CustomField, FieldScope, FieldType, Kind, Schema, MAX_FIELD_NAME_LEN,
 };
+use orgsync_protocol::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -146,6 +149,13 @@ pub struct SyncConfig {
     pub reconnect_min_ms: u64,
     /// Largest reconnect delay in milliseconds.
     pub reconnect_max_ms: u64,
+    /// Oldest wire-protocol version offered to partners. Raising it (after
+    /// every partner is upgraded) refuses partners still on older ones.
+    pub min_protocol_version: u16,
+    /// Newest wire-protocol version offered to partners: lowering it makes
+    /// this daemon speak as the previous release did (staged rollouts,
+    /// and the version tests).
+    pub max_protocol_version: u16,
 }
 
 /// `[limits]`: bounds on what a paired partner (authenticated, not
@@ -346,6 +356,8 @@ struct RawSync {
     max_unacked: Option<Spanned<u64>>,
     reconnect_min_ms: Option<Spanned<u64>>,
     reconnect_max_ms: Option<Spanned<u64>>,
+    min_protocol_version: Option<Spanned<u64>>,
+    max_protocol_version: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -443,7 +455,7 @@ impl Config {
         )?;
         let max_batch_changes = v.ranged(
             "sync.max_batch_changes",
-            raw.sync.max_batch_changes,
+            raw.sync.max_batch_changes.clone(),
             DEFAULT_MAX_BATCH_CHANGES as u64,
             1..=orgsync_protocol::wire::MAX_CHANGES_PER_BATCH as u64,
         )?;
@@ -480,6 +492,7 @@ impl Config {
                 ),
             ));
         }
+        let (min_protocol_version, max_protocol_version) = v.protocol_versions(&raw.sync)?;
         if max_unacked < max_batch_changes {
             let span = raw.sync.max_unacked.as_ref().map(|s| s.span());
             return Err(v.invalid(
@@ -544,6 +557,8 @@ impl Config {
                 max_unacked,
                 reconnect_min_ms,
                 reconnect_max_ms,
+                min_protocol_version,
+                max_protocol_version,
             },
             api: ApiConfig { socket },
             log: LogConfig { level, format },
@@ -567,6 +582,8 @@ impl Config {
                 max_unacked: DEFAULT_MAX_UNACKED,
                 reconnect_min_ms: DEFAULT_RECONNECT_MIN_MS,
                 reconnect_max_ms: DEFAULT_RECONNECT_MAX_MS,
+                min_protocol_version: MIN_PROTOCOL_VERSION,
+                max_protocol_version: PROTOCOL_VERSION,
             },
             api: ApiConfig {
                 socket: dir.join(DEFAULT_API_SOCKET),
@@ -711,6 +728,38 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// Validates `[sync] min_protocol_version` / `max_protocol_version`:
+    /// each within the versions this build speaks, and not an empty range.
+    fn protocol_versions(&self, raw: &RawSync) -> Result<(u16, u16), ConfigError> {
+        let supported = u64::from(MIN_PROTOCOL_VERSION)..=u64::from(PROTOCOL_VERSION);
+        let min = self.ranged(
+            "sync.min_protocol_version",
+            raw.min_protocol_version.clone(),
+            u64::from(MIN_PROTOCOL_VERSION),
+            supported.clone(),
+        )?;
+        let max = self.ranged(
+            "sync.max_protocol_version",
+            raw.max_protocol_version.clone(),
+            u64::from(PROTOCOL_VERSION),
+            supported,
+        )?;
+        if min > max {
+            let span = raw
+                .min_protocol_version
+                .as_ref()
+                .or(raw.max_protocol_version.as_ref())
+                .map(|s| s.span());
+            return Err(self.invalid(
+                "sync.min_protocol_version",
+                span,
+                format!("{min} is above sync.max_protocol_version ({max}): no protocol version would be left to speak"),
+            ));
+        }
+        // Both are within MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION (u16).
+        Ok((min as u16, max as u16))
+    }
+
     /// Validates `[limits]`: every bound at least 1 (0 would refuse
     /// everything) and at most a value that still bounds memory.
     fn limits(&self, raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
@@ -1102,6 +1151,48 @@ category = "client"
             .custom_field(Kind::Organization, Some("client"), "employees")
             .unwrap();
         assert_eq!(f.ty, FieldType::Integer);
+    }
+
+    #[test]
+    fn protocol_versions_default_to_every_supported_one_and_are_checked() {
+        let c = parse("listen = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(
+            (c.sync.min_protocol_version, c.sync.max_protocol_version),
+            (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION)
+        );
+        let c = parse("listen = \"127.0.0.1:1\"\n[sync]\nmax_protocol_version = 1\n").unwrap();
+        assert_eq!(
+            (c.sync.min_protocol_version, c.sync.max_protocol_version),
+            (1, 1)
+        );
+        for (text, key, line, says) in [
+            (
+                "[sync]\nmax_protocol_version = 3\n",
+                "sync.max_protocol_version",
+                3,
+                "out of range (allowed 1..=2",
+            ),
+            (
+                "[sync]\nmin_protocol_version = 0\n",
+                "sync.min_protocol_version",
+                3,
+                "out of range (allowed 1..=2",
+            ),
+            (
+                "[sync]\nmax_protocol_version = 1\nmin_protocol_version = 2\n",
+                "sync.min_protocol_version",
+                4,
+                "2 is above sync.max_protocol_version (1)",
+            ),
+        ] {
+            let err = parse(&format!("listen = \"127.0.0.1:1\"\n{text}")).unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, line: l, .. } if k == key && *l == line),
+                "{shown}"
+            );
+            assert!(shown.contains(says), "{shown}");
+        }
     }
 
     #[test]

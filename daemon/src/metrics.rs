@@ -335,6 +335,8 @@ mod tests {
             lag_ms: 1500,
             incoming_lag: 0,
             last_error: None,
+            protocol_version: Some(2),
+            clock_skew_ms: None,
         };
         let text = m.render(&[p]);
         assert!(text.contains("orgsync_changes_written_total 3\n"));

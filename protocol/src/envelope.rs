@@ -328,6 +328,21 @@ pub fn try_seal(
     sequence: u64,
     plaintext: &[u8],
 ) -> Result<SealedEnvelope, EnvelopeError> {
+    let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
+    buf.extend_from_slice(plaintext);
+    try_seal_owned(keys, stream, sequence, buf)
+}
+
+/// [`try_seal`] of a plaintext the caller gives away: it is encrypted in
+/// place (one AEAD call, no copy) and becomes the envelope's ciphertext,
+/// so a sender that builds a batch in a buffer seals it without copying it.
+/// Reserve [`TAG_LEN`] spare bytes in `plaintext` to avoid a reallocation.
+pub fn try_seal_owned(
+    keys: &PairKeys,
+    stream: StreamKind,
+    sequence: u64,
+    mut plaintext: Vec<u8>,
+) -> Result<SealedEnvelope, EnvelopeError> {
     let header = EnvelopeHeader {
         version: ENVELOPE_VERSION,
         sender: keys.local,
@@ -338,18 +353,15 @@ pub fn try_seal(
         sequence,
     };
     let nonce = next_nonce();
-    let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
-    buf.extend_from_slice(plaintext);
+    let len = plaintext.len();
     let tag = cipher(&keys.send)
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &header.aad(), &mut buf)
-        .map_err(|_| EnvelopeError::TooLong {
-            len: plaintext.len(),
-        })?;
-    buf.extend_from_slice(&tag);
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &header.aad(), &mut plaintext)
+        .map_err(|_| EnvelopeError::TooLong { len })?;
+    plaintext.extend_from_slice(&tag);
     Ok(SealedEnvelope {
         header,
         nonce,
-        ciphertext: buf,
+        ciphertext: plaintext,
     })
 }
 

@@ -72,9 +72,9 @@ use crate::envelope::{self, EnvelopeError, ReplayGuard, SealedEnvelope, StreamKi
 use crate::identity::PairKeys;
 use crate::model::{InstanceId, ObjectId, OrgId, SequencedChange};
 use crate::wire::{
-    decode_blob_chunk, decode_change_batch, Ack, BlobChunk, BlobDone, BlobRequest, ChangeBatch,
-    Channel, ErrorCode, ErrorMessage, Hello, Message, FEATURE_BLOBS, MAX_CHANGES_PER_BATCH,
-    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    decode_blob_chunk, decode_change_batch, Ack, BlobChunk, BlobDone, BlobRequest, Channel,
+    ClockPong, ErrorCode, ErrorMessage, Hello, Message, CLOCK_PONG_VERSION, FEATURE_BLOBS,
+    MAX_CHANGES_PER_BATCH, MAX_CLOCK_MS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 #[cfg(test)]
@@ -127,6 +127,51 @@ pub struct SessionConfig {
     /// cursor ([`Effect::LogJumped`]) instead of failing with
     /// [`SessionError::PeerCursorAhead`] (see "After a restore" above).
     pub restored: bool,
+    /// On a session of protocol version 2 or later, how often the
+    /// partner's clock is probed (a Ping answered with a
+    /// [`Message::ClockPong`]) even while traffic keeps the connection
+    /// alive; the first probe goes out as soon as the session is established.
+    pub clock_probe_interval: Duration,
+    /// Reads the wall clock, in milliseconds since the Unix epoch, for the
+    /// clock pongs we send and the skew we estimate: the one reading of
+    /// the system time in this crate, injectable so tests can drive it.
+    pub wall_clock: WallClock,
+}
+
+/// A source of wall-clock time in milliseconds since the Unix epoch (see
+/// [`SessionConfig::wall_clock`]).
+#[derive(Clone, Copy)]
+pub struct WallClock(pub fn() -> u64);
+
+impl WallClock {
+    /// The system's clock.
+    pub const SYSTEM: WallClock = WallClock(system_unix_ms);
+
+    fn now_ms(self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WallClock")
+    }
+}
+
+// Two configurations differ by their clock only in tests; comparing
+// function addresses is unreliable, so clocks compare equal.
+impl PartialEq for WallClock {
+    fn eq(&self, _: &WallClock) -> bool {
+        true
+    }
+}
+impl Eq for WallClock {}
+
+/// The system clock in milliseconds since the Unix epoch (0 before 1970).
+pub fn system_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Default for SessionConfig {
@@ -143,6 +188,8 @@ impl Default for SessionConfig {
             keep_alive_interval: Duration::from_secs(10),
             max_blob_transfers: 16,
             restored: false,
+            clock_probe_interval: Duration::from_secs(60),
+            wall_clock: WallClock::SYSTEM,
         }
     }
 }
@@ -297,7 +344,7 @@ impl fmt::Display for SessionState {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
     /// No protocol version in common.
-    #[error("no common protocol version: we speak {ours:?}, the peer speaks {theirs:?}")]
+    #[error("no common protocol version: this instance speaks protocol {}..={}, the peer speaks {}..={}", .ours.start(), .ours.end(), .theirs.start(), .theirs.end())]
     VersionMismatch {
         /// Our range.
         ours: RangeInclusive<u16>,
@@ -495,6 +542,12 @@ pub struct SessionStats {
     pub blobs_sending: usize,
     /// Blob transfers we are receiving.
     pub blobs_receiving: usize,
+    /// The partner's clock minus ours, in milliseconds, corrected by half
+    /// the round trip of the probe; `None` until a [`Message::ClockPong`]
+    /// answered our probe (never on a version-1 session).
+    pub clock_skew_ms: Option<i64>,
+    /// Round trip of the probe behind `clock_skew_ms`.
+    pub clock_round_trip: Option<Duration>,
 }
 
 /// An outgoing blob transfer (we serve it).
@@ -553,8 +606,13 @@ pub struct Session {
 
     // Liveness.
     last_rx: Instant,
-    ping_outstanding: Option<u64>,
+    /// The nonce of the ping in flight and when it was sent.
+    ping_outstanding: Option<(u64, Instant)>,
     next_ping: u64,
+    /// When our last ping went out (clock probes are paced from it).
+    last_ping: Option<Instant>,
+    clock_skew_ms: Option<i64>,
+    clock_round_trip: Option<Duration>,
 
     // Output, by priority.
     control_q: VecDeque<Transmit>,
@@ -613,6 +671,9 @@ impl Session {
             last_rx: now,
             ping_outstanding: None,
             next_ping: 1,
+            last_ping: None,
+            clock_skew_ms: None,
+            clock_round_trip: None,
             control_q,
             changes_q: VecDeque::new(),
             blob_q: VecDeque::new(),
@@ -664,6 +725,8 @@ impl Session {
             duplicate_batches: self.duplicate_batches,
             blobs_sending: self.sending_blobs.len(),
             blobs_receiving: self.receiving_blobs.len(),
+            clock_skew_ms: self.clock_skew_ms,
+            clock_round_trip: self.clock_round_trip,
         }
     }
 
@@ -705,11 +768,36 @@ impl Session {
             return None;
         }
         let idle = self.last_rx + self.config.idle_timeout;
-        if self.state == SessionState::Established && self.ping_outstanding.is_none() {
-            Some(idle.min(self.last_rx + self.config.keep_alive_interval))
-        } else {
-            Some(idle)
+        Some(self.next_ping_at().map_or(idle, |at| idle.min(at)))
+    }
+
+    /// When the next ping is due: after `keep_alive_interval` of silence,
+    /// and on version 2 or later also `clock_probe_interval` after the
+    /// last one (probes go on while traffic keeps the connection alive).
+    fn next_ping_at(&self) -> Option<Instant> {
+        if self.state != SessionState::Established || self.ping_outstanding.is_some() {
+            return None;
         }
+        let keep_alive = self.last_rx + self.config.keep_alive_interval;
+        if !self.clock_negotiated() {
+            return Some(keep_alive);
+        }
+        let probe = self
+            .last_ping
+            .map_or(self.last_rx, |at| at + self.config.clock_probe_interval);
+        Some(keep_alive.min(probe))
+    }
+
+    fn clock_negotiated(&self) -> bool {
+        self.version.is_some_and(|v| v >= CLOCK_PONG_VERSION)
+    }
+
+    fn send_ping(&mut self, now: Instant) {
+        let nonce = self.next_ping;
+        self.next_ping = self.next_ping.wrapping_add(1);
+        self.ping_outstanding = Some((nonce, now));
+        self.last_ping = Some(now);
+        self.push_control(Message::Ping(nonce));
     }
 
     // -----------------------------------------------------------------
@@ -746,14 +834,8 @@ impl Session {
             });
             return;
         }
-        if self.state == SessionState::Established
-            && self.ping_outstanding.is_none()
-            && now >= self.last_rx + self.config.keep_alive_interval
-        {
-            let nonce = self.next_ping;
-            self.next_ping = self.next_ping.wrapping_add(1);
-            self.ping_outstanding = Some(nonce);
-            self.push_control(Message::Ping(nonce));
+        if self.next_ping_at().is_some_and(|at| now >= at) {
+            self.send_ping(now);
         }
     }
 
@@ -778,7 +860,19 @@ impl Session {
             (SessionState::Established, Message::BlobChunk(env)) => self.on_blob_chunk(env),
             (SessionState::Established, Message::BlobDone(d)) => self.on_blob_done(d),
             (SessionState::Established, Message::Ping(n)) => {
-                self.push_control(Message::Pong(n));
+                let answer = if self.clock_negotiated() {
+                    Message::ClockPong(ClockPong {
+                        nonce: n,
+                        unix_ms: self.config.wall_clock.now_ms().min(MAX_CLOCK_MS),
+                    })
+                } else {
+                    Message::Pong(n)
+                };
+                self.push_control(answer);
+                Ok(())
+            }
+            (SessionState::Established, Message::ClockPong(p)) if self.clock_negotiated() => {
+                self.on_clock_pong(p);
                 Ok(())
             }
             (SessionState::Established, Message::Share(f)) => {
@@ -787,7 +881,7 @@ impl Session {
             }
             (SessionState::Established, Message::Pong(n)) => {
                 // A stale nonce is harmless: any message already proved liveness.
-                if self.ping_outstanding == Some(n) {
+                if self.ping_outstanding.is_some_and(|(nonce, _)| nonce == n) {
                     self.ping_outstanding = None;
                 }
                 Ok(())
@@ -797,6 +891,26 @@ impl Session {
                 state,
             }),
         }
+    }
+
+    /// Estimates the partner's clock skew from the answer to our ping: the
+    /// partner read its clock about half a round trip before the pong
+    /// arrived here.
+    fn on_clock_pong(&mut self, p: ClockPong) {
+        let Some((nonce, sent)) = self.ping_outstanding else {
+            return;
+        };
+        if nonce != p.nonce {
+            return;
+        }
+        self.ping_outstanding = None;
+        let round_trip = self.last_rx.saturating_duration_since(sent);
+        let half_ms = i64::try_from(round_trip.as_millis() / 2).unwrap_or(i64::MAX);
+        let ours = i64::try_from(self.config.wall_clock.now_ms()).unwrap_or(i64::MAX);
+        // unix_ms <= MAX_CLOCK_MS (2^48), so this cannot overflow.
+        let theirs = p.unix_ms as i64;
+        self.clock_skew_ms = Some(theirs.saturating_add(half_ms).saturating_sub(ours));
+        self.clock_round_trip = Some(round_trip);
     }
 
     fn on_hello(&mut self, h: Hello) -> Result<(), SessionError> {
@@ -863,6 +977,11 @@ impl Session {
             self.on_changes(env)?;
         }
         self.early_bytes = 0;
+        if self.clock_negotiated() {
+            // Probe the partner's clock at once rather than after the
+            // first quiet interval, so status shows the skew right away.
+            self.send_ping(self.last_rx);
+        }
         self.pump_send();
         Ok(())
     }
@@ -1101,12 +1220,47 @@ impl Session {
     /// not shared with it), and `log_head` is the log's head. `up_to` must
     /// be greater than `after` unless the log has nothing after it.
     ///
-    /// The changes are sealed into batches (split to respect
-    /// `max_batch_changes` and `max_batch_bytes`), each with its last
-    /// covered sequence as envelope sequence.
+    /// The changes are encoded and sent as [`Session::load_result_encoded`]
+    /// sends encoded ones.
     pub fn load_result(
         &mut self,
         changes: Vec<SequencedChange>,
+        up_to: u64,
+        log_head: u64,
+    ) -> Result<(), SessionError> {
+        let mut encoded = Vec::with_capacity(changes.len());
+        for c in &changes {
+            match codec::encode(&c.change) {
+                Ok(bytes) => encoded.push((c.seq, bytes)),
+                Err(source) => {
+                    let e = SessionError::Encode {
+                        what: "change",
+                        source,
+                    };
+                    self.fail(e.clone());
+                    return Err(e);
+                }
+            }
+        }
+        self.load_result_encoded(&encoded, up_to, log_head)
+    }
+
+    /// [`Session::load_result`] with each change given as its encoding
+    /// (`(seq, bytes)`, `bytes` the encoding of a
+    /// [`crate::model::Change`]; a stored [`crate::model::Object`]'s
+    /// encoding is one), so a host can send what its store holds without
+    /// decoding and re-encoding it.
+    ///
+    /// Guarantees: the changes are put in batches of at most
+    /// `max_batch_changes` changes and `max_batch_bytes` plaintext bytes
+    /// (a single larger change travels alone if it fits a frame), each
+    /// batch built by copying the given bytes once into its plaintext
+    /// ([`codec::encode_change_batch_into`], the same bytes on protocol
+    /// versions 1 and 2) and sealed with exactly one AEAD call, in place;
+    /// each envelope's sequence is the last sequence it covers.
+    pub fn load_result_encoded<B: AsRef<[u8]>>(
+        &mut self,
+        changes: &[(u64, B)],
         up_to: u64,
         log_head: u64,
     ) -> Result<(), SessionError> {
@@ -1120,13 +1274,13 @@ impl Session {
             return Err(SessionError::Misuse("load_result: up_to beyond log_head"));
         }
         let mut prev = after;
-        for c in &changes {
-            if c.seq <= prev || c.seq > up_to {
+        for (seq, _) in changes {
+            if *seq <= prev || *seq > up_to {
                 return Err(SessionError::Misuse(
                     "load_result: changes must be strictly increasing within (after, up_to]",
                 ));
             }
-            prev = c.seq;
+            prev = *seq;
         }
         if up_to <= after {
             if log_head > after {
@@ -1142,51 +1296,62 @@ impl Session {
         }
         self.loading = None;
         self.local_head = self.local_head.max(log_head);
+        let max_changes = self.max_batch_changes();
+        let max_bytes = self.config.max_batch_bytes;
         let mut rest = changes;
-        while rest.len() > self.max_batch_changes() {
-            let tail = rest.split_off(self.max_batch_changes());
-            let batch_up_to = rest.last().map_or(up_to, |c| c.seq);
-            if let Err(e) = self.seal_batch(rest, batch_up_to) {
+        loop {
+            // Greedy: as many changes as fit both bounds, at least one.
+            let mut n = 0;
+            let mut bytes = 0usize;
+            while n < rest.len() && n < max_changes {
+                let size = rest[n].1.as_ref().len() + codec::BATCH_ENTRY_OVERHEAD;
+                if n > 0 && bytes + size > max_bytes {
+                    break;
+                }
+                bytes += size;
+                n += 1;
+            }
+            let (batch, tail) = rest.split_at(n);
+            let batch_up_to = if tail.is_empty() {
+                up_to
+            } else {
+                batch.last().map_or(up_to, |c| c.0)
+            };
+            if let Err(e) = self.seal_batch(batch, batch_up_to) {
                 self.fail(e.clone());
                 return Err(e);
             }
+            if tail.is_empty() {
+                break;
+            }
             rest = tail;
-        }
-        if let Err(e) = self.seal_batch(rest, up_to) {
-            self.fail(e.clone());
-            return Err(e);
         }
         self.pump_send();
         Ok(())
     }
 
-    fn seal_batch(
+    fn seal_batch<B: AsRef<[u8]>>(
         &mut self,
-        changes: Vec<SequencedChange>,
+        changes: &[(u64, B)],
         up_to: u64,
     ) -> Result<(), SessionError> {
-        let batch = ChangeBatch {
-            changes,
-            log_head: self.local_head.max(up_to),
-        };
-        let bytes = codec::encode(&batch).map_err(|source| SessionError::Encode {
-            what: "change batch",
-            source,
+        let log_head = self.local_head.max(up_to);
+        let mut plain = Vec::new();
+        codec::encode_change_batch_into(changes, log_head, &mut plain).map_err(|source| {
+            SessionError::Encode {
+                what: "change batch",
+                source,
+            }
         })?;
-        if bytes.len() > self.config.max_batch_bytes && batch.changes.len() > 1 {
-            let mut first = batch.changes;
-            let second = first.split_off(first.len() / 2);
-            let first_up_to = first.last().map_or(up_to, |c| c.seq);
-            self.seal_batch(first, first_up_to)?;
-            return self.seal_batch(second, up_to);
-        }
-        if bytes.len() > MAX_FRAME_LEN - FRAME_OVERHEAD {
+        if plain.len() > MAX_FRAME_LEN - FRAME_OVERHEAD {
             return Err(SessionError::ChangeTooLarge {
                 seq: up_to,
-                bytes: bytes.len(),
+                bytes: plain.len(),
             });
         }
-        let env = envelope::seal(&self.keys, StreamKind::Changes, up_to, &bytes);
+        plain.reserve_exact(envelope::TAG_LEN);
+        let env = envelope::try_seal_owned(&self.keys, StreamKind::Changes, up_to, plain)
+            .map_err(SessionError::BadEnvelope)?;
         self.changes_q.push_back(Transmit {
             channel: Channel::Changes,
             message: Message::Changes(env),

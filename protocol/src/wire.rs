@@ -19,10 +19,27 @@ use crate::model::{
     FieldKey, InstanceId, ObjectId, OrgId, SequencedChange, Value, MAX_FIELD_NAME_LEN, MAX_TEXT_LEN,
 };
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks.
+///
+/// - **1**: the first release's protocol.
+/// - **2**: a Ping is answered with [`Message::ClockPong`], which carries
+///   the answering side's wall clock, so each side can estimate the clock
+///   skew of its partner; a version-2 session probes the clock as soon as
+///   it is established. Every other message is the same as in version 1.
+///
+/// The version is chosen per connection from both [`Hello`]s (the highest
+/// version both ranges contain), so a daemon of this build syncs with one
+/// of the previous release; a daemon can be held to an older range
+/// (`[sync] min_protocol_version` / `max_protocol_version`).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// The first protocol version whose Pings are answered with
+/// [`Message::ClockPong`] instead of [`Message::Pong`].
+pub const CLOCK_PONG_VERSION: u16 = 2;
+/// Largest wall-clock reading a [`ClockPong`] may carry: the 48-bit
+/// millisecond range of [`crate::clock::Timestamp`] (year 10889).
+pub const MAX_CLOCK_MS: u64 = (1 << 48) - 1;
 /// ALPN identifier of the sync protocol.
 pub const ALPN: &[u8] = b"orgsync/1";
 
@@ -57,6 +74,21 @@ pub enum Message {
     /// A sharing-governance control message (see [`crate::share`]), on
     /// the control stream; appended last so older encodings are unchanged.
     Share(crate::share::ShareFrame),
+    /// Answer to [`Message::Ping`] from protocol version 2 on
+    /// ([`CLOCK_PONG_VERSION`]): the nonce and the answering side's wall
+    /// clock. Appended last so version-1 encodings are unchanged; never
+    /// sent on a version-1 session.
+    ClockPong(ClockPong),
+}
+
+/// Answer to a ping carrying the sender's wall clock (protocol version 2).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ClockPong {
+    /// The nonce of the [`Message::Ping`] answered.
+    pub nonce: u64,
+    /// The answering side's wall clock when it answered, in milliseconds
+    /// since the Unix epoch (at most [`MAX_CLOCK_MS`]).
+    pub unix_ms: u64,
 }
 
 /// Which stream of a connection a message belongs on.
@@ -98,6 +130,7 @@ impl Message {
             Message::Ping(_) => "ping",
             Message::Pong(_) => "pong",
             Message::Share(_) => "share",
+            Message::ClockPong(_) => "clock-pong",
         }
     }
 }
@@ -353,6 +386,14 @@ pub enum WireError {
         /// The field.
         field: String,
     },
+    /// A clock pong carries a wall clock beyond [`MAX_CLOCK_MS`].
+    #[error("clock-pong: wall clock of {unix_ms} ms is beyond the limit of {max} ms")]
+    ClockOutOfRange {
+        /// The reading sent.
+        unix_ms: u64,
+        /// The limit.
+        max: u64,
+    },
     /// A governance control message breaks a bound.
     #[error(transparent)]
     Share(#[from] crate::share::ShareWireError),
@@ -406,6 +447,10 @@ impl Message {
                 })
             }
             Message::Share(f) => Ok(f.validate()?),
+            Message::ClockPong(p) if p.unix_ms > MAX_CLOCK_MS => Err(WireError::ClockOutOfRange {
+                unix_ms: p.unix_ms,
+                max: MAX_CLOCK_MS,
+            }),
             _ => Ok(()),
         }
     }
@@ -784,6 +829,8 @@ pub mod testing {
             any::<u64>().prop_map(Message::Ping),
             any::<u64>().prop_map(Message::Pong),
             crate::share::testing::frame().prop_map(Message::Share),
+            (any::<u64>(), 0..=MAX_CLOCK_MS)
+                .prop_map(|(nonce, unix_ms)| Message::ClockPong(ClockPong { nonce, unix_ms })),
         ]
     }
 
@@ -833,6 +880,40 @@ mod tests {
 
     use super::testing::*;
     use super::*;
+
+    #[test]
+    fn clock_pong_beyond_the_clock_range_is_refused_both_ways() {
+        let ok = Message::ClockPong(ClockPong {
+            nonce: 1,
+            unix_ms: MAX_CLOCK_MS,
+        });
+        let frame = codec::encode_frame(&ok).expect("in range");
+        assert_eq!(
+            codec::decode_frame(&frame).expect("decodes"),
+            Some((ok, frame.len()))
+        );
+        let bad = Message::ClockPong(ClockPong {
+            nonce: 1,
+            unix_ms: MAX_CLOCK_MS + 1,
+        });
+        let err = codec::encode_frame(&bad).expect_err("refused when sending");
+        assert!(err.to_string().contains("wall clock"), "{err}");
+        // A peer that sends one anyway is refused when decoding.
+        let mut forged = frame.clone();
+        let payload = codec::encode(&bad).expect("plain encode has no bounds");
+        forged.truncate(codec::FRAME_HEADER_LEN);
+        forged.extend_from_slice(&payload);
+        let len = (forged.len() - 4) as u32;
+        forged[..4].copy_from_slice(&len.to_be_bytes());
+        let err = codec::decode_frame(&forged).expect_err("refused when receiving");
+        assert!(matches!(
+            err,
+            CodecError::Invalid {
+                source: WireError::ClockOutOfRange { .. },
+                ..
+            }
+        ));
+    }
     use crate::model::FieldState;
 
     fn batch_of(changes: Vec<SequencedChange>) -> ChangeBatch {

@@ -429,6 +429,8 @@ fn partner_json(p: &PartnerStatus) -> Json {
         "lag_ms": p.lag_ms,
         "incoming_lag": p.incoming_lag,
         "last_error": p.last_error,
+        "protocol_version": p.protocol_version,
+        "clock_skew_ms": p.clock_skew_ms,
     })
 }
 

@@ -65,6 +65,8 @@ impl PartnerSource for EnginePartners {
                         .map(|v| now.saturating_sub(v.hlc.physical_ms()))
                         .unwrap_or(0)
                 };
+                // Figures of the last session only while it is live.
+                let live = status.session.as_ref().filter(|_| status.connected);
                 PartnerStatus {
                     name: peer.name.clone(),
                     org: peer.org,
@@ -76,6 +78,8 @@ impl PartnerSource for EnginePartners {
                     lag_ms,
                     incoming_lag: status.session.as_ref().map_or(0, |s| s.incoming_lag),
                     last_error: status.last_error.clone(),
+                    protocol_version: live.and_then(|s| s.version),
+                    clock_skew_ms: live.and_then(|s| s.clock_skew_ms),
                 }
             })
             .collect()

@@ -45,6 +45,13 @@ pub struct PartnerStatus {
     pub incoming_lag: u64,
     /// Why the last connection attempt or session failed, if it did.
     pub last_error: Option<String>,
+    /// The wire-protocol version of the current session (`None` when not
+    /// connected).
+    pub protocol_version: Option<u16>,
+    /// The partner's clock minus ours in milliseconds, corrected by half
+    /// the round trip (`None` when not connected, not measured yet, or the
+    /// session speaks protocol 1, which carries no clock).
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// Where the API gets the partner list and each partner's sync state (the

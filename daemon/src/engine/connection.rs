@@ -1,12 +1,13 @@
 //! One connection to one partner: the session driver and its helper tasks.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use orgsync_protocol::codec::{encode_frame, MAX_FRAME_LEN};
-use orgsync_protocol::model::{Change, FieldKey, Kind, SequencedChange, Value};
-use orgsync_protocol::session::{Cursors, Effect, Session, Transmit};
+use orgsync_protocol::model::{FieldKey, Kind, SequencedChange, Value};
+use orgsync_protocol::session::{Cursors, Effect, Session, SessionError, Transmit};
 use orgsync_protocol::share::ShareFrame;
 use orgsync_protocol::wire::{Channel, ErrorCode, ErrorMessage, Message};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -322,6 +323,28 @@ async fn needed_blobs(
     Ok(needed)
 }
 
+/// What is wrong and what to do when `partner` and this instance have no
+/// protocol version in common (`ours`/`theirs`: the version ranges).
+pub(crate) fn version_mismatch(
+    partner: &str,
+    ours: &RangeInclusive<u16>,
+    theirs: &RangeInclusive<u16>,
+) -> String {
+    let (o, t) = (
+        format!("{}..={}", ours.start(), ours.end()),
+        format!("{}..={}", theirs.start(), theirs.end()),
+    );
+    if theirs.end() < ours.start() {
+        format!(
+            "{partner} speaks protocol {t}, this instance needs {o}: upgrade {partner}'s orgsync or lower [sync] min_protocol_version"
+        )
+    } else {
+        format!(
+            "{partner} speaks protocol {t}, this instance speaks only {o}: upgrade this instance's orgsync (or raise [sync] max_protocol_version if it was lowered) or ask {partner} to lower its [sync] min_protocol_version"
+        )
+    }
+}
+
 struct Driver<'a> {
     shared: &'a Arc<Shared>,
     peer: &'a TrustedPeer,
@@ -520,6 +543,7 @@ impl Driver<'_> {
             Effect::Established {
                 peer_instance,
                 features,
+                version,
                 ..
             } => {
                 self.established = true;
@@ -528,7 +552,7 @@ impl Driver<'_> {
                     .policy
                     .session_established(&self.peer.org, features);
                 let remote = self.conn.remote_address();
-                tracing::info!(partner = %self.peer.name, %remote, %peer_instance, "session established");
+                tracing::info!(partner = %self.peer.name, %remote, %peer_instance, protocol = version, "session established");
                 self.status.send_modify(|s| {
                     s.connected = true;
                     s.remote = Some(remote);
@@ -615,8 +639,17 @@ impl Driver<'_> {
             }
             Effect::Closed { error } => {
                 if let Some(e) = error {
+                    let message = match &e {
+                        SessionError::VersionMismatch { ours, theirs } => {
+                            let m = version_mismatch(&self.peer.name, ours, theirs);
+                            // Retrying will not help until someone acts.
+                            tracing::warn!(partner = %self.peer.name, "{m}");
+                            m
+                        }
+                        other => other.to_string(),
+                    };
                     if self.error.is_none() {
-                        self.error = Some(e.to_string());
+                        self.error = Some(message);
                     }
                 }
             }
@@ -625,32 +658,32 @@ impl Driver<'_> {
 
     /// Sends the objects written since `after`: each in its current state,
     /// once, however often it changed since (see
-    /// [`crate::store::Store::load_page`]).
+    /// [`crate::store::Store::load_page`]). The stored bytes go into the
+    /// batch as they are (an encoded object is the encoding of the change
+    /// that sends it whole); objects are decoded only when the policy must
+    /// look at them, never re-encoded.
     fn load(&mut self, after: u64, limit: usize) -> Result<(), StoreError> {
         let store = &self.shared.store;
         let head = store.log_head();
-        let page = store.load_page(after, limit)?;
+        let page = store.load_page_encoded(after, limit)?;
         let up_to = page.up_to.min(head);
         let policy = &self.shared.policy;
         let everything = policy.shares_everything(&self.peer.org);
-        let entries: Vec<SequencedChange> = page
-            .entries
-            .into_iter()
+        let mut entries: Vec<(u64, &[u8])> = Vec::with_capacity(page.entries.len());
+        for e in &page.entries {
             // Decided on the object as it is now; a deleted object's
             // tombstone goes to whoever may see the object.
-            .filter(|(seq, obj)| *seq <= head && (everything || policy.shares(&self.peer.org, obj)))
-            .map(|(seq, obj)| SequencedChange {
-                seq,
-                change: Change::from_object(&obj),
-            })
-            .collect();
+            if e.seq <= head && (everything || policy.shares(&self.peer.org, &e.decode()?)) {
+                entries.push((e.seq, e.object_bytes()));
+            }
+        }
         crate::metrics::add(
             &self.shared.options.metrics.changes_sent,
             entries.len() as u64,
         );
-        if let Err(e) = self
-            .session
-            .load_result(entries, up_to.max(after), head.max(up_to))
+        if let Err(e) =
+            self.session
+                .load_result_encoded(&entries, up_to.max(after), head.max(up_to))
         {
             tracing::error!(error = %e, "session refused a log load");
             self.fail(ErrorCode::Internal, e.to_string());

@@ -28,12 +28,14 @@ mod connection;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use orgsync_protocol::identity::PairKeys;
 use orgsync_protocol::model::OrgId;
 use orgsync_protocol::session::{SessionConfig, SessionStats};
+use orgsync_protocol::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -68,6 +70,9 @@ pub struct EngineOptions {
     /// What one partner may make us hold (`[limits]`): the blob size cap
     /// and the per-partner queue bounds.
     pub limits: crate::config::LimitsConfig,
+    /// Wire-protocol versions offered to partners (`[sync]
+    /// min_protocol_version..=max_protocol_version`).
+    pub protocol_versions: RangeInclusive<u16>,
 }
 
 impl Default for EngineOptions {
@@ -80,6 +85,7 @@ impl Default for EngineOptions {
             idle_timeout: Duration::from_secs(30),
             metrics: Arc::default(),
             limits: crate::config::LimitsConfig::default(),
+            protocol_versions: MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION,
         }
     }
 }
@@ -92,6 +98,7 @@ impl EngineOptions {
             max_unacked: sync.max_unacked,
             reconnect_min: Duration::from_millis(sync.reconnect_min_ms),
             reconnect_max: Duration::from_millis(sync.reconnect_max_ms),
+            protocol_versions: sync.min_protocol_version..=sync.max_protocol_version,
             ..EngineOptions::default()
         }
     }
@@ -102,6 +109,8 @@ impl EngineOptions {
             max_unacked_changes: self.max_unacked,
             idle_timeout: self.idle_timeout,
             keep_alive_interval: self.idle_timeout / 3,
+            min_version: *self.protocol_versions.start(),
+            max_version: *self.protocol_versions.end(),
             ..SessionConfig::default()
         }
     }

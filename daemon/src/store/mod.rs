@@ -268,6 +268,39 @@ pub struct LogPage {
     pub up_to: u64,
 }
 
+/// One page of the log as stored bytes (see [`Store::load_page_encoded`]).
+#[derive(Clone, Debug, Default)]
+pub struct EncodedLogPage {
+    /// Each object written in the page, as stored, at the seq of its
+    /// latest durable local write, in seq order.
+    pub entries: Vec<EncodedEntry>,
+    /// Every entry up to this seq was read: the next page starts after it.
+    pub up_to: u64,
+}
+
+/// One object of an [`EncodedLogPage`]: its record as the store holds it.
+#[derive(Clone, Debug)]
+pub struct EncodedEntry {
+    /// The seq of the object's latest local write.
+    pub seq: u64,
+    id: ObjectId,
+    record: sled::IVec,
+}
+
+impl EncodedEntry {
+    /// The encoded object, as stored: also the encoding of the change that
+    /// sends the object whole ([`Change::from_object`]), so a sender can
+    /// put these bytes on the wire as they are.
+    pub fn object_bytes(&self) -> &[u8] {
+        &self.record[records::OBJECT_OFFSET..]
+    }
+
+    /// The object, decoded (for a policy that looks at its fields).
+    pub fn decode(&self) -> Result<Object, StoreError> {
+        decode_at("objects", &keys::object(&self.id), self.object_bytes())
+    }
+}
+
 /// What applying a partner's batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyOutcome {
@@ -870,8 +903,27 @@ impl Store {
     /// ([`Store::purge`]) is passed over: the later entry sends it, or
     /// there is nothing left to send.
     pub fn load_page(&self, after: u64, limit: usize) -> Result<LogPage, StoreError> {
+        let page = self.load_page_encoded(after, limit)?;
+        let entries = page
+            .entries
+            .iter()
+            .map(|e| Ok((e.seq, e.decode()?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(LogPage {
+            entries,
+            up_to: page.up_to,
+        })
+    }
+
+    /// [`Store::load_page`] without decoding the objects: each entry holds
+    /// the object's record as stored (one read, no copy, no decode).
+    pub fn load_page_encoded(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<EncodedLogPage, StoreError> {
         let head = self.log_head();
-        let mut page = LogPage {
+        let mut page = EncodedLogPage {
             entries: Vec::new(),
             up_to: after,
         };
@@ -885,14 +937,14 @@ impl Store {
             let id = records::decode_log_ref(&k, &v)?;
             page.up_to = seq;
             let key = keys::object(&id);
-            let Some(value) = data.get(key).map_err(db_err("read object"))? else {
+            let Some(record) = data.get(key).map_err(db_err("read object"))? else {
                 continue;
             };
-            let (latest, obj) = records::decode_object(&key, &value)?;
+            let (latest, _) = records::split_object(&key, &record)?;
             if latest != seq {
                 continue;
             }
-            page.entries.push((seq, obj));
+            page.entries.push(EncodedEntry { seq, id, record });
             if page.entries.len() >= limit {
                 return Ok(page);
             }

@@ -26,6 +26,13 @@ pub(super) fn encode_object(seq: u64, obj: &Object) -> Result<Vec<u8>, StoreErro
 
 /// Decodes an object record into its latest local seq and the object.
 pub(super) fn decode_object(key: &[u8], value: &[u8]) -> Result<(u64, Object), StoreError> {
+    let (seq, rest) = split_object(key, value)?;
+    Ok((seq, decode_at("objects", key, rest)?))
+}
+
+/// Splits an object record into its latest local seq and the encoded
+/// object, without decoding the object.
+pub(super) fn split_object<'a>(key: &[u8], value: &'a [u8]) -> Result<(u64, &'a [u8]), StoreError> {
     if value.len() < SEQ_LEN {
         return Err(corrupt(
             "objects",
@@ -36,8 +43,11 @@ pub(super) fn decode_object(key: &[u8], value: &[u8]) -> Result<(u64, Object), S
     }
     let (seq, rest) = value.split_at(SEQ_LEN);
     let seq = super::keys::u64_value("objects", key, seq)?;
-    Ok((seq, decode_at("objects", key, rest)?))
+    Ok((seq, rest))
 }
+
+/// Where the encoded object starts in an object record.
+pub(super) const OBJECT_OFFSET: usize = SEQ_LEN;
 
 /// Decodes a log entry: the id of the object written at that seq.
 pub(super) fn decode_log_ref(key: &[u8], value: &[u8]) -> Result<ObjectId, StoreError> {

@@ -2,6 +2,7 @@ use std::time::{Duration, Instant};
 
 use super::harness::{change, keys, Pair, EPOCH, ORG_A, ORG_B};
 use super::*;
+use crate::wire::ChangeBatch;
 
 const PEER_INSTANCE: InstanceId = InstanceId(0xb2);
 
@@ -34,7 +35,23 @@ fn established(cursors: Cursors, peer_applied: u64) -> Session {
     let mut s = session_with(SessionConfig::default(), cursors, Instant::now());
     s.handle_message(Message::Hello(hello_from_b(peer_applied)), Instant::now())
         .expect("valid hello");
+    take_clock_probe(&mut s);
     s
+}
+
+/// Takes out the clock probe a version-2 session sends once established.
+fn take_clock_probe(s: &mut Session) {
+    let probe = s.poll_transmit();
+    assert!(
+        matches!(
+            probe,
+            Some(Transmit {
+                channel: Channel::Control,
+                message: Message::Ping(_)
+            })
+        ),
+        "clock probe expected first: {probe:?}"
+    );
 }
 
 fn effects(s: &mut Session) -> Vec<Effect> {
@@ -555,10 +572,23 @@ fn large_loads_are_split_by_count_and_bytes() {
     );
     s.handle_message(Message::Hello(hello_from_b(0)), Instant::now())
         .unwrap();
+    take_clock_probe(&mut s);
     effects(&mut s);
-    // Seven ~900-byte changes, the host ignoring the limit: count splits
-    // into 3+3+1, bytes split each 3 further.
-    let changes: Vec<_> = (1..=7).map(|q| change(q, InstanceId(0xa1), 900)).collect();
+    // Four small changes, then three of ~1.5 KB, the host ignoring the
+    // limits: at most 3 per batch by count, and no more than fit 2,000
+    // bytes (a small and a large one do, two large ones do not).
+    let changes: Vec<_> = (1..=7)
+        .map(|q| change(q, InstanceId(0xa1), if q <= 4 { 0 } else { 1_500 }))
+        .collect();
+    let sizes: Vec<usize> = changes
+        .iter()
+        .map(|c| codec::encode(&c.change).unwrap().len())
+        .collect();
+    assert!(sizes[..4].iter().all(|&n| n < 200), "{sizes:?}");
+    assert!(
+        sizes[4..].iter().all(|&n| n > 1_000 && n < 1_700),
+        "{sizes:?}"
+    );
     s.load_result(changes, 7, 7).unwrap();
     let seqs: Vec<u64> = transmits(&mut s)
         .into_iter()
@@ -567,7 +597,7 @@ fn large_loads_are_split_by_count_and_bytes() {
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(seqs, vec![1, 3, 4, 6, 7]);
+    assert_eq!(seqs, vec![3, 5, 6, 7]);
 }
 
 #[test]
@@ -792,9 +822,11 @@ fn undecodable_plaintext_is_a_decode_error() {
 #[test]
 fn keep_alive_pings_and_idle_timeout() {
     let t0 = Instant::now();
+    // Version 1: no clock probes, pings only after silence.
     let config = SessionConfig {
         idle_timeout: Duration::from_secs(30),
         keep_alive_interval: Duration::from_secs(10),
+        max_version: 1,
         ..SessionConfig::default()
     };
     let mut s = session_with(config, Cursors::default(), t0);
@@ -1160,4 +1192,236 @@ fn batches_overtaking_the_hello_are_held_until_it_arrives() {
         s.handle_message(Message::Hello(hello_from_b(0)), Instant::now()),
         Err(SessionError::BadEnvelope(_))
     ));
+}
+
+// ---------------------------------------------------------------------
+// Protocol versions
+// ---------------------------------------------------------------------
+
+/// A fixed wall clock for the clock-skew tests (1 000 000 ms).
+fn fixed_wall() -> u64 {
+    1_000_000
+}
+
+fn hello_with_versions(min: u16, max: u16) -> Hello {
+    Hello {
+        min_version: min,
+        max_version: max,
+        ..hello_from_b(0)
+    }
+}
+
+fn established_version(fx: &[Effect]) -> Option<u16> {
+    fx.iter().find_map(|e| match e {
+        Effect::Established { version, .. } => Some(*version),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_highest_common_version_is_chosen() {
+    for ((min, max), want) in [((1, 1), 1), ((1, 2), 2), ((2, 2), 2), ((1, 9), 2)] {
+        let mut s = session();
+        s.handle_message(
+            Message::Hello(hello_with_versions(min, max)),
+            Instant::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            established_version(&effects(&mut s)),
+            Some(want),
+            "peer {min}..={max}"
+        );
+        assert_eq!(s.stats().version, Some(want));
+    }
+    // A daemon held to version 1 chooses 1 even with a version-2 peer.
+    let config = SessionConfig {
+        max_version: 1,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(config, Cursors::default(), Instant::now());
+    s.handle_message(Message::Hello(hello_with_versions(1, 2)), Instant::now())
+        .unwrap();
+    assert_eq!(established_version(&effects(&mut s)), Some(1));
+}
+
+#[test]
+fn version_1_sessions_speak_version_1_only() {
+    let mut s = session();
+    s.handle_message(Message::Hello(hello_with_versions(1, 1)), Instant::now())
+        .unwrap();
+    assert!(transmits(&mut s).is_empty(), "no clock probe on version 1");
+    s.handle_message(Message::Ping(9), Instant::now()).unwrap();
+    assert_eq!(transmits(&mut s)[0].message, Message::Pong(9));
+    assert_eq!(s.stats().clock_skew_ms, None);
+    // A clock pong is not part of version 1.
+    let err = s
+        .handle_message(
+            Message::ClockPong(ClockPong {
+                nonce: 1,
+                unix_ms: 5,
+            }),
+            Instant::now(),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        SessionError::Unexpected {
+            message: "clock-pong",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn version_2_probes_the_clock_and_estimates_the_skew() {
+    let t0 = Instant::now();
+    let config = SessionConfig {
+        wall_clock: WallClock(fixed_wall),
+        clock_probe_interval: Duration::from_secs(60),
+        keep_alive_interval: Duration::from_secs(10),
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(config, Cursors::default(), t0);
+    s.handle_message(Message::Hello(hello_with_versions(1, 2)), t0)
+        .unwrap();
+    let out = transmits(&mut s);
+    let [Transmit {
+        message: Message::Ping(nonce),
+        ..
+    }] = out[..]
+    else {
+        panic!("a clock probe at once: {out:?}")
+    };
+    // Pings of the peer are answered with our clock.
+    s.handle_message(Message::Ping(77), t0).unwrap();
+    assert_eq!(
+        transmits(&mut s)[0].message,
+        Message::ClockPong(ClockPong {
+            nonce: 77,
+            unix_ms: 1_000_000
+        })
+    );
+    // The partner is 5 s ahead; its answer took 200 ms round trip, so it
+    // read its clock 100 ms before the answer arrived.
+    let answer = Message::ClockPong(ClockPong {
+        nonce,
+        unix_ms: 1_005_000,
+    });
+    s.handle_message(answer, t0 + Duration::from_millis(200))
+        .unwrap();
+    let stats = s.stats();
+    assert_eq!(stats.clock_skew_ms, Some(5_100));
+    assert_eq!(stats.clock_round_trip, Some(Duration::from_millis(200)));
+    // A stale or unknown nonce changes nothing.
+    s.handle_message(
+        Message::ClockPong(ClockPong {
+            nonce: nonce + 5,
+            unix_ms: 0,
+        }),
+        t0 + Duration::from_millis(300),
+    )
+    .unwrap();
+    assert_eq!(s.stats().clock_skew_ms, Some(5_100));
+    // Traffic keeps the connection alive, yet the clock is probed again
+    // after the probe interval.
+    for sec in 1..=60 {
+        let now = t0 + Duration::from_secs(sec);
+        s.handle_message(Message::Ack(Ack { up_to_seq: 0 }), now)
+            .unwrap();
+        s.handle_timeout(now);
+    }
+    let probes = transmits(&mut s)
+        .into_iter()
+        .filter(|t| matches!(t.message, Message::Ping(_)))
+        .count();
+    assert_eq!(probes, 1, "one probe 60 s after the first");
+}
+
+#[test]
+fn no_common_version_is_refused_naming_both_ranges() {
+    let config = SessionConfig {
+        min_version: 2,
+        ..SessionConfig::default()
+    };
+    let mut s = session_with(config, Cursors::default(), Instant::now());
+    let err = s
+        .handle_message(Message::Hello(hello_with_versions(1, 1)), Instant::now())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no common protocol version: this instance speaks protocol 2..=2, the peer speaks 1..=1"
+    );
+    assert_failed(&mut s, Some(ErrorCode::VersionMismatch), |e| {
+        matches!(e, SessionError::VersionMismatch { ours, theirs }
+            if *ours == (2..=2) && *theirs == (1..=1))
+    });
+}
+
+#[test]
+fn encoded_loads_send_the_given_bytes_in_one_envelope_per_batch() {
+    for version in [1, 2] {
+        let config = SessionConfig {
+            max_version: version,
+            max_batch_changes: 4,
+            ..SessionConfig::default()
+        };
+        let mut s = session_with(
+            config,
+            Cursors {
+                local_log_head: 10,
+                ..Cursors::default()
+            },
+            Instant::now(),
+        );
+        s.handle_message(Message::Hello(hello_from_b(0)), Instant::now())
+            .unwrap();
+        transmits(&mut s);
+        effects(&mut s);
+        // Stored objects (their encodings, as a store keeps them), every
+        // other entry left out by the host's policy.
+        let changes: Vec<SequencedChange> = (1..=10)
+            .filter(|q| q % 2 == 0)
+            .map(|q| change(q, InstanceId(0xa1), 40))
+            .collect();
+        let stored: Vec<(u64, Vec<u8>)> = changes
+            .iter()
+            .map(|c| {
+                let obj = crate::model::Object {
+                    id: c.change.id,
+                    kind: c.change.kind,
+                    fields: c.change.fields.clone(),
+                    deleted: c.change.deleted,
+                };
+                (c.seq, codec::encode(&obj).unwrap())
+            })
+            .collect();
+        s.load_result_encoded(&stored, 10, 10).unwrap();
+        let envelopes: Vec<SealedEnvelope> = transmits(&mut s)
+            .into_iter()
+            .filter_map(|t| match t.message {
+                Message::Changes(env) => Some(env),
+                _ => None,
+            })
+            .collect();
+        // 5 changes, at most 4 a batch: two envelopes, one AEAD call each.
+        assert_eq!(envelopes.len(), 2, "version {version}");
+        assert_eq!(envelopes[0].header.sequence, 8);
+        assert_eq!(envelopes[1].header.sequence, 10);
+        let b_keys = keys(ORG_B, ORG_A);
+        let first = envelope::open(&b_keys, &envelopes[0]).unwrap();
+        let second = envelope::open(&b_keys, &envelopes[1]).unwrap();
+        // Byte for byte what encoding the decoded batch gives (version 1's
+        // plaintext), and it decodes to the changes.
+        let want = |changes: &[SequencedChange]| {
+            codec::encode(&ChangeBatch {
+                changes: changes.to_vec(),
+                log_head: 10,
+            })
+            .unwrap()
+        };
+        assert_eq!(first, want(&changes[..4]), "version {version}");
+        assert_eq!(second, want(&changes[4..]), "version {version}");
+        assert_eq!(decode_change_batch(&first).unwrap().changes, changes[..4]);
+    }
 }
