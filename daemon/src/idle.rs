@@ -15,10 +15,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{self, Metrics};
-use crate::store::Store;
 
 /// How long without activity before the daemon trims.
 pub const IDLE_AFTER: Duration = Duration::from_secs(10);
@@ -37,9 +37,9 @@ pub fn set_release_hook(hook: fn()) {
 }
 
 /// What moved since the last sample, read from counters that only grow.
-fn activity(store: &Store, m: &Metrics) -> [u64; 6] {
+fn activity(head: &watch::Receiver<u64>, m: &Metrics) -> [u64; 6] {
     [
-        store.log_head(),
+        *head.borrow(),
         m.changes_sent.load(Ordering::Relaxed),
         m.changes_applied.load(Ordering::Relaxed),
         m.changes_unchanged.load(Ordering::Relaxed),
@@ -66,11 +66,12 @@ pub async fn trim(m: &Metrics) {
 }
 
 /// Starts the idle watcher: trims once after `after` without activity,
-/// then waits for activity again. Aborting the handle stops it (and drops
-/// its store handle).
-pub fn spawn(store: Store, m: Arc<Metrics>, after: Duration) -> JoinHandle<()> {
+/// then waits for activity again. `head` is the store's log head
+/// ([`crate::store::Store::subscribe_head`]): the task holds no store
+/// handle, so aborting it is all a stop needs (nothing to wait for).
+pub fn spawn(head: watch::Receiver<u64>, m: Arc<Metrics>, after: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last = activity(&store, &m);
+        let mut last = activity(&head, &m);
         let mut quiet = Duration::ZERO;
         let mut trimmed = true; // nothing to give back before any activity
         let mut tick = tokio::time::interval(SAMPLE_EVERY.min(after));
@@ -78,7 +79,7 @@ pub fn spawn(store: Store, m: Arc<Metrics>, after: Duration) -> JoinHandle<()> {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let now = activity(&store, &m);
+            let now = activity(&head, &m);
             if now != last {
                 last = now;
                 quiet = Duration::ZERO;
@@ -97,7 +98,7 @@ pub fn spawn(store: Store, m: Arc<Metrics>, after: Duration) -> JoinHandle<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Edit;
+    use crate::store::{Edit, Store};
     use orgsync_protocol::model::{Kind, ObjectId, Value};
     use std::sync::atomic::AtomicU64;
     use std::time::Instant;
@@ -122,7 +123,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8 << 20).unwrap();
         let m = Arc::new(Metrics::new());
-        let task = spawn(store.clone(), m.clone(), Duration::from_millis(200));
+        let task = spawn(
+            store.subscribe_head(),
+            m.clone(),
+            Duration::from_millis(200),
+        );
         let write = |i: u64| {
             Edit::new(ObjectId::new_v7(1_700_000_000_000 + i), Kind::Contact)
                 .set_std("first_name", Value::Text(format!("Idle{i}")))
