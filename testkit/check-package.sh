@@ -40,8 +40,14 @@ if ! cargo deb --version 2>/dev/null | grep -qF "$CARGO_DEB_VERSION"; then
     echo "== installing cargo-deb $CARGO_DEB_VERSION"
     # An unoptimised build without the xz (C liblzma) feature compiles in
     # well under a minute instead of ~5: packaging a few files needs
-    # neither speed nor xz (gzip is used).
-    cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" --debug --no-default-features
+    # neither speed nor xz (gzip is used). The release profile at
+    # opt-level 0, not --debug: cargo-deb has debug assertions that fail on
+    # this package's assets.
+    cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" --no-default-features \
+        --config 'profile.release.opt-level=0' --config 'profile.release.debug-assertions=false'
+fi
+if ! cargo deb --version >/dev/null 2>&1; then
+    fail "cargo-deb did not install"
 fi
 installed=$(date +%s)
 
