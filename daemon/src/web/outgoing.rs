@@ -475,8 +475,9 @@ async fn new_share(
     match shares::create(g, req).await {
         // Shown once, in this response only: a redirect would put the
         // code in the URL (history, logs).
-        Ok(c) if c.code.is_some() => {
-            let code = c.code.unwrap_or_default();
+        Ok(shares::Created {
+            code: Some(code), ..
+        }) => {
             let minutes = code_valid_ms.unwrap_or(0) / 60_000;
             let msg = format!(
                 "Share code {code}: give it to the partner once (valid {minutes} minutes; they redeem it on their Home page or with `orgsync share redeem`). It is not shown again."
