@@ -502,6 +502,11 @@ fn hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(bytes)
 }
 
+/// The largest local log sequence a peer may claim to have applied (2^48:
+/// far beyond any real log, and far from `u64` overflow when a restored
+/// instance jumps its head to it).
+pub const MAX_LOG_SEQ: u64 = 1 << 48;
+
 fn malformed(message: &'static str, detail: impl Into<String>) -> SessionError {
     SessionError::Malformed {
         message,
@@ -944,6 +949,17 @@ impl Session {
                 accepted,
                 theirs: h.epoch,
             });
+        }
+        if h.applied_up_to > MAX_LOG_SEQ {
+            // A restored instance would jump its head there: a partner that
+            // lies must not push it to where the next sequence overflows.
+            return Err(malformed(
+                "hello",
+                format!(
+                    "applied_up_to {} is beyond the largest log sequence {MAX_LOG_SEQ}",
+                    h.applied_up_to
+                ),
+            ));
         }
         if h.applied_up_to > self.local_head {
             if !self.config.restored {

@@ -383,6 +383,47 @@ fn restored_instance_jumps_its_head_past_a_peer_ahead() {
 }
 
 #[test]
+fn restored_instance_refuses_a_peer_claiming_a_cursor_beyond_any_log() {
+    let config = SessionConfig {
+        restored: true,
+        ..SessionConfig::default()
+    };
+    let cursors = Cursors {
+        local_log_head: 5,
+        ..Cursors::default()
+    };
+    for lie in [MAX_LOG_SEQ + 1, u64::MAX] {
+        let mut s = session_with(config.clone(), cursors, Instant::now());
+        let err = s
+            .handle_message(Message::Hello(hello_from_b(lie)), Instant::now())
+            .expect_err("a cursor beyond any log is refused");
+        assert!(
+            matches!(
+                err,
+                SessionError::Malformed {
+                    message: "hello",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!s.is_established());
+        assert!(
+            !effects(&mut s)
+                .iter()
+                .any(|e| matches!(e, Effect::LogJumped { .. })),
+            "no jump on a lie"
+        );
+    }
+    // The bound itself is still a legal (if unlikely) cursor.
+    let mut s = restored_meets(MAX_LOG_SEQ);
+    assert!(effects(&mut s).contains(&Effect::LogJumped {
+        from: 5,
+        to: MAX_LOG_SEQ
+    }));
+}
+
+#[test]
 fn restored_instance_with_a_peer_behind_does_not_jump() {
     let mut s = restored_meets(4);
     let fx = effects(&mut s);
