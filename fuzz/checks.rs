@@ -1,7 +1,7 @@
 //! The invariants every fuzz target checks, one function per decoder that
 //! sees network or file input. Shared by the cargo-fuzz targets
 //! (`fuzz/fuzz_targets/*.rs`, which only call these) and by the CI test
-//! `tests/fuzz_corpus.rs`, which runs each over its seed corpus in
+//! `tests/e2e/fuzz_corpus.rs`, which runs each over its seed corpus in
 //! `fuzz/corpus/<target>/` and over arbitrary bytes from proptest.
 //!
 //! Each function panics when an invariant breaks; decoding errors are

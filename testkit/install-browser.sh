@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs headless Chromium and its WebDriver for the browser tests
-# (tests/web_browser.rs): Debian's `chromium` and `chromium-driver`.
+# (tests/e2e/web_browser.rs): Debian's `chromium` and `chromium-driver`.
 # Idempotent: does nothing when /usr/bin/chromium and /usr/bin/chromedriver
 # both exist. Non-interactive; runs apt-get as root, or through sudo.
 set -euo pipefail

@@ -23,14 +23,14 @@ run() {
   "$@" 2>&1 | tee -a "$out" | grep -E '^(faults|crash campaign|round [0-9]+: kill|hostile|bad input|fuzz corpus|rotation|limits|pending peers|local files|partner claims|test result)' >&2
 }
 
-run env ORGSYNC_FAULT_CHANGES="$CHANGES" cargo test --release --test faults -- --nocapture
+run env ORGSYNC_FAULT_CHANGES="$CHANGES" cargo test --release --test e2e faults:: -- --nocapture
 run env ORGSYNC_CRASH_ROUNDS="$ROUNDS" ${SEED:+ORGSYNC_CRASH_SEED=$SEED} \
-  cargo test --release --test crash_campaign -- --nocapture
-run cargo test --release --test hostile -- --nocapture
-run cargo test --release --test bad_input -- --nocapture
-run cargo test --release --test fuzz_corpus -- --nocapture
+  cargo test --release --test e2e crash_campaign:: -- --nocapture
+run cargo test --release --test e2e hostile:: -- --nocapture
+run cargo test --release --test e2e bad_input:: -- --nocapture
+run cargo test --release --test e2e fuzz_corpus:: -- --nocapture
 for t in rotation limits pending_peers local_files partner_claims; do
-  run cargo test --release --test "$t" -- --nocapture
+  run cargo test --release --test e2e "$t::" -- --nocapture
 done
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then

@@ -1,5 +1,5 @@
 //! Fuzz target `frame_decode`: the invariants are in `fuzz/checks.rs` (shared with
-//! the CI test `tests/fuzz_corpus.rs`); seed corpus in `fuzz/corpus/frame_decode/`.
+//! the CI test `tests/e2e/fuzz_corpus.rs`); seed corpus in `fuzz/corpus/frame_decode/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,5 @@
 //! Fuzz target `pairing_message`: the invariants are in `fuzz/checks.rs` (shared with
-//! the CI test `tests/fuzz_corpus.rs`); seed corpus in `fuzz/corpus/pairing_message/`.
+//! the CI test `tests/e2e/fuzz_corpus.rs`); seed corpus in `fuzz/corpus/pairing_message/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
