@@ -6,7 +6,6 @@
 //! when they are fresh) into the same target directory and profile as the
 //! running test.
 
-
 pub mod rogue;
 pub mod sse;
 pub mod web;

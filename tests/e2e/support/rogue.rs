@@ -11,7 +11,6 @@
 //! is written here. Tests are synchronous, so the rogue owns a small tokio
 //! runtime and its methods block.
 
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,6 @@
 //! thread reads the stream and hands each event (name, data) over a
 //! channel; tests wait for the one they want with a deadline.
 
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{channel, Receiver};

@@ -2,7 +2,6 @@
 //! request per connection, a cookie jar), and helpers to give an
 //! [`Instance`] a console and accounts.
 
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -5,7 +5,6 @@
 //! Written here rather than taken from fantoccini/thirtyfour: those pull a
 //! second HTTP/URL stack (~60 crates) into the workspace for six commands.
 
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
