@@ -6,7 +6,7 @@
 //! Every stop must be over within 5 s. The next round's sync proves that
 //! what was in flight at the stop arrives after the restart.
 //!
-//! Rounds: 3 by default in debug builds (CI), 30 in release builds
+//! Rounds: 2 by default in debug builds (CI), 30 in release builds
 //! (`cargo test --release --test e2e stop_stress::`); `ORGSYNC_STOP_ROUNDS`
 //! overrides both. `ORGSYNC_STOP_VERBOSE=1` prints every round's times.
 
@@ -33,7 +33,7 @@ fn rounds() -> usize {
     std::env::var("ORGSYNC_STOP_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if cfg!(debug_assertions) { 3 } else { 30 })
+        .unwrap_or(if cfg!(debug_assertions) { 2 } else { 30 })
 }
 
 /// `ORGSYNC_STOP_VERBOSE`: every round's times on stderr, and the
