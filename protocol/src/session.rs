@@ -126,6 +126,8 @@ pub struct SessionConfig {
     /// more of our log than we hold makes us jump our log head past its
     /// cursor ([`Effect::LogJumped`]) instead of failing with
     /// [`SessionError::PeerCursorAhead`] (see "After a restore" above).
+    /// The daemon sets it per partner, only until that partner's first
+    /// session after the restore.
     pub restored: bool,
     /// On a session of protocol version 2 or later, how often the
     /// partner's clock is probed (a Ping answered with a

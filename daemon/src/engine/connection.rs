@@ -544,9 +544,19 @@ impl Driver<'_> {
                 peer_instance,
                 features,
                 version,
-                ..
+                peer_applied_up_to,
             } => {
                 self.established = true;
+                // After a restore: once our head is past what this partner
+                // applied (any jump it caused was the effect before this
+                // one, and is durable), it is a partner like any other and
+                // may no longer move our head.
+                if self.shared.store.log_head() >= peer_applied_up_to {
+                    if let Err(e) = self.shared.store.mark_restore_reconciled(&self.peer.org) {
+                        tracing::warn!(partner = %self.peer.name, error = %e,
+                            "cannot record that the partner reconciled after the restore");
+                    }
+                }
                 // Before the first load: what the partner may get depends on it.
                 self.shared
                     .policy
@@ -933,8 +943,8 @@ pub(super) async fn run(
     let mut head_rx = store.subscribe_head();
     let mut config = shared.options.session_config();
     config.features |= shared.policy.hello_features(&peer.org);
-    config.restored = match store.restored_from() {
-        Ok(r) => r.is_some(),
+    config.restored = match store.awaits_restore_reconcile(&peer.org) {
+        Ok(r) => r,
         Err(e) => {
             conn.close(CLOSE_SHUTDOWN, b"store error");
             return ended(format!("cannot read the restored mark: {e}"));

@@ -58,6 +58,9 @@ pub(super) const META_MIGRATE_3: &[u8] = b"mmigrate3";
 pub(super) const CURSOR_APPLIED: u8 = b'a';
 /// Cursor tag: acknowledged by the partner in our log.
 pub(super) const CURSOR_ACKED: u8 = b'k';
+/// Cursor tag: the partner has had a session with this instance since it
+/// was restored from a backup (value: the instance it was restored from).
+pub(super) const CURSOR_RECONCILED: u8 = b'r';
 
 pub(super) fn object(id: &ObjectId) -> [u8; 17] {
     let mut k = [OBJECTS; 17];

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
-use orgsync_protocol::model::{InstanceId, Object};
+use orgsync_protocol::model::{InstanceId, Object, OrgId};
 
 use super::{
     db_err, decode_at, keys, open_sled, BlobEntry, BlobHash, BlobState, Store, StoreError,
@@ -140,6 +140,45 @@ impl Store {
             .map_err(db_err("read restored mark"))?
             .map(|v| keys::u64_value("meta", META_RESTORED, &v).map(InstanceId))
             .transpose()
+    }
+
+    /// Whether `partner` still has to reconcile with this instance after a
+    /// restore: the store was restored from a backup and `partner` has not
+    /// had a session with it since. Only such a partner may move our log
+    /// head forward (see [`Store::jump_log_head`]); once every partner has
+    /// reconnected, the instance behaves as one never restored, and a
+    /// partner claiming more of our log than we hold is refused again.
+    pub fn awaits_restore_reconcile(&self, partner: &OrgId) -> Result<bool, StoreError> {
+        let Some(from) = self.restored_from()? else {
+            return Ok(false);
+        };
+        let key = keys::cursor(partner, keys::CURSOR_RECONCILED);
+        let seen = self
+            .inner
+            .data
+            .get(key)
+            .map_err(db_err("read restore reconcile mark"))?
+            .map(|v| keys::u64_value("cursors", &key, &v))
+            .transpose()?;
+        // A mark left by an earlier restore (a backup of a restored
+        // instance) names another instance: it does not count.
+        Ok(seen != Some(from.0))
+    }
+
+    /// Records that `partner` has had a session with this restored
+    /// instance (after any log jump it caused was made durable). Not
+    /// flushed on its own: lost in a crash, the partner is only asked to
+    /// reconcile once more.
+    pub fn mark_restore_reconciled(&self, partner: &OrgId) -> Result<(), StoreError> {
+        let Some(from) = self.restored_from()? else {
+            return Ok(());
+        };
+        let key = keys::cursor(partner, keys::CURSOR_RECONCILED);
+        self.inner
+            .data
+            .insert(key, &from.0.to_be_bytes())
+            .map_err(db_err("record restore reconcile mark"))?;
+        Ok(())
     }
 
     /// Moves the local log head to at least `to` (a restored store met a

@@ -665,3 +665,42 @@ fn write_current_format_fixture() {
     assert!(!dest.exists(), "{} exists already", dest.display());
     copy(dir.path(), &dest);
 }
+
+/// After a restore, each partner may move the log head once (its first
+/// session reconciles it); then it is refused like at any instance. A
+/// second restore (of a backup of the restored instance) starts over.
+#[tokio::test]
+async fn a_restore_awaits_each_partner_once() {
+    let other = OrgId([6; 32]);
+    let first = tempfile::tempdir().unwrap();
+    let snapshot = {
+        let store = Store::open(first.path(), 1 << 20).unwrap();
+        store.write(vec![contact("Ada")]).await.unwrap();
+        assert!(
+            !store.awaits_restore_reconcile(&PARTNER).unwrap(),
+            "never restored"
+        );
+        store.snapshot().unwrap()
+    };
+    let second = tempfile::tempdir().unwrap();
+    snapshot::restore_trees(second.path(), &snapshot.trees, InstanceId(77)).unwrap();
+    let restored = Store::open(second.path(), 1 << 20).unwrap();
+    assert!(restored.awaits_restore_reconcile(&PARTNER).unwrap());
+    assert!(restored.awaits_restore_reconcile(&other).unwrap());
+    restored.mark_restore_reconciled(&PARTNER).unwrap();
+    assert!(!restored.awaits_restore_reconcile(&PARTNER).unwrap());
+    assert!(
+        restored.awaits_restore_reconcile(&other).unwrap(),
+        "only the partner that reconnected"
+    );
+
+    let again = restored.snapshot().unwrap();
+    drop(restored);
+    let third = tempfile::tempdir().unwrap();
+    snapshot::restore_trees(third.path(), &again.trees, InstanceId(78)).unwrap();
+    let twice = Store::open(third.path(), 1 << 20).unwrap();
+    assert!(
+        twice.awaits_restore_reconcile(&PARTNER).unwrap(),
+        "the first restore's mark does not count for the second"
+    );
+}
