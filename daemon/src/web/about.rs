@@ -63,10 +63,7 @@ async fn about(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(current(&st, &headers));
     let n = q.get("done").map(|d| (true, d.clone()));
     view(&st, &a, n, None, Draft::default(), StatusCode::OK)
 }
@@ -174,10 +171,13 @@ fn draft_error(e: PairError, fallback: &'static str) -> (&'static str, String) {
 }
 
 async fn invite(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "creating a pairing invitation") {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(authorize_post(
+        &st,
+        &headers,
+        &form,
+        true,
+        "creating a pairing invitation"
+    ));
     let Some(c) = st.control.clone() else {
         return see_other("/about", None);
     };
@@ -249,10 +249,13 @@ async fn invite(State(st): State<WebState>, headers: HeaderMap, Form(form): Form
 }
 
 async fn join(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "joining a pairing invitation") {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(authorize_post(
+        &st,
+        &headers,
+        &form,
+        true,
+        "joining a pairing invitation"
+    ));
     let Some(c) = st.control.clone() else {
         return see_other("/about", None);
     };

@@ -66,10 +66,7 @@ async fn page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (a, g) = match signed_in(&st, &headers, ("Export", "export")) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    let (a, g) = or_respond!(signed_in(&st, &headers, ("Export", "export")));
     let mut draft = Draft {
         values: q.clone(),
         error: None,
@@ -205,10 +202,13 @@ fn zip_bytes(kinds: &BTreeMap<String, Vec<&Json>>) -> Result<Vec<u8>, String> {
 
 async fn download(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
     // Reading only: viewers may download too.
-    let a = match authorize_post(&st, &headers, &form, false, "downloading an export") {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(authorize_post(
+        &st,
+        &headers,
+        &form,
+        false,
+        "downloading an export"
+    ));
     let Some(g) = st.gov.as_ref() else {
         return no_gov(&a, "Export", "export");
     };

@@ -50,10 +50,7 @@ async fn home(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(current(&st, &headers));
     let Some(g) = st.gov.as_ref() else {
         return no_gov(&a, "Home", "home");
     };
@@ -281,16 +278,13 @@ async fn accept_terms(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "accepting a share's terms",
         ("Home", "home"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     if field(&form, "agree") != "yes" {
         let errors = BTreeMap::from([(
             "agree".to_string(),
@@ -342,16 +336,13 @@ async fn reject(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "rejecting a received share",
         ("Home", "home"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let result = match share_id(&id) {
         Ok(id) => declined::reject(g, &id, a.name()).await,
         Err(e) => Err(e),
@@ -366,16 +357,13 @@ async fn reject(
 }
 
 async fn redeem(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "redeeming a share code",
         ("Home", "home"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let mut errors = BTreeMap::new();
     let partner = match g.resolve_partner(field(&form, "partner")) {
         Ok(p) => Some(p),

@@ -174,10 +174,7 @@ async fn page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(current(&st, &headers));
     let n = q.get("done").map(|d| (true, d.clone()));
     view(
         &st,
@@ -226,20 +223,14 @@ fn view(
                 .into_iter()
                 .filter(|i| wanted(Some(&i.partner)))
                 .collect();
-            let local_flags = match flags(g) {
-                Ok(f) => f,
-                Err(r) => return r,
-            };
+            let local_flags = or_respond!(flags(g));
             let chosen: Vec<ObjectId> = draft
                 .values
                 .iter()
                 .filter(|(k, _)| k.starts_with("link-"))
                 .filter_map(|(_, v)| v.trim().parse().ok())
                 .collect();
-            let found = match candidates(g, &p.q, &chosen) {
-                Ok(c) => c,
-                Err(r) => return r,
-            };
+            let found = or_respond!(candidates(g, &p.q, &chosen));
             pending_table(a, p, &items, &local_flags, &found, draft)
         }
         Show::Approved | Show::Rejected => {
@@ -627,24 +618,18 @@ fn plan(
 }
 
 async fn save(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "deciding incoming records",
         ("Incoming", "incoming"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let items = match inbox::list(g, None) {
         Ok(i) => i,
         Err(e) => return internal("cannot list the inbox", e),
     };
-    let local = match flags(g) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+    let local = or_respond!(flags(g));
     let again = |errors: BTreeMap<String, String>, msg: String, status: StatusCode| {
         let draft = Draft {
             values: form.clone(),
@@ -709,16 +694,13 @@ async fn save(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMa
 }
 
 async fn policy(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "setting a partner's inbox policy",
         ("Incoming", "incoming"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let back = |msg: String, status: StatusCode| {
         view(
             &st,

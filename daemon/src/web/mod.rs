@@ -18,6 +18,19 @@
 //! Accounts live in [`accounts::ACCOUNTS_FILE`]; sessions and login
 //! failure counts only in memory (a restart signs everyone out).
 
+/// The `Ok` value of a `Result<T, Response>`, or return the `Err` response
+/// from the handler: every page first signs the caller in, checks the
+/// CSRF token and finds governance, and each of those can answer instead
+/// (the login page, a 403, "governance is off").
+macro_rules! or_respond {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(response) => return response,
+        }
+    };
+}
+
 mod about;
 pub mod accounts;
 mod export;

@@ -133,10 +133,7 @@ async fn page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(current(&st, &headers));
     let n = q.get("done").map(|d| (true, d.clone()));
     view(&st, &a, &q, n, Draft::default(), StatusCode::OK)
 }
@@ -156,10 +153,7 @@ fn view(
         Ok((given, _)) => given,
         Err(e) => return internal("cannot list the shares", e),
     };
-    let flags = match flags(g) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+    let flags = or_respond!(flags(g));
     let partners = paired(st);
     let flag_name = |id: &ObjectId| {
         flags
@@ -411,16 +405,13 @@ async fn new_share(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "creating a share",
         ("Outgoing", "outgoing"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let redo = |at: &'static str, msg: String, status: StatusCode| {
         tracing::warn!(who = %a.name(), field = at, reason = %msg, "web console: share refused");
         let draft = Draft {
@@ -512,16 +503,13 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "revoking a share",
         ("Outgoing", "outgoing"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let result = match share_id(&id) {
         Ok(id) => shares::revoke(g, &id, a.name()).await,
         Err(e) => Err(e),
@@ -540,16 +528,13 @@ async fn unshare(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "removing a share rule",
         ("Outgoing", "outgoing"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let result = async {
         let id = share_id(&id)?;
         let rule: Selector = field(&form, "rule")
@@ -594,16 +579,13 @@ async fn flag_save(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "sharing a flag",
         ("Outgoing", "outgoing"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let bad = |msg: String| done_or_error(&st, &a, Err(GovError::Invalid(msg)), "Nothing changed");
     let flag: ObjectId = match field(&form, "flag").parse() {
         Ok(f) => f,

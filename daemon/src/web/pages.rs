@@ -408,10 +408,7 @@ async fn login_post(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (sid, s) = match login_post_session(&st, &headers, &form) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (sid, s) = or_respond!(login_post_session(&st, &headers, &form));
     let name = form.get("name").map(|n| n.trim()).unwrap_or("").to_string();
     let password = zeroize::Zeroizing::new(form.get("password").cloned().unwrap_or_default());
     let shown = crate::governance::shares::sanitize_claim(&name);
@@ -493,10 +490,7 @@ async fn totp_post(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (sid, s) = match login_post_session(&st, &headers, &form) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (sid, s) = or_respond!(login_post_session(&st, &headers, &form));
     let Stage::NeedTotp { name } = &s.stage else {
         return see_other("/login", None);
     };
@@ -569,10 +563,7 @@ async fn totp_post(
 }
 
 async fn logout(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
-    let a = match authorize_post(&st, &headers, &form, false, "signing out") {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(authorize_post(&st, &headers, &form, false, "signing out"));
     st.sessions.remove(&a.sid);
     st.audit(a.name(), "web.logout", String::new());
     see_other(

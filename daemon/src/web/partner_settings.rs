@@ -168,16 +168,13 @@ async fn save_roles(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "changing partner roles",
         ("Partners", "partners"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let p = match g.resolve_partner(field(&form, "partner")) {
         Ok(p) => p,
         Err(e) => return refused(&st, &a, "Not saved", &e),
@@ -225,16 +222,13 @@ fn custom_name(v: &str) -> Result<String, String> {
 }
 
 async fn map_add(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "adding a field map",
         ("Partners", "partners"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let p = match g.resolve_partner(field(&form, "partner")) {
         Ok(p) => p,
         Err(e) => return refused(&st, &a, "Not added", &e),
@@ -279,16 +273,13 @@ async fn map_remove(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "removing a field map",
         ("Partners", "partners"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let p = match g.resolve_partner(field(&form, "partner")) {
         Ok(p) => p,
         Err(e) => return refused(&st, &a, "Not removed", &e),

@@ -35,10 +35,7 @@ async fn partners(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(current(&st, &headers));
     let n = q.get("done").map(|d| (true, d.clone()));
     partners_view(&st, &a, n, None, StatusCode::OK)
 }
@@ -138,16 +135,13 @@ async fn pending_accept(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "pairing a pending peer",
         ("Partners", "partners"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     if field(&form, "checked") != "yes" {
         return partners_view(
             &st,
@@ -187,16 +181,13 @@ async fn pending_dismiss(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "dismissing a pending peer",
         ("Partners", "partners"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let fp = field(&form, "fingerprint");
     match pending::dismiss(g, fp, a.name()).await {
         Ok(()) => done("Dismissed."),
@@ -243,10 +234,7 @@ async fn revoke_page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(current(&st, &headers));
     if !a.admin() {
         return super::refusal(
             StatusCode::FORBIDDEN,
@@ -272,10 +260,13 @@ async fn revoke_page(
 }
 
 async fn revoke(State(st): State<WebState>, headers: HeaderMap, Form(form): FormMap) -> Response {
-    let a = match authorize_post(&st, &headers, &form, true, "revoking a partner") {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(authorize_post(
+        &st,
+        &headers,
+        &form,
+        true,
+        "revoking a partner"
+    ));
     let (Some(c), Some(p)) = (
         st.control.as_ref(),
         revoke_target(&st, field(&form, "partner")),

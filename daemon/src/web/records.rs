@@ -181,10 +181,7 @@ async fn page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (a, g) = match signed_in(&st, &headers, ("Records", "records")) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    let (a, g) = or_respond!(signed_in(&st, &headers, ("Records", "records")));
     view(g, &a, &q)
 }
 
@@ -332,10 +329,7 @@ async fn resume_file(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (a, g) = match signed_in(&st, &headers, ("Records", "records")) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    let (a, g) = or_respond!(signed_in(&st, &headers, ("Records", "records")));
     let not_found = |msg: String| {
         (
             StatusCode::NOT_FOUND,

@@ -137,10 +137,7 @@ async fn page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let a = match current(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = or_respond!(current(&st, &headers));
     let n = q.get("done").map(|d| (true, d.clone()));
     view(&st, &a, n, Draft::default(), StatusCode::OK)
 }
@@ -314,16 +311,13 @@ async fn new_request(
     headers: HeaderMap,
     Form(form): FormMap,
 ) -> Response {
-    let (a, g) = match admin_post(
+    let (a, g) = or_respond!(admin_post(
         &st,
         &headers,
         &form,
         "sending a share request",
         ("Requests", "requests"),
-    ) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    ));
     let redo = |at: &'static str, msg: String, status: StatusCode| {
         tracing::warn!(who = %a.name(), field = at, reason = %msg, "web console: share request refused");
         view(&st, &a, None, Draft::refused(&form, at, msg), status)
@@ -452,10 +446,7 @@ async fn evaluate(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (a, g) = match signed_in(&st, &headers, ("Request", "requests")) {
-        Ok(ok) => ok,
-        Err(r) => return r,
-    };
+    let (a, g) = or_respond!(signed_in(&st, &headers, ("Request", "requests")));
     let r = match find(g, &a, &id) {
         Ok(r) => r,
         Err(resp) => return resp,
