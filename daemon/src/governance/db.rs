@@ -397,6 +397,27 @@ impl GovDb {
             .map_err(db_err("read member"))
     }
 
+    /// Makes `objs` members of `share` (or not) in one batch.
+    pub(super) fn set_members(
+        &self,
+        share: &ShareId,
+        objs: &[ObjectId],
+        on: bool,
+    ) -> Result<(), GovError> {
+        let mut batch = sled::Batch::default();
+        for obj in objs {
+            let k = member_key(share, obj);
+            if on {
+                batch.insert(&k[..], &[][..]);
+            } else {
+                batch.remove(&k[..]);
+            }
+        }
+        self.member
+            .apply_batch(batch)
+            .map_err(db_err("write members"))
+    }
+
     pub(super) fn set_member(
         &self,
         share: &ShareId,

@@ -191,6 +191,17 @@ pub(crate) struct Inner {
     pub(crate) shares: Mutex<Vec<OutShare>>,
     /// Partner settings, mirrored from `gov_partner`.
     pub(crate) settings: Mutex<HashMap<OrgId, PartnerSettings>>,
+    /// Per partner, the highest log entry the engine has begun deciding on
+    /// (see [`SharePolicy::deciding`]): an entry above it will be decided
+    /// after any membership written now, so it needs no re-log.
+    pub(crate) deciding: Mutex<HashMap<OrgId, u64>>,
+    /// Objects whose send check failed on a database error, to re-log.
+    pub(crate) recheck: Mutex<std::collections::BTreeSet<ObjectId>>,
+    /// Wakes the membership loop to re-log `recheck`.
+    pub(crate) recheck_wanted: tokio::sync::Notify,
+    /// Test hook: the send check fails as on a database error.
+    #[cfg(test)]
+    pub(crate) fail_share_checks: std::sync::atomic::AtomicBool,
     /// Replies (frame id 0) waiting for the engine, per partner.
     replies: Mutex<HashMap<OrgId, Vec<ShareFrame>>>,
     outbox_changed: watch::Sender<u64>,
@@ -289,6 +300,11 @@ impl Governance {
                 clock,
                 shares: Mutex::new(shares),
                 settings: Mutex::new(settings),
+                deciding: Mutex::default(),
+                recheck: Mutex::default(),
+                recheck_wanted: tokio::sync::Notify::new(),
+                #[cfg(test)]
+                fail_share_checks: std::sync::atomic::AtomicBool::new(false),
                 replies: Mutex::default(),
                 outbox_changed,
                 frames: Mutex::default(),
@@ -705,6 +721,19 @@ impl Governance {
 impl SharePolicy for Governance {
     fn shares(&self, partner: &OrgId, object: &Object) -> bool {
         shares::shares_with(self, partner, object)
+    }
+
+    fn deciding(&self, partner: &OrgId, up_to: u64) {
+        // Under the lock: `shares::enter` writes memberships, then reads
+        // this under the same lock, so either it sees our entry as passed
+        // (and re-logs) or our decisions that follow see the membership.
+        let mut deciding = self
+            .inner
+            .deciding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let at = deciding.entry(*partner).or_default();
+        *at = (*at).max(up_to);
     }
 
     fn incoming(&self, partner: &OrgId, change: &Change) -> Incoming {

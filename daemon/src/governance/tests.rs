@@ -699,3 +699,127 @@ async fn a_rejected_received_share_drops_what_it_announces_and_only_that() {
         .collect();
     assert_eq!(actions, ["alice"]);
 }
+
+/// A flag shared with P1, before any contact carries it.
+async fn shared_flag(f: &Fixture) -> ObjectId {
+    let flag = ObjectId::new_v7(T0);
+    f.store
+        .write(vec![
+            Edit::new(flag, Kind::Flag).set_std("name", Value::Text("VIP".into()))
+        ])
+        .await
+        .unwrap();
+    shares::create(
+        &f.gov,
+        new_share(P1, vec![Selector::Flag(flag)], AccessType::OnLoan),
+    )
+    .await
+    .unwrap();
+    flag
+}
+
+fn announced(b: &[ShareBody], id: ObjectId) -> bool {
+    b.iter()
+        .any(|x| matches!(x, ShareBody::Objects { added, .. } if added.contains(&id)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_flagged_after_the_share_goes_with_its_own_entry_not_relogged() {
+    let f = fixture();
+    let flag = shared_flag(&f).await;
+    let head = f.store.log_head();
+    // Its own entry is not yet decided on for P1 (no engine has loaded it).
+    let ada = contact(&f.store, "Ada", Some(flag)).await;
+    assert_eq!(f.store.log_head(), head + 1);
+    wait_outbox(&f.gov, &P1, |b| announced(b, ada.id)).await;
+    assert!(f.gov.shares(&P1, &ada), "its own entry now sends it");
+    // The membership loop has finished with it: a later write of ours
+    // shows whether it re-logged Ada in between.
+    let bob = contact(&f.store, "Bob", Some(flag)).await;
+    wait_outbox(&f.gov, &P1, |b| announced(b, bob.id)).await;
+    let _op = f.gov.inner.op.lock().await;
+    assert_eq!(
+        f.store.log_head(),
+        head + 2,
+        "one log entry each: neither re-logged"
+    );
+    eprintln!("share entering: 2 objects flagged after the share, 2 log entries, 0 re-logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_whose_entry_was_already_passed_over_is_relogged_once() {
+    let f = fixture();
+    let flag = shared_flag(&f).await;
+    let head = f.store.log_head();
+    // The engine has already decided on everything up to far ahead: Ada's
+    // own entry was passed over (not a member then), so it must go again.
+    f.gov.deciding(&P1, head + 1_000);
+    let ada = contact(&f.store, "Ada", Some(flag)).await;
+    wait_outbox(&f.gov, &P1, |b| announced(b, ada.id)).await;
+    let _op = f.gov.inner.op.lock().await;
+    assert_eq!(
+        f.store.log_head(),
+        head + 2,
+        "her own entry and one re-log after the announcement"
+    );
+    let page = f.store.load_page_encoded(head + 1, 10).unwrap();
+    assert!(
+        page.entries
+            .iter()
+            .any(|e| e.decode().unwrap().id == ada.id),
+        "the re-log is in the log after her first entry"
+    );
+    assert!(f.gov.shares(&P1, &ada));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_send_check_sends_nothing_is_counted_and_decided_again() {
+    let f = fixture();
+    let flag = shared_flag(&f).await;
+    let ada = contact(&f.store, "Ada", Some(flag)).await;
+    wait_outbox(&f.gov, &P1, |b| announced(b, ada.id)).await;
+    assert!(f.gov.shares(&P1, &ada));
+    let head = {
+        let _op = f.gov.inner.op.lock().await;
+        f.store.log_head()
+    };
+    f.gov
+        .inner
+        .fail_share_checks
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(!f.gov.shares(&P1, &ada), "an error sends nothing");
+    assert_eq!(
+        f.gov
+            .inner
+            .metrics
+            .share_check_errors
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "and is counted"
+    );
+    f.gov
+        .inner
+        .fail_share_checks
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // Not lost: the object is re-logged so the engine decides again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while f.store.log_head() == head {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held-back object was never re-logged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let page = f.store.load_page_encoded(head, 10).unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].decode().unwrap().id, ada.id);
+    assert!(f.gov.shares(&P1, &ada), "and then goes");
+    assert!(
+        f.gov
+            .inner
+            .metrics
+            .render(&[])
+            .contains("orgsync_share_check_errors_total 1"),
+        "exported on /metrics"
+    );
+}
