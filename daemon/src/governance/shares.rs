@@ -967,10 +967,10 @@ pub(super) async fn on_objects(
     if accepted.is_empty() {
         return Ok(());
     }
-    let mut share = in_share(gov, &share_id)?;
-    share.expected.extend(accepted.iter().copied());
-    gov.db()
-        .put(&gov.db().inc, "incoming share", &share_id.0, &share)?;
+    // Keys, not a list inside the share record: an announcement of up to
+    // 4,096 ids writes those, not every id announced so far.
+    in_share(gov, &share_id)?;
+    gov.db().expect(&share_id, &accepted)?;
     // The data may have arrived before this announcement: wake the loop
     // that reports arrived shares now rather than at its 30 s safety net
     // (the owner's request status moves to processed on that report).
@@ -1408,34 +1408,62 @@ pub(super) async fn on_redeem(
 }
 
 /// The recipient side: reports to owners the shares whose announced
-/// objects have all arrived (in the inbox or applied).
+/// objects have all arrived (in the inbox or applied). Arrived objects are
+/// forgotten as they come, in id order up to the first still missing, so
+/// each is looked at about once however often this runs.
 pub(super) async fn report_received(gov: &Governance) -> Result<(), GovError> {
     let shares: Vec<InShare> = gov.db().all(&gov.db().inc, "incoming share")?;
     for mut s in shares {
-        if s.expected.is_empty() || s.revoked_ms.is_some() {
+        if s.revoked_ms.is_some() {
             continue;
         }
-        let inbox: BTreeSet<ObjectId> = gov
-            .store()
-            .inbox(&s.partner)?
-            .into_iter()
-            .map(|(_, c)| c.id)
-            .collect();
-        let mut all_here = true;
-        for id in &s.expected {
-            let decided: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &id.0)?;
-            let here = inbox.contains(id) || decided.is_some() || gov.store().get(*id)?.is_some();
-            if !here {
-                all_here = false;
-                break;
+        if !s.expected.is_empty() {
+            // Stored by an earlier version inside the record: move to keys.
+            gov.db().expect(&s.id, &s.expected)?;
+            s.expected.clear();
+            gov.db().put(&gov.db().inc, "incoming share", &s.id.0, &s)?;
+        }
+        let expected = gov.db().expected_of(&s.id)?;
+        if expected.is_empty() {
+            continue;
+        }
+        let mut inbox: Option<BTreeSet<ObjectId>> = None;
+        let mut here = Vec::new();
+        for id in &expected {
+            if gov.store().get(*id)?.is_some() {
+                here.push(*id);
+                continue;
             }
+            let decided: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &id.0)?;
+            if decided.is_some() {
+                here.push(*id);
+                continue;
+            }
+            // Read once, and only when something is not applied.
+            if inbox.is_none() {
+                inbox = Some(
+                    gov.store()
+                        .inbox(&s.partner)?
+                        .into_iter()
+                        .map(|(_, c)| c.id)
+                        .collect(),
+                );
+            }
+            if inbox.as_ref().is_some_and(|i| i.contains(id)) {
+                here.push(*id);
+                continue;
+            }
+            break;
         }
-        if !all_here {
+        if here.is_empty() {
             continue;
         }
-        s.received += s.expected.len() as u64;
-        s.expected.clear();
+        gov.db().arrived(&s.id, &here)?;
+        s.received += here.len() as u64;
         gov.db().put(&gov.db().inc, "incoming share", &s.id.0, &s)?;
+        if here.len() < expected.len() {
+            continue;
+        }
         gov.send(
             &s.partner,
             ShareBody::Received {

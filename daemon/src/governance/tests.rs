@@ -823,3 +823,76 @@ async fn a_failed_send_check_sends_nothing_is_counted_and_decided_again() {
         "exported on /metrics"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expected_objects_are_keys_forgotten_as_they_arrive() {
+    let f = fixture();
+    let share = ShareId::random();
+    let xs: Vec<Object> = (0..3)
+        .map(|_| Object::new(ObjectId::new_v7(T0), Kind::Contact))
+        .collect();
+    let ids: Vec<ObjectId> = xs.iter().map(|x| x.id).collect();
+    offer(&f, P1, share, AccessType::OnLoan, P1, ids[0], 1).await;
+    send_frames(
+        &f,
+        P1,
+        3,
+        vec![ShareBody::Objects {
+            share,
+            owner: P1,
+            added: ids[1..].to_vec(),
+        }],
+    )
+    .await;
+    let record = shares::in_share(&f.gov, &share).unwrap();
+    assert!(record.expected.is_empty(), "not inside the share record");
+    assert_eq!(f.gov.db().expected_of(&share).unwrap(), ids);
+
+    let report = || async {
+        let _op = f.gov.inner.op.lock().await;
+        shares::report_received(&f.gov).await.unwrap();
+    };
+    let received_frames = |f: &Fixture| {
+        bodies(&f.gov, &P1)
+            .into_iter()
+            .filter_map(|b| match b {
+                ShareBody::Received { objects, .. } => Some(objects),
+                _ => None,
+            })
+            .collect::<Vec<u64>>()
+    };
+    f.store
+        .write_changes(vec![named_change(&xs[0], "One")])
+        .await
+        .unwrap();
+    report().await;
+    assert_eq!(f.gov.db().expected_of(&share).unwrap(), ids[1..].to_vec());
+    assert_eq!(shares::in_share(&f.gov, &share).unwrap().received, 1);
+    assert!(received_frames(&f).is_empty(), "not all here yet");
+
+    f.store
+        .write_changes(vec![
+            named_change(&xs[1], "Two"),
+            named_change(&xs[2], "Three"),
+        ])
+        .await
+        .unwrap();
+    report().await;
+    assert!(f.gov.db().expected_of(&share).unwrap().is_empty());
+    assert_eq!(received_frames(&f), vec![3], "reported once, all three");
+
+    // A record stored with its list inside (an earlier version) moves to keys.
+    let y = ObjectId::new_v7(T0);
+    let mut old = shares::in_share(&f.gov, &share).unwrap();
+    old.expected = vec![y];
+    f.gov
+        .db()
+        .put(&f.gov.db().inc, "incoming share", &share.0, &old)
+        .unwrap();
+    report().await;
+    assert_eq!(f.gov.db().expected_of(&share).unwrap(), vec![y]);
+    assert!(shares::in_share(&f.gov, &share)
+        .unwrap()
+        .expected
+        .is_empty());
+}
