@@ -671,9 +671,20 @@ impl Driver<'_> {
         let shared = self.shared;
         let store = &shared.store;
         let head = store.log_head();
-        let page = store.load_page_encoded(after, limit)?;
-        let up_to = page.up_to.min(head);
         let policy = &shared.policy;
+        let decidable = policy.decidable(&self.peer.org);
+        if decidable <= after && head > after {
+            // Nothing decidable yet: the session waits (it believes the
+            // log ends here) until the policy moves on and we tell it the
+            // head again (the outbox watch in `run`).
+            if let Err(e) = self.session.load_result_encoded::<&[u8]>(&[], after, after) {
+                tracing::error!(error = %e, "session refused a log load");
+                self.fail(ErrorCode::Internal, e.to_string());
+            }
+            return Ok(());
+        }
+        let page = store.load_page_encoded(after, limit)?;
+        let up_to = page.up_to.min(head).min(decidable);
         let everything = policy.shares_everything(&self.peer.org);
         policy.deciding(&self.peer.org, up_to);
         if !everything {
@@ -694,7 +705,7 @@ impl Driver<'_> {
         for e in &page.entries {
             // Decided on the object as it is now; a deleted object's
             // tombstone goes to whoever may see the object.
-            if e.seq <= head && (everything || policy.shares(&self.peer.org, &e.decode()?)) {
+            if e.seq <= up_to && (everything || policy.shares(&self.peer.org, &e.decode()?)) {
                 entries.push((e.seq, e.object_bytes()));
             }
         }
@@ -1148,7 +1159,11 @@ pub(super) async fn run(
                     d.session.close(None);
                 }
             },
-            _ = share_outbox_changed(&mut share_outbox) => d.send_share_outbox(),
+            _ = share_outbox_changed(&mut share_outbox) => {
+                d.send_share_outbox();
+                // The policy may let more of the log be decided now.
+                d.session.local_log_advanced(shared.store.log_head());
+            }
             _ = tokio::time::sleep_until(deadline) => d.session.handle_timeout(Instant::now()),
             reason = conn.closed() => {
                 let error = match &reason {

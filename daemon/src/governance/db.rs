@@ -367,6 +367,20 @@ impl GovDb {
         Ok(())
     }
 
+    /// Writes every `(key, value)` of `items` to `tree` in one batch.
+    pub(super) fn put_many<K: AsRef<[u8]>, T: Serialize>(
+        &self,
+        tree: &sled::Tree,
+        what: &'static str,
+        items: &[(K, T)],
+    ) -> Result<(), GovError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in items {
+            batch.insert(k.as_ref(), encode(what, v)?);
+        }
+        tree.apply_batch(batch).map_err(db_err("write"))
+    }
+
     pub(super) fn remove(&self, tree: &sled::Tree, key: &[u8]) -> Result<(), GovError> {
         tree.remove(key).map_err(db_err("remove"))?;
         Ok(())

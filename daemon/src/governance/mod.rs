@@ -195,6 +195,11 @@ pub(crate) struct Inner {
     /// (see [`SharePolicy::deciding`]): an entry above it will be decided
     /// after any membership written now, so it needs no re-log.
     pub(crate) deciding: Mutex<HashMap<OrgId, u64>>,
+    /// Our log entries up to here have been through the membership loop
+    /// (their objects announced to and made members of the shares they
+    /// entered): the engine decides no further for a partner with a
+    /// flowing share, so an entering object goes with its own entry.
+    pub(crate) members_up_to: std::sync::atomic::AtomicU64,
     /// Objects whose send check failed on a database error, to re-log.
     pub(crate) recheck: Mutex<std::collections::BTreeSet<ObjectId>>,
     /// Wakes the membership loop to re-log `recheck`.
@@ -301,6 +306,7 @@ impl Governance {
                 shares: Mutex::new(shares),
                 settings: Mutex::new(settings),
                 deciding: Mutex::default(),
+                members_up_to: std::sync::atomic::AtomicU64::new(0),
                 recheck: Mutex::default(),
                 recheck_wanted: tokio::sync::Notify::new(),
                 #[cfg(test)]
@@ -320,6 +326,8 @@ impl Governance {
         // Subscribed here, not in the task: no change committed after
         // start may be missed.
         let events = gov.store().subscribe_events();
+        // Entries written before we started were decided on before.
+        gov.membership_done(gov.store().log_head());
         if gov.inner.config.mirror_all_partners {
             for p in gov.inner.trust.peers().iter() {
                 mirror::declare(&gov, &p.org)?;
@@ -509,6 +517,18 @@ impl Governance {
     }
 
     /// Queues a control frame for `partner` and wakes the engine.
+    /// The membership loop has handled our log up to `seq`: the engine
+    /// may decide on it (see [`SharePolicy::decidable`]).
+    pub(crate) fn membership_done(&self, seq: u64) {
+        let before = self
+            .inner
+            .members_up_to
+            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
+        if seq > before {
+            self.inner.outbox_changed.send_modify(|n| *n += 1);
+        }
+    }
+
     pub(crate) fn send(&self, partner: &OrgId, body: ShareBody) -> Result<(), GovError> {
         self.db().enqueue(partner, body)?;
         self.inner.outbox_changed.send_modify(|n| *n += 1);
@@ -734,6 +754,23 @@ impl SharePolicy for Governance {
             .unwrap_or_else(PoisonError::into_inner);
         let at = deciding.entry(*partner).or_default();
         *at = (*at).max(up_to);
+    }
+
+    fn decidable(&self, partner: &OrgId) -> u64 {
+        let shared = self
+            .inner
+            .shares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|s| s.partner.as_ref() == Some(partner) && s.is_flowing());
+        if shared {
+            self.inner
+                .members_up_to
+                .load(std::sync::atomic::Ordering::SeqCst)
+        } else {
+            u64::MAX
+        }
     }
 
     fn incoming(&self, partner: &OrgId, change: &Change) -> Incoming {

@@ -560,9 +560,18 @@ pub(super) async fn membership_loop(
                 Err(_) => break,
             }
         }
+        // Read before the work: with a lagged receiver every entry up to
+        // here is covered by the full pass.
+        let head = gov.store().log_head();
         if let Err(e) = on_changes(&gov, &batch, full).await {
             tracing::error!(error = %e, "cannot update share membership");
         }
+        let done = if full {
+            head
+        } else {
+            batch.iter().filter_map(|e| e.seq).max().unwrap_or(0)
+        };
+        gov.membership_done(done);
     }
 }
 
@@ -934,35 +943,40 @@ pub(super) async fn on_objects(
     let view = in_view(gov, &share_id)?;
     let us = gov.us();
     let mut accepted = Vec::new();
+    let mut writes: Vec<(ObjectId, ProvRecord)> = Vec::new();
     let mut refusals = Refusals::default();
     for id in &added {
         let rec = gov.prov_record(id)?;
-        let ours = match rec {
+        // As `Governance::provenance`, without reading the record twice.
+        let ours = match &rec {
             Some(r) => Some(r.prov),
-            None => gov.provenance(id)?,
+            None => gov.store().get(*id)?.map(|_| Provenance::own(us)),
         };
         match authority::check_offer(*id, &us, ours.as_ref(), &partner, view.as_ref(), &owner) {
             Ok(Some(prov)) => {
-                gov.set_provenance(
-                    id,
-                    &ProvRecord {
+                writes.push((
+                    *id,
+                    ProvRecord {
                         prov,
                         detached: false,
                     },
-                )?;
+                ));
                 accepted.push(*id);
             }
             Ok(None) => {
                 // Offered again (it re-entered the share): updates resume.
                 if let Some(mut r) = rec.filter(|r| r.detached) {
                     r.detached = false;
-                    gov.set_provenance(id, &r)?;
+                    writes.push((*id, r));
                 }
                 accepted.push(*id);
             }
             Err(r) => refusals.add(r),
         }
     }
+    // One batch for the frame: the checks above read only what was stored
+    // before it, and a frame naming an id twice decides it the same twice.
+    gov.set_provenances(&writes)?;
     refusals.report(gov, &partner, "objects");
     if accepted.is_empty() {
         return Ok(());

@@ -828,9 +828,11 @@ async fn a_failed_send_check_sends_nothing_is_counted_and_decided_again() {
 async fn expected_objects_are_keys_forgotten_as_they_arrive() {
     let f = fixture();
     let share = ShareId::random();
-    let xs: Vec<Object> = (0..3)
+    let mut xs: Vec<Object> = (0..3)
         .map(|_| Object::new(ObjectId::new_v7(T0), Kind::Contact))
         .collect();
+    // Same millisecond: order them as the keys are.
+    xs.sort_by_key(|x| x.id);
     let ids: Vec<ObjectId> = xs.iter().map(|x| x.id).collect();
     offer(&f, P1, share, AccessType::OnLoan, P1, ids[0], 1).await;
     send_frames(
