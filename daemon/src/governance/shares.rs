@@ -60,17 +60,19 @@ fn may_send(gov: &Governance, partner: &OrgId, obj: &Object) -> Result<bool, Gov
     if gov.is_mirror(partner) && authority::mirror_sends(&prov) {
         return Ok(true);
     }
-    let shares = gov
+    // Only this partner's flowing shares are copied (this runs for every
+    // object sent; copying every share each time showed in the profile).
+    let shares: Vec<OutShare> = gov
         .inner
         .shares
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+        .iter()
+        .filter(|s| s.partner.as_ref() == Some(partner) && s.is_flowing())
+        .cloned()
+        .collect();
     let lookup = gov.lookup();
     for s in &shares {
-        if s.partner.as_ref() != Some(partner) || !s.is_flowing() {
-            continue;
-        }
         // Only members: an object entering a share goes once the
         // membership loop has announced it (`enter`). Sent before its
         // announcement, the partner would hold it in its inbox, and
