@@ -371,13 +371,7 @@ async fn a_received_copy_is_read_only_here() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_relogs_whole_objects_and_withdraws_those_leaving() {
     let f = fixture();
-    let flag = ObjectId::new_v7(T0);
-    f.store
-        .write(vec![
-            Edit::new(flag, Kind::Flag).set_std("name", Value::Text("VIP".into()))
-        ])
-        .await
-        .unwrap();
+    let flag = vip_flag(&f.store).await;
     let ada = contact(&f.store, "Ada", Some(flag)).await;
     let bob = contact(&f.store, "Bob", None).await;
     let head = f.store.log_head();
@@ -700,15 +694,21 @@ async fn a_rejected_received_share_drops_what_it_announces_and_only_that() {
     assert_eq!(actions, ["alice"]);
 }
 
-/// A flag shared with P1, before any contact carries it.
-async fn shared_flag(f: &Fixture) -> ObjectId {
+/// A new flag named VIP.
+async fn vip_flag(store: &Store) -> ObjectId {
     let flag = ObjectId::new_v7(T0);
-    f.store
+    store
         .write(vec![
             Edit::new(flag, Kind::Flag).set_std("name", Value::Text("VIP".into()))
         ])
         .await
         .unwrap();
+    flag
+}
+
+/// A flag shared with P1, before any contact carries it.
+async fn shared_flag(f: &Fixture) -> ObjectId {
+    let flag = vip_flag(&f.store).await;
     shares::create(
         &f.gov,
         new_share(P1, vec![Selector::Flag(flag)], AccessType::OnLoan),
