@@ -732,6 +732,8 @@ async fn an_object_flagged_after_the_share_goes_with_its_own_entry_not_relogged(
     let ada = contact(&f.store, "Ada", Some(flag)).await;
     assert_eq!(f.store.log_head(), head + 1);
     wait_outbox(&f.gov, &P1, |b| announced(b, ada.id)).await;
+    // Announced before made a member: wait until the loop is done with her.
+    drop(f.gov.inner.op.lock().await);
     assert!(f.gov.shares(&P1, &ada), "its own entry now sends it");
     // The membership loop has finished with it: a later write of ours
     // shows whether it re-logged Ada in between.
@@ -778,9 +780,10 @@ async fn a_failed_send_check_sends_nothing_is_counted_and_decided_again() {
     let flag = shared_flag(&f).await;
     let ada = contact(&f.store, "Ada", Some(flag)).await;
     wait_outbox(&f.gov, &P1, |b| announced(b, ada.id)).await;
-    assert!(f.gov.shares(&P1, &ada));
     let head = {
+        // Announced before made a member: wait until the loop is done.
         let _op = f.gov.inner.op.lock().await;
+        assert!(f.gov.shares(&P1, &ada));
         f.store.log_head()
     };
     f.gov
