@@ -57,6 +57,9 @@ pub struct Metrics {
     pub limits_refused: AtomicU64,
     /// Webhook notifications skipped by the webhook rate limit.
     pub webhooks_skipped: AtomicU64,
+    /// Objects held back because whether they may be sent could not be
+    /// read (a governance database error); each is decided again later.
+    pub share_check_errors: AtomicU64,
     /// Times the daemon trimmed its memory after being idle (see
     /// [`crate::idle`]).
     pub idle_trims: AtomicU64,
@@ -141,7 +144,7 @@ impl Metrics {
     /// gauges from `partners`.
     pub fn render(&self, partners: &[PartnerStatus]) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             (
                 "orgsync_changes_written_total",
                 "Local changes committed to the change log.",
@@ -231,6 +234,11 @@ impl Metrics {
                 "orgsync_webhooks_skipped_total",
                 "Webhook notifications skipped by the webhook rate limit.",
                 &self.webhooks_skipped,
+            ),
+            (
+                "orgsync_share_check_errors_total",
+                "Objects held back because their send check failed on a database error.",
+                &self.share_check_errors,
             ),
             (
                 "orgsync_idle_trims_total",

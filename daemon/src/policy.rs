@@ -42,6 +42,22 @@ pub trait SharePolicy: Send + Sync + 'static {
         false
     }
 
+    /// The engine is about to decide, with [`SharePolicy::shares`], on the
+    /// entries of our log up to `up_to` for `partner`. Called before the
+    /// first of those decisions: a policy that changes what it shares can
+    /// tell from it whether an entry is still to be decided (and so will
+    /// see the change) or may already have been passed over.
+    fn deciding(&self, _partner: &OrgId, _up_to: u64) {}
+
+    /// The highest entry of our log the engine may decide on for `partner`
+    /// now: a policy whose answers for new entries are not settled yet
+    /// (share memberships still being worked out) holds the engine back
+    /// there, and changes [`SharePolicy::share_outbox_changed`] when it
+    /// moves on.
+    fn decidable(&self, _partner: &OrgId) -> u64 {
+        u64::MAX
+    }
+
     /// Governance frames to send to `partner`, in id order: every frame not
     /// yet acknowledged (the engine sends those above the highest id it
     /// sent on the current connection, and all again on a new one) plus

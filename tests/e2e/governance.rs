@@ -690,3 +690,70 @@ fn pending_instances_are_accepted_after_the_fingerprint_check_or_dismissed() {
     assert!(actions.contains(&"partner.accept".to_string()));
     assert!(actions.contains(&"partner.dismiss".to_string()));
 }
+
+/// Issue 16 item 5: a contact flagged after the share exists goes with
+/// its own log entry, once: A's log grows by one entry per contact (no
+/// re-log), A sends each once, and B applies each once (nothing arrives
+/// twice), as an announced copy under the share.
+#[test]
+fn contacts_flagged_after_the_share_go_once_with_their_own_entry() {
+    const N: usize = 30;
+    let mut a = Instance::governed("Acme");
+    let mut b = Instance::governed("Globex");
+    Instance::pair(&a, &b);
+    a.start();
+    b.start();
+    b.cli_ok(&["inbox", "policy", "Acme", "auto"]);
+    let vip = a.put("flag", &["--set", "name=VIP"]);
+    a.cli_ok(&[
+        "share", "add", "Globex", "--flag", &vip, "--access", "operator",
+    ]);
+    wait_for("the flag on B", SYNC, || exists(&b, &vip).then_some(()));
+    wait_acked(&a, "Globex");
+    let head = a.log_head();
+    let sent = a.metric("orgsync_changes_sent_total");
+    let applied = b.metric("orgsync_changes_applied_total");
+    let started = std::time::Instant::now();
+    let ids: Vec<String> = (0..N)
+        .map(|i| {
+            a.put(
+                "contact",
+                &["--set", &format!("first_name=P{i}"), "--flag", &vip],
+            )
+        })
+        .collect();
+    let last = ids.last().expect("contacts written");
+    wait_for("the last flagged contact on B", SYNC, || {
+        exists(&b, last).then_some(())
+    });
+    wait_for("every flagged contact on B", SYNC, || {
+        ids.iter().all(|id| exists(&b, id)).then_some(())
+    });
+    let took = started.elapsed();
+    wait_acked(&a, "Globex");
+    let entries = a.log_head() - head;
+    let sent = a.metric("orgsync_changes_sent_total") - sent;
+    let applied = b.metric("orgsync_changes_applied_total") - applied;
+    eprintln!(
+        "flagged after the share: {N} contacts, {entries} log entries on A, {sent} sent, {applied} applied on arrival on B ({} held until announced), {} ms",
+        N as u64 - applied.min(N as u64),
+        took.as_millis()
+    );
+    assert_eq!(entries, N as u64, "one log entry each: none re-logged");
+    assert_eq!(sent, N as u64, "each sent once");
+    // Those that overtook their announcement were held, then approved
+    // from the inbox (not counted as applied); none arrived twice.
+    assert!(applied <= N as u64, "{applied} applied on B");
+    assert_eq!(
+        b.metric("orgsync_changes_unchanged_total"),
+        0,
+        "nothing arrived twice"
+    );
+    assert_eq!(a.metric("orgsync_share_check_errors_total"), 0);
+    for id in &ids {
+        assert!(
+            field(&b, id, "fields", "first_name").is_some(),
+            "{id} whole on B"
+        );
+    }
+}

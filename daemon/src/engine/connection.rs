@@ -373,6 +373,9 @@ struct Driver<'a> {
     /// Highest governance frame id sent on this connection (see
     /// [`crate::policy::SharePolicy::share_outbox`]).
     share_sent: u64,
+    /// The policy's outbox watch as `load` last looked at it: frames queued
+    /// since then go out before the next page of changes.
+    outbox_seen: Option<watch::Receiver<u64>>,
 }
 
 impl Driver<'_> {
@@ -673,24 +676,50 @@ impl Driver<'_> {
     /// that sends it whole); objects are decoded only when the policy must
     /// look at them, never re-encoded.
     fn load(&mut self, after: u64, limit: usize) -> Result<(), StoreError> {
-        let store = &self.shared.store;
+        // The reference itself, not a borrow of `self`: the page and the
+        // policy stay in use while frames are sent below.
+        let shared = self.shared;
+        let store = &shared.store;
         let head = store.log_head();
+        let policy = &shared.policy;
+        let decidable = policy.decidable(&self.peer.org);
+        if decidable <= after && head > after {
+            // Nothing decidable yet: the session waits (it believes the
+            // log ends here) until the policy moves on and we tell it the
+            // head again (the outbox watch in `run`).
+            if let Err(e) = self.session.load_result_encoded::<&[u8]>(&[], after, after) {
+                tracing::error!(error = %e, "session refused a log load");
+                self.fail(ErrorCode::Internal, e.to_string());
+            }
+            return Ok(());
+        }
         let page = store.load_page_encoded(after, limit)?;
-        let up_to = page.up_to.min(head);
-        let policy = &self.shared.policy;
+        let up_to = page.up_to.min(head).min(decidable);
         let everything = policy.shares_everything(&self.peer.org);
+        policy.deciding(&self.peer.org, up_to);
+        if !everything {
+            // Announcements queued before these decisions leave before the
+            // objects they announce (see `Governance::deciding`).
+            let queued = self
+                .outbox_seen
+                .as_mut()
+                .is_some_and(|rx| rx.has_changed().unwrap_or(false));
+            if queued {
+                if let Some(rx) = self.outbox_seen.as_mut() {
+                    rx.borrow_and_update();
+                }
+                self.send_share_outbox();
+            }
+        }
         let mut entries: Vec<(u64, &[u8])> = Vec::with_capacity(page.entries.len());
         for e in &page.entries {
             // Decided on the object as it is now; a deleted object's
             // tombstone goes to whoever may see the object.
-            if e.seq <= head && (everything || policy.shares(&self.peer.org, &e.decode()?)) {
+            if e.seq <= up_to && (everything || policy.shares(&self.peer.org, &e.decode()?)) {
                 entries.push((e.seq, e.object_bytes()));
             }
         }
-        crate::metrics::add(
-            &self.shared.options.metrics.changes_sent,
-            entries.len() as u64,
-        );
+        crate::metrics::add(&shared.options.metrics.changes_sent, entries.len() as u64);
         if let Err(e) =
             self.session
                 .load_result_encoded(&entries, up_to.max(after), head.max(up_to))
@@ -1047,6 +1076,7 @@ pub(super) async fn run(
         established: false,
         error: None,
         share_sent: 0,
+        outbox_seen: shared.policy.share_outbox_changed(),
     };
     let mut share_outbox = shared.policy.share_outbox_changed();
 
@@ -1139,7 +1169,11 @@ pub(super) async fn run(
                     d.session.close(None);
                 }
             },
-            _ = share_outbox_changed(&mut share_outbox) => d.send_share_outbox(),
+            _ = share_outbox_changed(&mut share_outbox) => {
+                d.send_share_outbox();
+                // The policy may let more of the log be decided now.
+                d.session.local_log_advanced(shared.store.log_head());
+            }
             _ = tokio::time::sleep_until(deadline) => d.session.handle_timeout(Instant::now()),
             reason = conn.closed() => {
                 let error = match &reason {

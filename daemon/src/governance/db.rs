@@ -11,6 +11,8 @@
 //! - `gov_decision`: ObjectId → [`Decision`] (the admin's inbox decision)
 //! - `gov_declined`: ShareId → [`Declined`] (received shares our admin rejected)
 //! - `gov_member`: ShareId ++ ObjectId → () (objects currently in a share)
+//! - `gov_expected`: ShareId ++ ObjectId → () (objects a partner's share
+//!   announced that we have not yet reported received)
 //! - `gov_outbox`: OrgId ++ frame id (u64 BE) → encoded `ShareFrame`
 //! - `gov_request`: ShareId → [`RequestRecord`]
 //! - `gov_erase`: ShareId (onward share) → [`PendingErase`]
@@ -99,7 +101,10 @@ pub struct InShare {
     pub label: String,
     /// The request it serves.
     pub request: Option<ShareId>,
-    /// Objects the owner put in it (not yet reported received).
+    /// Objects the owner put in it, not yet reported received, as stored
+    /// before they were kept as keys of `gov_expected` (one each, so that
+    /// an announcement does not rewrite this whole record); moved there
+    /// when next read, empty afterwards.
     pub expected: Vec<ObjectId>,
     /// Objects received so far.
     pub received: u64,
@@ -248,6 +253,7 @@ pub struct GovDb {
     pub(crate) decision: sled::Tree,
     pub(crate) declined: sled::Tree,
     pub(crate) member: sled::Tree,
+    pub(crate) expected: sled::Tree,
     pub(crate) outbox: sled::Tree,
     pub(crate) request: sled::Tree,
     pub(crate) erase: sled::Tree,
@@ -302,6 +308,7 @@ impl GovDb {
             decision: t("gov_decision")?,
             declined: t("gov_declined")?,
             member: t("gov_member")?,
+            expected: t("gov_expected")?,
             outbox: t("gov_outbox")?,
             request: t("gov_request")?,
             erase: t("gov_erase")?,
@@ -360,6 +367,20 @@ impl GovDb {
         Ok(())
     }
 
+    /// Writes every `(key, value)` of `items` to `tree` in one batch.
+    pub(super) fn put_many<K: AsRef<[u8]>, T: Serialize>(
+        &self,
+        tree: &sled::Tree,
+        what: &'static str,
+        items: &[(K, T)],
+    ) -> Result<(), GovError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in items {
+            batch.insert(k.as_ref(), encode(what, v)?);
+        }
+        tree.apply_batch(batch).map_err(db_err("write"))
+    }
+
     pub(super) fn remove(&self, tree: &sled::Tree, key: &[u8]) -> Result<(), GovError> {
         tree.remove(key).map_err(db_err("remove"))?;
         Ok(())
@@ -395,6 +416,64 @@ impl GovDb {
         self.member
             .contains_key(member_key(share, obj))
             .map_err(db_err("read member"))
+    }
+
+    /// Notes `objs` as announced by the incoming `share` and not yet
+    /// reported received, in one batch.
+    pub(super) fn expect(&self, share: &ShareId, objs: &[ObjectId]) -> Result<(), GovError> {
+        let mut batch = sled::Batch::default();
+        for obj in objs {
+            batch.insert(&member_key(share, obj)[..], &[][..]);
+        }
+        self.expected
+            .apply_batch(batch)
+            .map_err(db_err("write expected objects"))
+    }
+
+    /// The objects of the incoming `share` not yet reported received, in
+    /// id order (creation order for ids of version 7).
+    pub(super) fn expected_of(&self, share: &ShareId) -> Result<Vec<ObjectId>, GovError> {
+        self.expected
+            .scan_prefix(share.0)
+            .map(|kv| {
+                let (k, _) = kv.map_err(db_err("scan expected objects"))?;
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&k[16..32]);
+                Ok(ObjectId(id))
+            })
+            .collect()
+    }
+
+    /// Forgets `objs` as expected by `share` (they arrived).
+    pub(super) fn arrived(&self, share: &ShareId, objs: &[ObjectId]) -> Result<(), GovError> {
+        let mut batch = sled::Batch::default();
+        for obj in objs {
+            batch.remove(&member_key(share, obj)[..]);
+        }
+        self.expected
+            .apply_batch(batch)
+            .map_err(db_err("remove expected objects"))
+    }
+
+    /// Makes `objs` members of `share` (or not) in one batch.
+    pub(super) fn set_members(
+        &self,
+        share: &ShareId,
+        objs: &[ObjectId],
+        on: bool,
+    ) -> Result<(), GovError> {
+        let mut batch = sled::Batch::default();
+        for obj in objs {
+            let k = member_key(share, obj);
+            if on {
+                batch.insert(&k[..], &[][..]);
+            } else {
+                batch.remove(&k[..]);
+            }
+        }
+        self.member
+            .apply_batch(batch)
+            .map_err(db_err("write members"))
     }
 
     pub(super) fn set_member(

@@ -191,6 +191,22 @@ pub(crate) struct Inner {
     pub(crate) shares: Mutex<Vec<OutShare>>,
     /// Partner settings, mirrored from `gov_partner`.
     pub(crate) settings: Mutex<HashMap<OrgId, PartnerSettings>>,
+    /// Per partner, the highest log entry the engine has begun deciding on
+    /// (see [`SharePolicy::deciding`]): an entry above it will be decided
+    /// after any membership written now, so it needs no re-log.
+    pub(crate) deciding: Mutex<HashMap<OrgId, u64>>,
+    /// Our log entries up to here have been through the membership loop
+    /// (their objects announced to and made members of the shares they
+    /// entered): the engine decides no further for a partner with a
+    /// flowing share, so an entering object goes with its own entry.
+    pub(crate) members_up_to: std::sync::atomic::AtomicU64,
+    /// Objects whose send check failed on a database error, to re-log.
+    pub(crate) recheck: Mutex<std::collections::BTreeSet<ObjectId>>,
+    /// Wakes the membership loop to re-log `recheck`.
+    pub(crate) recheck_wanted: tokio::sync::Notify,
+    /// Test hook: the send check fails as on a database error.
+    #[cfg(test)]
+    pub(crate) fail_share_checks: std::sync::atomic::AtomicBool,
     /// Replies (frame id 0) waiting for the engine, per partner.
     replies: Mutex<HashMap<OrgId, Vec<ShareFrame>>>,
     outbox_changed: watch::Sender<u64>,
@@ -289,6 +305,12 @@ impl Governance {
                 clock,
                 shares: Mutex::new(shares),
                 settings: Mutex::new(settings),
+                deciding: Mutex::default(),
+                members_up_to: std::sync::atomic::AtomicU64::new(0),
+                recheck: Mutex::default(),
+                recheck_wanted: tokio::sync::Notify::new(),
+                #[cfg(test)]
+                fail_share_checks: std::sync::atomic::AtomicBool::new(false),
                 replies: Mutex::default(),
                 outbox_changed,
                 frames: Mutex::default(),
@@ -304,6 +326,8 @@ impl Governance {
         // Subscribed here, not in the task: no change committed after
         // start may be missed.
         let events = gov.store().subscribe_events();
+        // Entries written before we started were decided on before.
+        gov.membership_done(gov.store().log_head());
         if gov.inner.config.mirror_all_partners {
             for p in gov.inner.trust.peers().iter() {
                 mirror::declare(&gov, &p.org)?;
@@ -493,6 +517,18 @@ impl Governance {
     }
 
     /// Queues a control frame for `partner` and wakes the engine.
+    /// The membership loop has handled our log up to `seq`: the engine
+    /// may decide on it (see [`SharePolicy::decidable`]).
+    pub(crate) fn membership_done(&self, seq: u64) {
+        let before = self
+            .inner
+            .members_up_to
+            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
+        if seq > before {
+            self.inner.outbox_changed.send_modify(|n| *n += 1);
+        }
+    }
+
     pub(crate) fn send(&self, partner: &OrgId, body: ShareBody) -> Result<(), GovError> {
         self.db().enqueue(partner, body)?;
         self.inner.outbox_changed.send_modify(|n| *n += 1);
@@ -705,6 +741,36 @@ impl Governance {
 impl SharePolicy for Governance {
     fn shares(&self, partner: &OrgId, object: &Object) -> bool {
         shares::shares_with(self, partner, object)
+    }
+
+    fn deciding(&self, partner: &OrgId, up_to: u64) {
+        // Under the lock: `shares::enter` writes memberships, then reads
+        // this under the same lock, so either it sees our entry as passed
+        // (and re-logs) or our decisions that follow see the membership.
+        let mut deciding = self
+            .inner
+            .deciding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let at = deciding.entry(*partner).or_default();
+        *at = (*at).max(up_to);
+    }
+
+    fn decidable(&self, partner: &OrgId) -> u64 {
+        let shared = self
+            .inner
+            .shares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|s| s.partner.as_ref() == Some(partner) && s.is_flowing());
+        if shared {
+            self.inner
+                .members_up_to
+                .load(std::sync::atomic::Ordering::SeqCst)
+        } else {
+            u64::MAX
+        }
     }
 
     fn incoming(&self, partner: &OrgId, change: &Change) -> Incoming {

@@ -55,6 +55,21 @@ impl Governance {
         self.db().put(&self.db().prov, "provenance", &id.0, rec)
     }
 
+    /// Records where several copies came from (checked by the caller), in
+    /// one batch: an announcement names up to 4,096.
+    pub(crate) fn set_provenances(&self, recs: &[(ObjectId, ProvRecord)]) -> Result<(), GovError> {
+        if recs
+            .iter()
+            .any(|(_, r)| matches!(r.prov.source, authority::Source::Share { .. }))
+        {
+            self.inner
+                .holds_share_copies
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        let items: Vec<([u8; 16], &ProvRecord)> = recs.iter().map(|(id, r)| (id.0, r)).collect();
+        self.db().put_many(&self.db().prov, "provenance", &items)
+    }
+
     /// Forgets a copy's provenance (its copy was erased).
     pub(crate) fn forget_provenance(&self, id: &ObjectId) -> Result<(), GovError> {
         self.db().remove(&self.db().prov, &id.0)

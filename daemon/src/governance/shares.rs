@@ -1,6 +1,6 @@
 //! Outgoing shares and what the owner and the recipient do about them:
-//! membership (objects entering a share are re-logged whole so the engine
-//! sends them complete; objects leaving are withdrawn), re-share rules,
+//! membership (objects entering a share go whole, once, after their
+//! announcement; objects leaving are withdrawn), re-share rules,
 //! terms, share codes, revocation and the erase with its acknowledgements.
 
 use std::collections::BTreeSet;
@@ -26,32 +26,88 @@ const SCAN_PAGE: usize = 1000;
 /// Whether `partner` may receive `obj` now (the engine's per-object check):
 /// a mirror gets the objects of either copy of the organisation; anyone
 /// else what a flowing share of theirs selects and the send rules allow.
+/// A database error answers "no" (nothing leaves by mistake), is logged and
+/// counted (`orgsync_share_check_errors_total`), and the object is queued
+/// to be re-logged, so that it is decided on again instead of being lost.
 pub(super) fn shares_with(gov: &Governance, partner: &OrgId, obj: &Object) -> bool {
-    // A read error counts as "not shared": nothing leaves by mistake.
-    let Ok(prov) = gov.provenance_of(&obj.id) else {
-        return false;
-    };
-    if gov.is_mirror(partner) && authority::mirror_sends(&prov) {
-        return true;
+    match may_send(gov, partner, obj) {
+        Ok(yes) => yes,
+        Err(e) => {
+            crate::metrics::add(&gov.inner.metrics.share_check_errors, 1);
+            tracing::error!(error = %e, partner = %gov.partner_name(partner), object = %obj.id,
+                "cannot tell whether an object may be sent: held back, to be decided again");
+            gov.inner
+                .recheck
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(obj.id);
+            gov.inner.recheck_wanted.notify_one();
+            false
+        }
     }
-    let shares = gov
+}
+
+fn may_send(gov: &Governance, partner: &OrgId, obj: &Object) -> Result<bool, GovError> {
+    #[cfg(test)]
+    if gov
+        .inner
+        .fail_share_checks
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(GovError::Invalid("injected database failure".into()));
+    }
+    let prov = gov.provenance_of(&obj.id)?;
+    if gov.is_mirror(partner) && authority::mirror_sends(&prov) {
+        return Ok(true);
+    }
+    // Only this partner's flowing shares are copied (this runs for every
+    // object sent; copying every share each time showed in the profile).
+    let shares: Vec<OutShare> = gov
         .inner
         .shares
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+        .iter()
+        .filter(|s| s.partner.as_ref() == Some(partner) && s.is_flowing())
+        .cloned()
+        .collect();
     let lookup = gov.lookup();
-    shares.iter().any(|s| {
-        s.partner.as_ref() == Some(partner)
-            && s.is_flowing()
-            // Only members: an object entering a share goes once the
-            // membership loop has announced it and re-logged it whole
-            // (`enter`). Sent before its announcement, the partner would
-            // hold it in its inbox, and refuse it past `max_inbox_items`.
-            && gov.db().is_member(&s.id, &obj.id).unwrap_or(false)
+    for s in &shares {
+        // Only members: an object entering a share goes once the
+        // membership loop has announced it (`enter`). Sent before its
+        // announcement, the partner would hold it in its inbox, and
+        // refuse it past `max_inbox_items`.
+        if gov.db().is_member(&s.id, &obj.id)?
             && s.selection.selects(obj, &lookup)
             && gov.check_send(obj.id, &prov, partner, s.access).is_ok()
-    })
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Re-logs the objects whose send check failed (see [`shares_with`]), so
+/// the engine decides on them again.
+pub(super) async fn recheck(gov: &Governance) -> Result<usize, GovError> {
+    let ids = std::mem::take(
+        &mut *gov
+            .inner
+            .recheck
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    let mut whole = Vec::new();
+    for id in &ids {
+        if let Some(o) = gov.store().get(*id)? {
+            whole.push(Change::from_object(&o));
+        }
+    }
+    let n = whole.len();
+    for chunk in whole.chunks(SCAN_PAGE) {
+        gov.store().write_changes(chunk.to_vec()).await?;
+    }
+    Ok(n)
 }
 
 /// Whether object `id` may go to `partner` as `access`: never back to its
@@ -366,7 +422,11 @@ pub(super) async fn sync_members(gov: &Governance, share: &OutShare) -> Result<u
         Vec::new()
     };
     let wanted_ids: BTreeSet<ObjectId> = wanted.iter().map(|o| o.id).collect();
-    let entering: Vec<&Object> = wanted.iter().filter(|o| !current.contains(&o.id)).collect();
+    let entering: Vec<Entering> = wanted
+        .iter()
+        .filter(|o| !current.contains(&o.id))
+        .map(|o| (o, None))
+        .collect();
     let leaving: Vec<ObjectId> = current.difference(&wanted_ids).copied().collect();
     enter(gov, share, &partner, &entering).await?;
     if !leaving.is_empty() && share.revoked_ms.is_none() {
@@ -393,27 +453,35 @@ pub(super) async fn sync_members(gov: &Governance, share: &OutShare) -> Result<u
     Ok(entering.len())
 }
 
+/// An object entering a share, with the sequence of its own newest log
+/// entry when the change that made it enter was ours (`None`: a partner's
+/// copy, a share created over existing objects, a lookup rule).
+pub(super) type Entering<'a> = (&'a Object, Option<u64>);
+
 /// Makes `objects` members of `share`: announces them to the recipient,
-/// then re-logs them whole (so the engine sends complete objects, and only
-/// members: see [`shares_with`]).
+/// then sends each whole exactly once after its announcement. An object
+/// whose own log entry the engine has not yet decided on for `partner`
+/// goes with that entry (the engine reads the object's current state and
+/// now finds it a member: see [`shares_with`]); any other is re-logged
+/// whole. Returns how many were re-logged.
 async fn enter(
     gov: &Governance,
     share: &OutShare,
     partner: &OrgId,
-    objects: &[&Object],
-) -> Result<(), GovError> {
+    objects: &[Entering<'_>],
+) -> Result<usize, GovError> {
     if objects.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    for o in objects {
-        gov.db().set_member(&share.id, &o.id, true)?;
-    }
-    let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
+    let ids: Vec<ObjectId> = objects.iter().map(|(o, _)| o.id).collect();
     let mut by_owner: std::collections::BTreeMap<OrgId, Vec<ObjectId>> = Default::default();
     for id in &ids {
         let owner = gov.provenance_of(id)?.owner;
         by_owner.entry(owner).or_default().push(*id);
     }
+    // Announced before the memberships are written: whatever the engine
+    // sends as a member was announced first (it sends newly queued frames
+    // before each page of changes it decides on).
     for (owner, ids) in by_owner {
         for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
             gov.send(
@@ -426,10 +494,23 @@ async fn enter(
             )?;
         }
     }
-    // Announced first, then logged: the announcement usually reaches the
-    // partner before the objects, which then apply at once instead of
-    // waiting in its inbox for it.
-    let whole: Vec<Change> = objects.iter().map(|o| Change::from_object(o)).collect();
+    gov.db().set_members(&share.id, &ids, true)?;
+    // Read after the memberships were written and under the lock the
+    // engine takes before deciding (`Governance::deciding`): an entry
+    // above it is decided later and sees the membership.
+    let decided = gov
+        .inner
+        .deciding
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(partner)
+        .copied()
+        .unwrap_or(0);
+    let whole: Vec<Change> = objects
+        .iter()
+        .filter(|(_, seq)| seq.is_none_or(|s| s <= decided))
+        .map(|(o, _)| Change::from_object(o))
+        .collect();
     for chunk in whole.chunks(SCAN_PAGE) {
         gov.store().write_changes(chunk.to_vec()).await?;
     }
@@ -438,9 +519,13 @@ async fn enter(
         "share.deliver",
         Some(partner),
         Some(share.id.to_string()),
-        format!("{} object(s) sent", ids.len()),
+        format!(
+            "{} object(s) sent ({} re-logged whole)",
+            ids.len(),
+            whole.len()
+        ),
     )?;
-    Ok(())
+    Ok(whole.len())
 }
 
 /// Watches committed changes and keeps every flowing share's members in
@@ -450,7 +535,19 @@ pub(super) async fn membership_loop(
     mut events: tokio::sync::broadcast::Receiver<crate::store::StoreEvent>,
 ) {
     loop {
-        let first = match events.recv().await {
+        let received = tokio::select! {
+            r = events.recv() => r,
+            () = gov.inner.recheck_wanted.notified() => {
+                // A pause first: a failing database would otherwise have
+                // the engine and this loop spin on the same objects.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if let Err(e) = recheck(&gov).await {
+                    tracing::error!(error = %e, "cannot queue objects to be decided again");
+                }
+                continue;
+            }
+        };
+        let first = match received {
             Ok(e) => Some(e),
             Err(RecvError::Lagged(_)) => None,
             Err(RecvError::Closed) => return,
@@ -465,9 +562,18 @@ pub(super) async fn membership_loop(
                 Err(_) => break,
             }
         }
+        // Read before the work: with a lagged receiver every entry up to
+        // here is covered by the full pass.
+        let head = gov.store().log_head();
         if let Err(e) = on_changes(&gov, &batch, full).await {
             tracing::error!(error = %e, "cannot update share membership");
         }
+        let done = if full {
+            head
+        } else {
+            batch.iter().filter_map(|e| e.seq).max().unwrap_or(0)
+        };
+        gov.membership_done(done);
     }
 }
 
@@ -496,13 +602,16 @@ async fn on_changes(
         return gov.db().flush().await;
     }
     // One decision per object, however many of its changes the batch holds;
-    // remember whether a partner's change was among them.
-    let mut touched: std::collections::BTreeMap<ObjectId, Option<OrgId>> = Default::default();
+    // remember whether a partner's change was among them, and the newest
+    // log entry of ours.
+    let mut touched: std::collections::BTreeMap<ObjectId, (Option<OrgId>, Option<u64>)> =
+        Default::default();
     for ev in batch {
-        let from = touched.entry(ev.id).or_default();
+        let (from, seq) = touched.entry(ev.id).or_default();
         if let Origin::Partner(p) = ev.origin {
             *from = Some(p);
         }
+        *seq = (*seq).max(ev.seq);
     }
     let lookup = gov.lookup();
     let mut relog: Vec<Change> = Vec::new();
@@ -511,7 +620,7 @@ async fn on_changes(
         let Some(partner) = s.partner else { continue };
         let mut entering = Vec::new();
         let mut leaving = Vec::new();
-        for (id, from) in &touched {
+        for (id, (from, seq)) in &touched {
             let member = gov.db().is_member(&s.id, id)?;
             let obj = match gov.store().get(*id)? {
                 Some(o) if !o.is_deleted() => o,
@@ -520,7 +629,11 @@ async fn on_changes(
             let selected = s.selection.selects(&obj, &lookup)
                 && reshare_allowed(gov, &partner, obj.id, s.access).is_ok();
             match (member, selected) {
-                (false, true) => entering.push(obj),
+                // A partner's change is not in our log: re-logged whole.
+                (false, true) => {
+                    let seq = if from.is_some() { None } else { *seq };
+                    entering.push((obj, seq));
+                }
                 (true, false) => leaving.push(obj.id),
                 // A partner's update of a copy we pass on is not in our
                 // log: re-log it so the onward recipient gets it too.
@@ -530,7 +643,7 @@ async fn on_changes(
                 _ => {}
             }
         }
-        let refs: Vec<&Object> = entering.iter().collect();
+        let refs: Vec<Entering> = entering.iter().map(|(o, seq)| (o, *seq)).collect();
         enter(gov, s, &partner, &refs).await?;
         if !leaving.is_empty() {
             for id in &leaving {
@@ -832,43 +945,48 @@ pub(super) async fn on_objects(
     let view = in_view(gov, &share_id)?;
     let us = gov.us();
     let mut accepted = Vec::new();
+    let mut writes: Vec<(ObjectId, ProvRecord)> = Vec::new();
     let mut refusals = Refusals::default();
     for id in &added {
         let rec = gov.prov_record(id)?;
-        let ours = match rec {
+        // As `Governance::provenance`, without reading the record twice.
+        let ours = match &rec {
             Some(r) => Some(r.prov),
-            None => gov.provenance(id)?,
+            None => gov.store().get(*id)?.map(|_| Provenance::own(us)),
         };
         match authority::check_offer(*id, &us, ours.as_ref(), &partner, view.as_ref(), &owner) {
             Ok(Some(prov)) => {
-                gov.set_provenance(
-                    id,
-                    &ProvRecord {
+                writes.push((
+                    *id,
+                    ProvRecord {
                         prov,
                         detached: false,
                     },
-                )?;
+                ));
                 accepted.push(*id);
             }
             Ok(None) => {
                 // Offered again (it re-entered the share): updates resume.
                 if let Some(mut r) = rec.filter(|r| r.detached) {
                     r.detached = false;
-                    gov.set_provenance(id, &r)?;
+                    writes.push((*id, r));
                 }
                 accepted.push(*id);
             }
             Err(r) => refusals.add(r),
         }
     }
+    // One batch for the frame: the checks above read only what was stored
+    // before it, and a frame naming an id twice decides it the same twice.
+    gov.set_provenances(&writes)?;
     refusals.report(gov, &partner, "objects");
     if accepted.is_empty() {
         return Ok(());
     }
-    let mut share = in_share(gov, &share_id)?;
-    share.expected.extend(accepted.iter().copied());
-    gov.db()
-        .put(&gov.db().inc, "incoming share", &share_id.0, &share)?;
+    // Keys, not a list inside the share record: an announcement of up to
+    // 4,096 ids writes those, not every id announced so far.
+    in_share(gov, &share_id)?;
+    gov.db().expect(&share_id, &accepted)?;
     // The data may have arrived before this announcement: wake the loop
     // that reports arrived shares now rather than at its 30 s safety net
     // (the owner's request status moves to processed on that report).
@@ -1306,34 +1424,62 @@ pub(super) async fn on_redeem(
 }
 
 /// The recipient side: reports to owners the shares whose announced
-/// objects have all arrived (in the inbox or applied).
+/// objects have all arrived (in the inbox or applied). Arrived objects are
+/// forgotten as they come, in id order up to the first still missing, so
+/// each is looked at about once however often this runs.
 pub(super) async fn report_received(gov: &Governance) -> Result<(), GovError> {
     let shares: Vec<InShare> = gov.db().all(&gov.db().inc, "incoming share")?;
     for mut s in shares {
-        if s.expected.is_empty() || s.revoked_ms.is_some() {
+        if s.revoked_ms.is_some() {
             continue;
         }
-        let inbox: BTreeSet<ObjectId> = gov
-            .store()
-            .inbox(&s.partner)?
-            .into_iter()
-            .map(|(_, c)| c.id)
-            .collect();
-        let mut all_here = true;
-        for id in &s.expected {
-            let decided: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &id.0)?;
-            let here = inbox.contains(id) || decided.is_some() || gov.store().get(*id)?.is_some();
-            if !here {
-                all_here = false;
-                break;
+        if !s.expected.is_empty() {
+            // Stored by an earlier version inside the record: move to keys.
+            gov.db().expect(&s.id, &s.expected)?;
+            s.expected.clear();
+            gov.db().put(&gov.db().inc, "incoming share", &s.id.0, &s)?;
+        }
+        let expected = gov.db().expected_of(&s.id)?;
+        if expected.is_empty() {
+            continue;
+        }
+        let mut inbox: Option<BTreeSet<ObjectId>> = None;
+        let mut here = Vec::new();
+        for id in &expected {
+            if gov.store().get(*id)?.is_some() {
+                here.push(*id);
+                continue;
             }
+            let decided: Option<Decision> = gov.db().get(&gov.db().decision, "decision", &id.0)?;
+            if decided.is_some() {
+                here.push(*id);
+                continue;
+            }
+            // Read once, and only when something is not applied.
+            if inbox.is_none() {
+                inbox = Some(
+                    gov.store()
+                        .inbox(&s.partner)?
+                        .into_iter()
+                        .map(|(_, c)| c.id)
+                        .collect(),
+                );
+            }
+            if inbox.as_ref().is_some_and(|i| i.contains(id)) {
+                here.push(*id);
+                continue;
+            }
+            break;
         }
-        if !all_here {
+        if here.is_empty() {
             continue;
         }
-        s.received += s.expected.len() as u64;
-        s.expected.clear();
+        gov.db().arrived(&s.id, &here)?;
+        s.received += here.len() as u64;
         gov.db().put(&gov.db().inc, "incoming share", &s.id.0, &s)?;
+        if here.len() < expected.len() {
+            continue;
+        }
         gov.send(
             &s.partner,
             ShareBody::Received {

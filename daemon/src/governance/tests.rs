@@ -371,13 +371,7 @@ async fn a_received_copy_is_read_only_here() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_relogs_whole_objects_and_withdraws_those_leaving() {
     let f = fixture();
-    let flag = ObjectId::new_v7(T0);
-    f.store
-        .write(vec![
-            Edit::new(flag, Kind::Flag).set_std("name", Value::Text("VIP".into()))
-        ])
-        .await
-        .unwrap();
+    let flag = vip_flag(&f.store).await;
     let ada = contact(&f.store, "Ada", Some(flag)).await;
     let bob = contact(&f.store, "Bob", None).await;
     let head = f.store.log_head();
@@ -698,4 +692,212 @@ async fn a_rejected_received_share_drops_what_it_announces_and_only_that() {
         .map(|e| e.who)
         .collect();
     assert_eq!(actions, ["alice"]);
+}
+
+/// A new flag named VIP.
+async fn vip_flag(store: &Store) -> ObjectId {
+    let flag = ObjectId::new_v7(T0);
+    store
+        .write(vec![
+            Edit::new(flag, Kind::Flag).set_std("name", Value::Text("VIP".into()))
+        ])
+        .await
+        .unwrap();
+    flag
+}
+
+/// A flag shared with P1, before any contact carries it.
+async fn shared_flag(f: &Fixture) -> ObjectId {
+    let flag = vip_flag(&f.store).await;
+    shares::create(
+        &f.gov,
+        new_share(P1, vec![Selector::Flag(flag)], AccessType::OnLoan),
+    )
+    .await
+    .unwrap();
+    flag
+}
+
+fn announced(b: &[ShareBody], id: ObjectId) -> bool {
+    b.iter()
+        .any(|x| matches!(x, ShareBody::Objects { added, .. } if added.contains(&id)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_flagged_after_the_share_goes_with_its_own_entry_not_relogged() {
+    let f = fixture();
+    let flag = shared_flag(&f).await;
+    let head = f.store.log_head();
+    // Its own entry is not yet decided on for P1 (no engine has loaded it).
+    let ada = contact(&f.store, "Ada", Some(flag)).await;
+    assert_eq!(f.store.log_head(), head + 1);
+    wait_outbox(&f.gov, &P1, |b| announced(b, ada.id)).await;
+    // Announced before made a member: wait until the loop is done with her.
+    drop(f.gov.inner.op.lock().await);
+    assert!(f.gov.shares(&P1, &ada), "its own entry now sends it");
+    // The membership loop has finished with it: a later write of ours
+    // shows whether it re-logged Ada in between.
+    let bob = contact(&f.store, "Bob", Some(flag)).await;
+    wait_outbox(&f.gov, &P1, |b| announced(b, bob.id)).await;
+    let _op = f.gov.inner.op.lock().await;
+    assert_eq!(
+        f.store.log_head(),
+        head + 2,
+        "one log entry each: neither re-logged"
+    );
+    eprintln!("share entering: 2 objects flagged after the share, 2 log entries, 0 re-logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_whose_entry_was_already_passed_over_is_relogged_once() {
+    let f = fixture();
+    let flag = shared_flag(&f).await;
+    let head = f.store.log_head();
+    // The engine has already decided on everything up to far ahead: Ada's
+    // own entry was passed over (not a member then), so it must go again.
+    f.gov.deciding(&P1, head + 1_000);
+    let ada = contact(&f.store, "Ada", Some(flag)).await;
+    wait_outbox(&f.gov, &P1, |b| announced(b, ada.id)).await;
+    let _op = f.gov.inner.op.lock().await;
+    assert_eq!(
+        f.store.log_head(),
+        head + 2,
+        "her own entry and one re-log after the announcement"
+    );
+    let page = f.store.load_page_encoded(head + 1, 10).unwrap();
+    assert!(
+        page.entries
+            .iter()
+            .any(|e| e.decode().unwrap().id == ada.id),
+        "the re-log is in the log after her first entry"
+    );
+    assert!(f.gov.shares(&P1, &ada));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_send_check_sends_nothing_is_counted_and_decided_again() {
+    let f = fixture();
+    let flag = shared_flag(&f).await;
+    let ada = contact(&f.store, "Ada", Some(flag)).await;
+    wait_outbox(&f.gov, &P1, |b| announced(b, ada.id)).await;
+    let head = {
+        // Announced before made a member: wait until the loop is done.
+        let _op = f.gov.inner.op.lock().await;
+        assert!(f.gov.shares(&P1, &ada));
+        f.store.log_head()
+    };
+    f.gov
+        .inner
+        .fail_share_checks
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(!f.gov.shares(&P1, &ada), "an error sends nothing");
+    assert_eq!(
+        f.gov
+            .inner
+            .metrics
+            .share_check_errors
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "and is counted"
+    );
+    f.gov
+        .inner
+        .fail_share_checks
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // Not lost: the object is re-logged so the engine decides again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while f.store.log_head() == head {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held-back object was never re-logged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let page = f.store.load_page_encoded(head, 10).unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].decode().unwrap().id, ada.id);
+    assert!(f.gov.shares(&P1, &ada), "and then goes");
+    assert!(
+        f.gov
+            .inner
+            .metrics
+            .render(&[])
+            .contains("orgsync_share_check_errors_total 1"),
+        "exported on /metrics"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expected_objects_are_keys_forgotten_as_they_arrive() {
+    let f = fixture();
+    let share = ShareId::random();
+    let mut xs: Vec<Object> = (0..3)
+        .map(|_| Object::new(ObjectId::new_v7(T0), Kind::Contact))
+        .collect();
+    // Same millisecond: order them as the keys are.
+    xs.sort_by_key(|x| x.id);
+    let ids: Vec<ObjectId> = xs.iter().map(|x| x.id).collect();
+    offer(&f, P1, share, AccessType::OnLoan, P1, ids[0], 1).await;
+    send_frames(
+        &f,
+        P1,
+        3,
+        vec![ShareBody::Objects {
+            share,
+            owner: P1,
+            added: ids[1..].to_vec(),
+        }],
+    )
+    .await;
+    let record = shares::in_share(&f.gov, &share).unwrap();
+    assert!(record.expected.is_empty(), "not inside the share record");
+    assert_eq!(f.gov.db().expected_of(&share).unwrap(), ids);
+
+    let report = || async {
+        let _op = f.gov.inner.op.lock().await;
+        shares::report_received(&f.gov).await.unwrap();
+    };
+    let received_frames = |f: &Fixture| {
+        bodies(&f.gov, &P1)
+            .into_iter()
+            .filter_map(|b| match b {
+                ShareBody::Received { objects, .. } => Some(objects),
+                _ => None,
+            })
+            .collect::<Vec<u64>>()
+    };
+    f.store
+        .write_changes(vec![named_change(&xs[0], "One")])
+        .await
+        .unwrap();
+    report().await;
+    assert_eq!(f.gov.db().expected_of(&share).unwrap(), ids[1..].to_vec());
+    assert_eq!(shares::in_share(&f.gov, &share).unwrap().received, 1);
+    assert!(received_frames(&f).is_empty(), "not all here yet");
+
+    f.store
+        .write_changes(vec![
+            named_change(&xs[1], "Two"),
+            named_change(&xs[2], "Three"),
+        ])
+        .await
+        .unwrap();
+    report().await;
+    assert!(f.gov.db().expected_of(&share).unwrap().is_empty());
+    assert_eq!(received_frames(&f), vec![3], "reported once, all three");
+
+    // A record stored with its list inside (an earlier version) moves to keys.
+    let y = ObjectId::new_v7(T0);
+    let mut old = shares::in_share(&f.gov, &share).unwrap();
+    old.expected = vec![y];
+    f.gov
+        .db()
+        .put(&f.gov.db().inc, "incoming share", &share.0, &old)
+        .unwrap();
+    report().await;
+    assert_eq!(f.gov.db().expected_of(&share).unwrap(), vec![y]);
+    assert!(shares::in_share(&f.gov, &share)
+        .unwrap()
+        .expected
+        .is_empty());
 }
