@@ -261,6 +261,9 @@ impl BlobFiles {
             total_len,
             file,
             path,
+            // Only a download from the first byte can be hashed as it
+            // arrives; a resumed one is hashed from the file at the end.
+            hasher: (offset == 0).then(blake3::Hasher::new),
             offset,
             unsynced: 0,
         })
@@ -276,6 +279,10 @@ pub struct PartialBlob {
     total_len: u64,
     file: File,
     path: PathBuf,
+    /// Hash of every byte from the first, updated as bytes are appended, so
+    /// that finishing does not read the whole file back; `None` for a
+    /// download resumed from an earlier connection.
+    hasher: Option<blake3::Hasher>,
     offset: u64,
     /// Bytes appended since the last fsync.
     unsynced: u64,
@@ -314,9 +321,15 @@ impl PartialBlob {
                 total: self.total_len,
             });
         }
-        self.file
-            .write_all(data)
-            .map_err(io_err("write", &self.path))?;
+        if let Err(e) = self.file.write_all(data) {
+            // Part of `data` may be in the file: the running hash no longer
+            // matches it, so finishing hashes the file instead.
+            self.hasher = None;
+            return Err(io_err("write", &self.path)(e));
+        }
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         self.offset = end;
         self.unsynced += data.len() as u64;
         if self.unsynced >= SYNC_EVERY {
@@ -355,11 +368,17 @@ impl PartialBlob {
             });
         }
         self.file.sync_all().map_err(io_err("fsync", &self.path))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut reader = File::open(&self.path).map_err(io_err("open", &self.path))?;
-        hasher
-            .update_reader(&mut reader)
-            .map_err(io_err("read", &self.path))?;
+        let hasher = match self.hasher {
+            Some(h) => h,
+            None => {
+                let mut hasher = blake3::Hasher::new();
+                let mut reader = File::open(&self.path).map_err(io_err("open", &self.path))?;
+                hasher
+                    .update_reader(&mut reader)
+                    .map_err(io_err("read", &self.path))?;
+                hasher
+            }
+        };
         let actual: BlobHash = hasher.finalize().into();
         if actual != self.hash {
             let _ = fs::remove_file(&self.path);
@@ -500,6 +519,36 @@ mod tests {
         ));
         let path = p.finish().unwrap();
         assert_eq!(fs::read(path).unwrap(), content);
+    }
+
+    #[test]
+    fn resumed_download_is_verified_from_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobFiles::open(dir.path()).unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let hash = *blake3::hash(&content).as_bytes();
+        // An earlier connection left a prefix whose bytes differ from the
+        // content: only hashing the file (not the bytes appended since
+        // reopening) can notice.
+        let mut bad_prefix = content[..50_000].to_vec();
+        bad_prefix[10] ^= 1;
+        fs::write(
+            dir.path().join("partial").join(hash_hex(&hash)),
+            &bad_prefix,
+        )
+        .unwrap();
+        let mut p = blobs.partial(&hash, content.len() as u64).unwrap();
+        assert_eq!(p.offset(), 50_000);
+        p.append(50_000, &content[50_000..]).unwrap();
+        assert!(matches!(p.finish(), Err(BlobError::HashMismatch { .. })));
+        assert_eq!(blobs.size(&hash).unwrap(), None);
+        // From the first byte, in many appends: verified by the running hash.
+        let mut p = blobs.partial(&hash, content.len() as u64).unwrap();
+        assert_eq!(p.offset(), 0, "the refused file was discarded");
+        for (i, piece) in content.chunks(7_001).enumerate() {
+            p.append((i * 7_001) as u64, piece).unwrap();
+        }
+        assert_eq!(fs::read(p.finish().unwrap()).unwrap(), content);
     }
 
     #[test]
