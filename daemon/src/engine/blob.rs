@@ -12,10 +12,14 @@ use super::Shared;
 use crate::store::{BlobFiles, BlobHash};
 use crate::transport::TrustedPeer;
 
-/// Bytes per blob chunk: 64 KiB sealed chunks run near the AEAD's speed.
-pub(super) const CHUNK: usize = 64 * 1024;
-/// Chunks of one transfer read ahead of the network.
-const READ_AHEAD: usize = 8;
+/// Bytes per blob chunk: the protocol's largest (receivers of every
+/// version accept up to `MAX_BLOB_CHUNK`), so the per-chunk work (a read,
+/// a frame, an AEAD call, an event, a file write) is paid 16 times less
+/// often than with the 64 KiB chunks of earlier versions.
+pub(super) const CHUNK: usize = orgsync_protocol::codec::MAX_BLOB_CHUNK;
+/// Chunks of one transfer read ahead of the network (4 MiB: the disk read
+/// of the next chunks overlaps sealing and sending this one).
+const READ_AHEAD: usize = 4;
 
 /// A blob is sent only when the résumé object that references it is one
 /// the policy shares with this partner, and the content is here.

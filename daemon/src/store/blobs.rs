@@ -261,8 +261,12 @@ impl BlobFiles {
             total_len,
             file,
             path,
+            // Only a download from the first byte can be hashed as it
+            // arrives; a resumed one is hashed from the file at the end.
+            hasher: (offset == 0).then(blake3::Hasher::new),
             offset,
             unsynced: 0,
+            syncing: None,
         })
     }
 }
@@ -276,9 +280,17 @@ pub struct PartialBlob {
     total_len: u64,
     file: File,
     path: PathBuf,
+    /// Hash of every byte from the first, updated as bytes are appended, so
+    /// that finishing does not read the whole file back; `None` for a
+    /// download resumed from an earlier connection.
+    hasher: Option<blake3::Hasher>,
     offset: u64,
     /// Bytes appended since the last fsync.
     unsynced: u64,
+    /// The fsync of earlier appends, running on its own thread so that the
+    /// appends after it (and the connection that makes them) are not held
+    /// up by the disk; at most one runs at a time.
+    syncing: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 /// A partial download is fsynced every this many bytes, so that after a
@@ -314,15 +326,51 @@ impl PartialBlob {
                 total: self.total_len,
             });
         }
-        self.file
-            .write_all(data)
-            .map_err(io_err("write", &self.path))?;
+        if let Err(e) = self.file.write_all(data) {
+            // Part of `data` may be in the file: the running hash no longer
+            // matches it, so finishing hashes the file instead.
+            self.hasher = None;
+            return Err(io_err("write", &self.path)(e));
+        }
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         self.offset = end;
         self.unsynced += data.len() as u64;
         if self.unsynced >= SYNC_EVERY {
-            self.sync()?;
+            self.sync_in_background()?;
         }
         Ok(())
+    }
+
+    /// Starts an fsync of what was appended so far on its own thread, after
+    /// waiting for the previous one (whose failure is returned here).
+    fn sync_in_background(&mut self) -> Result<(), BlobError> {
+        self.wait_for_sync()?;
+        let file = self.file.try_clone().map_err(io_err("fsync", &self.path))?;
+        let spawned = std::thread::Builder::new()
+            .name("blob-fsync".into())
+            .spawn(move || file.sync_data());
+        match spawned {
+            Ok(handle) => {
+                self.syncing = Some(handle);
+                self.unsynced = 0;
+                Ok(())
+            }
+            // No thread to be had: the appends wait for the disk instead.
+            Err(_) => self.sync(),
+        }
+    }
+
+    /// Waits for the background fsync, if one runs, and returns its result.
+    fn wait_for_sync(&mut self) -> Result<(), BlobError> {
+        let Some(handle) = self.syncing.take() else {
+            return Ok(());
+        };
+        let result = handle
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the fsync thread panicked")));
+        result.map_err(io_err("fsync", &self.path))
     }
 
     /// Abandons the download and removes its partial file (a refused
@@ -339,6 +387,7 @@ impl PartialBlob {
 
     /// Makes the bytes appended so far durable, so a restart resumes after them.
     pub fn sync(&mut self) -> Result<(), BlobError> {
+        self.wait_for_sync()?;
         self.file.sync_data().map_err(io_err("fsync", &self.path))?;
         self.unsynced = 0;
         Ok(())
@@ -346,7 +395,7 @@ impl PartialBlob {
 
     /// Verifies the complete content against the hash and publishes it under
     /// its final name. On a hash mismatch the partial file is deleted.
-    pub fn finish(self) -> Result<PathBuf, BlobError> {
+    pub fn finish(mut self) -> Result<PathBuf, BlobError> {
         if self.offset != self.total_len {
             return Err(BlobError::Incomplete {
                 hash: hash_hex(&self.hash),
@@ -354,12 +403,19 @@ impl PartialBlob {
                 total: self.total_len,
             });
         }
+        self.wait_for_sync()?;
         self.file.sync_all().map_err(io_err("fsync", &self.path))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut reader = File::open(&self.path).map_err(io_err("open", &self.path))?;
-        hasher
-            .update_reader(&mut reader)
-            .map_err(io_err("read", &self.path))?;
+        let hasher = match self.hasher.take() {
+            Some(h) => h,
+            None => {
+                let mut hasher = blake3::Hasher::new();
+                let mut reader = File::open(&self.path).map_err(io_err("open", &self.path))?;
+                hasher
+                    .update_reader(&mut reader)
+                    .map_err(io_err("read", &self.path))?;
+                hasher
+            }
+        };
         let actual: BlobHash = hasher.finalize().into();
         if actual != self.hash {
             let _ = fs::remove_file(&self.path);
@@ -500,6 +556,65 @@ mod tests {
         ));
         let path = p.finish().unwrap();
         assert_eq!(fs::read(path).unwrap(), content);
+    }
+
+    #[test]
+    fn resumed_download_is_verified_from_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobFiles::open(dir.path()).unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let hash = *blake3::hash(&content).as_bytes();
+        // An earlier connection left a prefix whose bytes differ from the
+        // content: only hashing the file (not the bytes appended since
+        // reopening) can notice.
+        let mut bad_prefix = content[..50_000].to_vec();
+        bad_prefix[10] ^= 1;
+        fs::write(
+            dir.path().join("partial").join(hash_hex(&hash)),
+            &bad_prefix,
+        )
+        .unwrap();
+        let mut p = blobs.partial(&hash, content.len() as u64).unwrap();
+        assert_eq!(p.offset(), 50_000);
+        p.append(50_000, &content[50_000..]).unwrap();
+        assert!(matches!(p.finish(), Err(BlobError::HashMismatch { .. })));
+        assert_eq!(blobs.size(&hash).unwrap(), None);
+        // From the first byte, in many appends: verified by the running hash.
+        let mut p = blobs.partial(&hash, content.len() as u64).unwrap();
+        assert_eq!(p.offset(), 0, "the refused file was discarded");
+        for (i, piece) in content.chunks(7_001).enumerate() {
+            p.append((i * 7_001) as u64, piece).unwrap();
+        }
+        assert_eq!(fs::read(p.finish().unwrap()).unwrap(), content);
+    }
+
+    #[test]
+    fn large_downloads_fsync_in_the_background_and_finish_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobFiles::open(dir.path()).unwrap();
+        let content: Vec<u8> = (0..(SYNC_EVERY as u32 * 2 + 12_345))
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let hash = *blake3::hash(&content).as_bytes();
+        let mut p = blobs.partial(&hash, content.len() as u64).unwrap();
+        let piece = 1 << 20;
+        for (i, part) in content.chunks(piece).enumerate() {
+            p.append((i * piece) as u64, part).unwrap();
+            if (i + 1) * piece == SYNC_EVERY as usize {
+                assert!(
+                    p.syncing.is_some(),
+                    "no fsync started at {SYNC_EVERY} bytes"
+                );
+                assert_eq!(p.unsynced, 0);
+            }
+        }
+        // The explicit sync waits for the background one.
+        p.sync().unwrap();
+        assert!(p.syncing.is_none());
+        drop(p);
+        let p = blobs.partial(&hash, content.len() as u64).unwrap();
+        assert_eq!(p.offset(), content.len() as u64);
+        assert_eq!(fs::read(p.finish().unwrap()).unwrap(), content);
     }
 
     #[test]
