@@ -337,8 +337,8 @@ pub async fn resume_file(size: usize, quinn_aead_mbps: f64) -> Result<Vec<Row>> 
         metric: "MB/s".into(),
         value: mbps,
         baseline: Some(quinn_aead_mbps),
-        target: ">= 0.7x".into(),
-        pass: Some(mbps >= 0.7 * quinn_aead_mbps),
+        target: ">= 0.8x".into(),
+        pass: Some(mbps >= 0.8 * quinn_aead_mbps),
     }])
 }
 
