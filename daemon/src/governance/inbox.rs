@@ -44,7 +44,20 @@ fn decide_change(gov: &Governance, partner: &OrgId, change: &Change) -> Result<I
             return Ok(Incoming::Reject);
         }
         // Held until the share announces it (then `on_offered` decides).
-        Ok(ChangeVerdict::Unannounced) => return hold_within_cap(gov, partner, change),
+        Ok(ChangeVerdict::Unannounced) => {
+            let verdict = hold_within_cap(gov, partner, change)?;
+            if verdict == Incoming::Hold {
+                gov.inner
+                    .unannounced
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(*partner)
+                    .or_default()
+                    .decided
+                    .push(change.id);
+            }
+            return Ok(verdict);
+        }
         Ok(ChangeVerdict::NewFromMirror) => {
             gov.set_provenance(
                 &change.id,
@@ -72,6 +85,62 @@ fn decide_change(gov: &Governance, partner: &OrgId, change: &Change) -> Result<I
         None if gov.settings_of(partner).auto_approve => Incoming::Apply,
         None => hold_within_cap(gov, partner, change)?,
     })
+}
+
+/// A partner's changes held because their share had not announced them.
+///
+/// The engine decides on a change, then writes it to the inbox with its
+/// batch; the announcement may be handled in between, and its inbox scan
+/// ([`on_offered`]) then misses the change, which would wait for an admin
+/// although the partner is auto-approved. So each such hold is noted when
+/// decided, becomes due once the partner's batch is durable (the engine
+/// applies one partner's batches one after the other), and the linked loop
+/// offers it again if its announcement has come by then.
+#[derive(Debug, Default)]
+pub(crate) struct Unannounced {
+    decided: Vec<ObjectId>,
+    due: Vec<ObjectId>,
+}
+
+/// `partner`'s batch is durable: the holds decided for it are in the inbox.
+pub(super) fn unannounced_written(gov: &Governance, partner: &OrgId) {
+    let mut all = gov
+        .inner
+        .unannounced
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(u) = all.get_mut(partner) {
+        let decided = std::mem::take(&mut u.decided);
+        u.due.extend(decided);
+    }
+}
+
+/// Offers again the due holds whose announcement has come meanwhile.
+async fn recheck_unannounced(gov: &Governance) -> Result<(), GovError> {
+    let due: Vec<(OrgId, Vec<ObjectId>)> = {
+        let mut all = gov
+            .inner
+            .unannounced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.retain(|_, u| !u.decided.is_empty() || !u.due.is_empty());
+        all.iter_mut()
+            .filter(|(_, u)| !u.due.is_empty())
+            .map(|(p, u)| (*p, std::mem::take(&mut u.due)))
+            .collect()
+    };
+    for (partner, ids) in due {
+        let mut now_announced = Vec::new();
+        for id in ids {
+            if announced(gov, &partner, &id)?.is_some() {
+                now_announced.push(id);
+            }
+        }
+        if !now_announced.is_empty() {
+            on_offered(gov, &partner, &now_announced).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The count of a partner's held changes kept by [`hold_within_cap`].
@@ -667,6 +736,7 @@ async fn linked_once(gov: &Governance) -> Result<(), GovError> {
             gov.store().remove_from_inbox(&h.partner, *seq).await?;
         }
     }
+    recheck_unannounced(gov).await?;
     super::shares::report_received(gov).await?;
     gov.db().flush().await
 }

@@ -222,6 +222,11 @@ pub(crate) struct Inner {
     /// Changes held in the inbox per partner, counted at the first use
     /// and recounted when the cap is reached (admins' decisions remove).
     pub(crate) inbox_held: Mutex<HashMap<OrgId, inbox::HeldCount>>,
+    /// Objects held because no share had announced them yet, per partner:
+    /// decided but maybe not yet in the inbox, then (once the partner's
+    /// batch is durable) to be looked at again, in case the announcement
+    /// was handled between the decision and the inbox write.
+    pub(crate) unannounced: Mutex<HashMap<OrgId, inbox::Unannounced>>,
     /// The rate-limited webhook.
     webhook: audit::Webhook,
     /// Serialises state-changing operations (API calls, frames, events).
@@ -317,6 +322,7 @@ impl Governance {
                 windows: Mutex::default(),
                 limit_notices: Mutex::default(),
                 inbox_held: Mutex::default(),
+                unannounced: Mutex::default(),
                 webhook,
                 op: tokio::sync::Mutex::new(()),
                 pairing: Mutex::new(None),
@@ -777,7 +783,10 @@ impl SharePolicy for Governance {
         inbox::decide_incoming(self, partner, change)
     }
 
-    fn batch_applied(&self, _partner: &OrgId, held: usize, applied: usize) {
+    fn batch_applied(&self, partner: &OrgId, held: usize, applied: usize) {
+        if held > 0 {
+            inbox::unannounced_written(self, partner);
+        }
         if held + applied > 0 {
             self.inner.batch_applied.notify_one();
         }

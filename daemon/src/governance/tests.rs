@@ -901,3 +901,37 @@ async fn expected_objects_are_keys_forgotten_as_they_arrive() {
         .expected
         .is_empty());
 }
+
+/// The engine decides to hold a change whose share has not announced it,
+/// and writes it to the inbox with its batch; the announcement is handled
+/// in between, so its inbox scan finds nothing. Once the batch is durable
+/// the held change is offered again: an auto-approved partner's object is
+/// applied, not left waiting for an admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_held_while_its_announcement_was_handled_is_still_applied() {
+    let f = fixture();
+    inbox::set_auto(&f.gov, &P1, true, "tester").await.unwrap();
+    let x = Object::new(ObjectId::new_v7(T0), Kind::Contact);
+    let change = orgsync_protocol::model::Change::from_object(&x);
+    // 1. The engine's decision: not announced yet, held.
+    assert_eq!(f.gov.incoming(&P1, &change), Incoming::Hold);
+    // 2. The announcement is handled before the hold is written.
+    offer(&f, P1, ShareId([9; 16]), AccessType::Operator, P1, x.id, 1).await;
+    assert!(f.store.inbox(&P1).unwrap().is_empty(), "nothing held yet");
+    // 3. The engine writes its batch as decided, then reports it durable.
+    let held = [orgsync_protocol::model::SequencedChange { seq: 1, change }];
+    let outcome = f
+        .store
+        .apply_from_partner_with(P1, &held, 1, &|_| Incoming::Hold)
+        .await
+        .unwrap();
+    assert_eq!(outcome.held, 1);
+    f.gov.batch_applied(&P1, outcome.held, outcome.applied);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while f.store.get(x.id).unwrap().is_none() || !f.store.inbox(&P1).unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the held change applied and its inbox entry gone");
+}

@@ -52,10 +52,36 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// A loopback UDP port that was free a moment ago.
+/// A loopback port, free for both UDP and TCP a moment ago, that no other
+/// test of this process is given.
+///
+/// Every test runs in one binary, so a port picked by binding port 0 and
+/// letting go was often handed straight to another test's socket (the
+/// kernel gives bind-to-0 the ports of its ephemeral range, 32768–60999
+/// on Linux) before the daemon bound it: "Address already in use". Ports
+/// come instead from below that range, in turn, starting at an offset of
+/// the process id so two test processes rarely meet; one still taken (by
+/// another process) is skipped.
 pub fn free_port() -> u16 {
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    sock.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000; // up to 32000, below the ephemeral range
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
 /// Polls `cond` every few milliseconds until it returns `Some`, or panics

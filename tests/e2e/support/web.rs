@@ -186,10 +186,10 @@ pub fn enc(s: &str) -> String {
         .collect()
 }
 
-/// A loopback TCP port that was free a moment ago.
+/// A loopback TCP port that was free a moment ago (see
+/// [`crate::support::free_port`]).
 pub fn free_tcp_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    crate::support::free_port()
 }
 
 /// Turns the console on for `inst` (a free loopback port); its address.

@@ -120,10 +120,7 @@ impl Driver {
             bin.exists(),
             "/usr/bin/chromedriver is missing: run testkit/install-browser.sh"
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::support::free_port();
         let child = Command::new(bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
