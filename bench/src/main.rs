@@ -339,9 +339,11 @@ async fn run_unit(unit: Unit, b: Baselines, sizes: Sizes, deadline: Duration) ->
         Unit::Latency => scenarios::latency(sizes.latency, b.rtt50, b.rtt99).await,
         Unit::ResumeFile => scenarios::resume_file(sizes.resume, b.quinn_aead).await,
         Unit::InitialSync => {
-            scenarios::initial_sync(sizes.initial, Duration::ZERO, b.sled_cpu).await
+            scenarios::initial_sync(sizes.initial, Duration::ZERO, b.sled, b.sled_cpu).await
         }
-        Unit::Memory => scenarios::initial_sync(sizes.initial, sizes.idle, b.sled_cpu).await,
+        Unit::Memory => {
+            scenarios::initial_sync(sizes.initial, sizes.idle, b.sled, b.sled_cpu).await
+        }
         Unit::FanOut => scenarios::fan_out(sizes.fan_out, sizes.partners).await,
         Unit::Growth => {
             let rtt = (b.rtt50, b.rtt99);
