@@ -416,18 +416,28 @@ fn check_header(keys: &PairKeys, env: &SealedEnvelope) -> Result<(), EnvelopeErr
 pub fn open(keys: &PairKeys, env: &SealedEnvelope) -> Result<Vec<u8>, EnvelopeError> {
     check_header(keys, env)?;
     let (body, tag) = env.ciphertext.split_at(env.ciphertext.len() - TAG_LEN);
-    let mut buf = body.to_vec();
-    // The tag is verified before anything is decrypted, so on failure `buf`
-    // still holds ciphertext only.
+    decrypt(keys, &env.header, &env.nonce, body.to_vec(), tag)
+}
+
+/// Decrypts `body` (a checked envelope's ciphertext without its `tag`) in
+/// place. The tag is verified before anything is decrypted, so on failure
+/// nothing decrypted leaves.
+fn decrypt(
+    keys: &PairKeys,
+    header: &EnvelopeHeader,
+    nonce: &[u8; 24],
+    mut body: Vec<u8>,
+    tag: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
     cipher(&keys.recv)
         .decrypt_in_place_detached(
-            XNonce::from_slice(&env.nonce),
-            &env.header.aad(),
-            &mut buf,
+            XNonce::from_slice(nonce),
+            &header.aad(),
+            &mut body,
             Tag::from_slice(tag),
         )
         .map_err(|_| EnvelopeError::Tampered)?;
-    Ok(buf)
+    Ok(body)
 }
 
 /// [`open`] of an envelope the caller gives away: the ciphertext is
@@ -437,26 +447,16 @@ pub fn open(keys: &PairKeys, env: &SealedEnvelope) -> Result<Vec<u8>, EnvelopeEr
 #[inline]
 pub fn open_owned(keys: &PairKeys, env: SealedEnvelope) -> Result<Vec<u8>, EnvelopeError> {
     check_header(keys, &env)?;
-    let aad = env.header.aad();
     let SealedEnvelope {
+        header,
         nonce,
         ciphertext: mut buf,
-        ..
     } = env;
     let body_len = buf.len() - TAG_LEN;
     let mut tag = [0u8; TAG_LEN];
     tag.copy_from_slice(&buf[body_len..]);
     buf.truncate(body_len);
-    // The tag is verified before anything is decrypted.
-    cipher(&keys.recv)
-        .decrypt_in_place_detached(
-            XNonce::from_slice(&nonce),
-            &aad,
-            &mut buf,
-            Tag::from_slice(&tag),
-        )
-        .map_err(|_| EnvelopeError::Tampered)?;
-    Ok(buf)
+    decrypt(keys, &header, &nonce, buf, &tag)
 }
 
 /// Refuses envelopes whose sequence is not greater than the last one

@@ -700,15 +700,11 @@ impl Driver<'_> {
         if !everything {
             // Announcements queued before these decisions leave before the
             // objects they announce (see `Governance::deciding`).
-            let queued = self
-                .outbox_seen
-                .as_mut()
-                .is_some_and(|rx| rx.has_changed().unwrap_or(false));
-            if queued {
-                if let Some(rx) = self.outbox_seen.as_mut() {
+            if let Some(rx) = self.outbox_seen.as_mut() {
+                if rx.has_changed().unwrap_or(false) {
                     rx.borrow_and_update();
+                    self.send_share_outbox();
                 }
-                self.send_share_outbox();
             }
         }
         let mut entries: Vec<(u64, &[u8])> = Vec::with_capacity(page.entries.len());

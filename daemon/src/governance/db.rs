@@ -282,6 +282,27 @@ pub(super) fn member_key(share: &ShareId, obj: &ObjectId) -> [u8; 32] {
     k
 }
 
+/// Adds (`on`) or removes the keys `share ++ obj` of `objs` in `tree`, in
+/// one batch: the shape of `gov_member` and `gov_expected`.
+fn mark(
+    tree: &sled::Tree,
+    share: &ShareId,
+    objs: &[ObjectId],
+    on: bool,
+    what: &'static str,
+) -> Result<(), GovError> {
+    let mut batch = sled::Batch::default();
+    for obj in objs {
+        let k = member_key(share, obj);
+        if on {
+            batch.insert(&k[..], &[][..]);
+        } else {
+            batch.remove(&k[..]);
+        }
+    }
+    tree.apply_batch(batch).map_err(db_err(what))
+}
+
 fn outbox_key(partner: &OrgId, id: u64) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..32].copy_from_slice(&partner.0);
@@ -421,13 +442,7 @@ impl GovDb {
     /// Notes `objs` as announced by the incoming `share` and not yet
     /// reported received, in one batch.
     pub(super) fn expect(&self, share: &ShareId, objs: &[ObjectId]) -> Result<(), GovError> {
-        let mut batch = sled::Batch::default();
-        for obj in objs {
-            batch.insert(&member_key(share, obj)[..], &[][..]);
-        }
-        self.expected
-            .apply_batch(batch)
-            .map_err(db_err("write expected objects"))
+        mark(&self.expected, share, objs, true, "write expected objects")
     }
 
     /// The objects of the incoming `share` not yet reported received, in
@@ -446,13 +461,13 @@ impl GovDb {
 
     /// Forgets `objs` as expected by `share` (they arrived).
     pub(super) fn arrived(&self, share: &ShareId, objs: &[ObjectId]) -> Result<(), GovError> {
-        let mut batch = sled::Batch::default();
-        for obj in objs {
-            batch.remove(&member_key(share, obj)[..]);
-        }
-        self.expected
-            .apply_batch(batch)
-            .map_err(db_err("remove expected objects"))
+        mark(
+            &self.expected,
+            share,
+            objs,
+            false,
+            "remove expected objects",
+        )
     }
 
     /// Makes `objs` members of `share` (or not) in one batch.
@@ -462,33 +477,17 @@ impl GovDb {
         objs: &[ObjectId],
         on: bool,
     ) -> Result<(), GovError> {
-        let mut batch = sled::Batch::default();
-        for obj in objs {
-            let k = member_key(share, obj);
-            if on {
-                batch.insert(&k[..], &[][..]);
-            } else {
-                batch.remove(&k[..]);
-            }
-        }
-        self.member
-            .apply_batch(batch)
-            .map_err(db_err("write members"))
+        mark(&self.member, share, objs, on, "write members")
     }
 
+    /// [`GovDb::set_members`] of one object.
     pub(super) fn set_member(
         &self,
         share: &ShareId,
         obj: &ObjectId,
         on: bool,
     ) -> Result<(), GovError> {
-        let k = member_key(share, obj);
-        if on {
-            self.member.insert(k, &[]).map_err(db_err("write member"))?;
-        } else {
-            self.member.remove(k).map_err(db_err("remove member"))?;
-        }
-        Ok(())
+        self.set_members(share, std::slice::from_ref(obj), on)
     }
 
     /// Queues `frame` body for `partner` under a fresh id; returns it.

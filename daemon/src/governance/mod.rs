@@ -522,7 +522,6 @@ impl Governance {
         audit::read(self.db(), filter)
     }
 
-    /// Queues a control frame for `partner` and wakes the engine.
     /// The membership loop has handled our log up to `seq`: the engine
     /// may decide on it (see [`SharePolicy::decidable`]).
     pub(crate) fn membership_done(&self, seq: u64) {
@@ -535,6 +534,7 @@ impl Governance {
         }
     }
 
+    /// Queues a control frame for `partner` and wakes the engine.
     pub(crate) fn send(&self, partner: &OrgId, body: ShareBody) -> Result<(), GovError> {
         self.db().enqueue(partner, body)?;
         self.inner.outbox_changed.send_modify(|n| *n += 1);

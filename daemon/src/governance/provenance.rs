@@ -27,7 +27,18 @@ impl Governance {
     /// received copies, ours for anything else in the store, `None` when
     /// we do not hold it (not even as an announced copy).
     pub fn provenance(&self, id: &ObjectId) -> Result<Option<Provenance>, GovError> {
-        if let Some(r) = self.prov_record(id)? {
+        let rec = self.prov_record(id)?;
+        self.provenance_given(id, rec.as_ref())
+    }
+
+    /// [`Governance::provenance`] when `rec`, the object's provenance
+    /// record, was already read (saves reading it again).
+    pub(crate) fn provenance_given(
+        &self,
+        id: &ObjectId,
+        rec: Option<&ProvRecord>,
+    ) -> Result<Option<Provenance>, GovError> {
+        if let Some(r) = rec {
             return Ok(Some(r.prov));
         }
         Ok(self
@@ -47,25 +58,27 @@ impl Governance {
 
     /// Records where a copy came from (checked by the caller).
     pub(crate) fn set_provenance(&self, id: &ObjectId, rec: &ProvRecord) -> Result<(), GovError> {
-        if matches!(rec.prov.source, authority::Source::Share { .. }) {
-            self.inner
-                .holds_share_copies
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
+        self.note_share_copies(std::slice::from_ref(rec));
         self.db().put(&self.db().prov, "provenance", &id.0, rec)
     }
 
-    /// Records where several copies came from (checked by the caller), in
-    /// one batch: an announcement names up to 4,096.
-    pub(crate) fn set_provenances(&self, recs: &[(ObjectId, ProvRecord)]) -> Result<(), GovError> {
+    /// Remembers that we now hold copies received under a share, if any of
+    /// `recs` is one (mirrors then stop taking the send-everything path).
+    fn note_share_copies<'a>(&self, recs: impl IntoIterator<Item = &'a ProvRecord>) {
         if recs
-            .iter()
-            .any(|(_, r)| matches!(r.prov.source, authority::Source::Share { .. }))
+            .into_iter()
+            .any(|r| matches!(r.prov.source, authority::Source::Share { .. }))
         {
             self.inner
                 .holds_share_copies
                 .store(true, std::sync::atomic::Ordering::Release);
         }
+    }
+
+    /// Records where several copies came from (checked by the caller), in
+    /// one batch: an announcement names up to 4,096.
+    pub(crate) fn set_provenances(&self, recs: &[(ObjectId, ProvRecord)]) -> Result<(), GovError> {
+        self.note_share_copies(recs.iter().map(|(_, r)| r));
         let items: Vec<([u8; 16], &ProvRecord)> = recs.iter().map(|(id, r)| (id.0, r)).collect();
         self.db().put_many(&self.db().prov, "provenance", &items)
     }

@@ -949,11 +949,7 @@ pub(super) async fn on_objects(
     let mut refusals = Refusals::default();
     for id in &added {
         let rec = gov.prov_record(id)?;
-        // As `Governance::provenance`, without reading the record twice.
-        let ours = match &rec {
-            Some(r) => Some(r.prov),
-            None => gov.store().get(*id)?.map(|_| Provenance::own(us)),
-        };
+        let ours = gov.provenance_given(id, rec.as_ref())?;
         match authority::check_offer(*id, &us, ours.as_ref(), &partner, view.as_ref(), &owner) {
             Ok(Some(prov)) => {
                 writes.push((
