@@ -18,6 +18,7 @@ mod peers;
 mod procs;
 mod progress;
 mod report;
+mod rounds;
 mod scenarios;
 mod through_share;
 
@@ -53,6 +54,11 @@ struct Cli {
     /// row saying what it was waiting for.
     #[arg(long, global = true, value_name = "SECS")]
     deadline: Option<u64>,
+    /// Run the baselines and the scenarios N times (N odd) and report, per
+    /// row, the round with the median ratio (or figure), with every round's
+    /// value beside it: one run on a shared machine swings by up to 1.4x.
+    #[arg(long, global = true, value_name = "N", default_value_t = 1, value_parser = odd_rounds)]
+    repeat: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +95,14 @@ enum Command {
     /// installed by bench/peers/install.sh), each peer right after the
     /// scenarios it is compared with, then orgsync ÷ peer.
     Peers,
+    /// The named scenarios, in the order given (with the baselines), e.g.
+    /// `only replication share resume-file`.
+    Only {
+        /// Scenarios by their command name (`pouch-db`, `syncthing` for the
+        /// peers).
+        #[arg(required = true)]
+        units: Vec<Unit>,
+    },
     /// Runs one scenario in this process and prints its rows as JSON (the
     /// other commands start one such process per scenario).
     #[command(hide = true)]
@@ -101,18 +115,38 @@ enum Command {
     },
 }
 
+/// `--repeat`: an odd number of rounds, so the median is one round's row.
+fn odd_rounds(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of rounds"))?;
+    if n % 2 == 1 && n <= 99 {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} rounds: use an odd number from 1 to 99, so the median is one round"
+        ))
+    }
+}
+
 /// A scenario run as one process.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Unit {
+    /// Scenario 1: replication A->B.
     Replication,
+    /// Scenario 1s: through a share vs a mirror.
     Share,
+    /// Scenario 2: change latency.
     Latency,
+    /// Scenario 3: a 256 MiB résumé.
     ResumeFile,
     /// Scenario 4 alone (no idle).
     InitialSync,
     /// Scenarios 4 and 5 (with the idle minute).
     Memory,
+    /// Scenario 6: one instance to 20 partners.
     FanOut,
+    /// Scenario 7: cost growth with 10k-1M objects stored.
     Growth,
     /// PouchDB against scenarios 1 and 2 (if installed).
     PouchDb,
@@ -146,6 +180,7 @@ impl Unit {
             Command::FanOut => vec![FanOut],
             Command::Growth => vec![Growth],
             Command::Peers => vec![Replication, Latency, PouchDb, ResumeFile, Syncthing],
+            Command::Only { units } => units.clone(),
         }
     }
 
@@ -556,23 +591,46 @@ fn main() -> Result<()> {
         std::process::exit(0);
     }
     let sizes = Sizes::new(cli.tiny);
-    let mut rows = rt.block_on(baselines(cli.tiny))?;
-    let b = Baselines::from_rows(&rows)?;
-    for unit in Unit::of(&cli.command) {
-        eprintln!("{}", unit.announce(&sizes));
-        let deadline = cli
-            .deadline
-            .map_or_else(|| unit.deadline(cli.tiny), Duration::from_secs);
-        let result = run_unit_in_child(unit, b, cli.tiny, deadline);
-        record(&mut rows, unit.label(), result);
+    let mut rounds = Vec::with_capacity(cli.repeat);
+    for round in 1..=cli.repeat {
+        if cli.repeat > 1 {
+            eprintln!("round {round} of {}:", cli.repeat);
+        }
+        let mut rows = rt.block_on(baselines(cli.tiny))?;
+        let b = Baselines::from_rows(&rows)?;
+        for unit in Unit::of(&cli.command) {
+            eprintln!("{}", unit.announce(&sizes));
+            let deadline = cli
+                .deadline
+                .map_or_else(|| unit.deadline(cli.tiny), Duration::from_secs);
+            let result = run_unit_in_child(unit, b, cli.tiny, deadline);
+            record(&mut rows, unit.label(), result);
+        }
+        let ratios = peers::ratios(&rows);
+        rows.extend(ratios);
+        rounds.push(rows);
     }
     println!("machine: {}", machine::describe());
     println!(
         "daemons: scenarios 4-5 run each daemon as its own orgsyncd process (RSS per process); 1-3, 6, 7 run whole instances in one bench process per scenario (separate dirs, stores, QUIC endpoints on loopback)"
     );
-    let ratios = peers::ratios(&rows);
-    rows.extend(ratios);
-    print!("{}", report::render(&rows));
+    if cli.repeat == 1 {
+        print!("{}", report::render(&rounds[0]));
+    } else {
+        for (i, rows) in rounds.iter().enumerate() {
+            println!("\nround {} of {}:", i + 1, cli.repeat);
+            print!("{}", report::render(rows));
+        }
+        println!(
+            "\nmedian of {} rounds (each row is its median round's, ranked by ratio, or by figure where there is no baseline):",
+            cli.repeat
+        );
+        print!(
+            "{}",
+            report::render_medians(&rounds::medians(&rounds), cli.repeat)
+        );
+    }
+    let rows: Vec<Row> = rounds.into_iter().flatten().collect();
     // Rows without a figure but without a verdict (a peer not installed)
     // are not failures.
     if let Some(failed) = rows

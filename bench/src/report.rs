@@ -38,7 +38,8 @@ impl Row {
     }
 }
 
-fn num(v: f64) -> String {
+/// A figure with as many digits as it needs.
+pub fn num(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
@@ -50,36 +51,61 @@ fn num(v: f64) -> String {
 
 /// Renders rows as an aligned text table.
 pub fn render(rows: &[Row]) -> String {
-    let header = [
-        "scenario", "metric", "figure", "baseline", "ratio", "target", "result",
-    ];
-    let cells: Vec<[String; 7]> = rows
+    table(&HEADER.map(String::from), rows.iter().map(cells).collect())
+}
+
+/// Renders the median table of `--repeat`: each row of its median round,
+/// then what every round measured.
+pub fn render_medians(medians: &[crate::rounds::Median], rounds: usize) -> String {
+    let header: Vec<String> = HEADER
         .iter()
-        .map(|r| {
-            [
-                r.scenario.clone(),
-                r.metric.clone(),
-                // A figure-less row without a verdict (a version, a peer
-                // not installed) says so by its name.
-                if r.value.is_nan() && r.pass.is_none() {
-                    "-".into()
-                } else {
-                    num(r.value)
-                },
-                r.baseline.map(num).unwrap_or_else(|| "-".into()),
-                r.ratio()
-                    .map(|x| format!("{x:.2}x"))
-                    .unwrap_or_else(|| "-".into()),
-                r.target.clone(),
-                match r.pass {
-                    Some(true) => "PASS".into(),
-                    Some(false) => "FAIL".into(),
-                    None => "".into(),
-                },
-            ]
+        .map(|h| h.to_string())
+        .chain([format!("each of {rounds} rounds")])
+        .collect();
+    let rows = medians
+        .iter()
+        .map(|m| {
+            cells(&m.row)
+                .into_iter()
+                .chain([m.spread.clone()])
+                .collect()
         })
         .collect();
-    let mut widths = header.map(str::len);
+    table(&header, rows)
+}
+
+const HEADER: [&str; 7] = [
+    "scenario", "metric", "figure", "baseline", "ratio", "target", "result",
+];
+
+/// The cells of one row, in the order of [`HEADER`].
+fn cells(r: &Row) -> Vec<String> {
+    vec![
+        r.scenario.clone(),
+        r.metric.clone(),
+        // A figure-less row without a verdict (a version, a peer not
+        // installed) says so by its name.
+        if r.value.is_nan() && r.pass.is_none() {
+            "-".into()
+        } else {
+            num(r.value)
+        },
+        r.baseline.map(num).unwrap_or_else(|| "-".into()),
+        r.ratio()
+            .map(|x| format!("{x:.2}x"))
+            .unwrap_or_else(|| "-".into()),
+        r.target.clone(),
+        match r.pass {
+            Some(true) => "PASS".into(),
+            Some(false) => "FAIL".into(),
+            None => "".into(),
+        },
+    ]
+}
+
+/// Aligns `cells` under `header`, two spaces between columns.
+fn table(header: &[String], cells: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -87,14 +113,15 @@ pub fn render(rows: &[Row]) -> String {
     }
     let mut out = String::new();
     let line = |out: &mut String, row: &[String]| {
-        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+        for (i, (c, w)) in row.iter().zip(&widths).enumerate() {
             let sep = if i + 1 == row.len() { "\n" } else { "  " };
             // Writing to a String cannot fail.
             let _ = write!(out, "{c:<w$}{sep}");
         }
     };
-    line(&mut out, &header.map(String::from));
-    line(&mut out, &widths.map(|w| "-".repeat(w)));
+    line(&mut out, header);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(&mut out, &rule);
     for row in &cells {
         line(&mut out, row);
     }

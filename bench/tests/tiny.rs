@@ -71,3 +71,56 @@ fn tiny_all_runs_every_scenario() {
         .count();
     assert!(verdicts >= 10, "expected a verdict per target:\n{stdout}");
 }
+
+#[test]
+fn repeat_reports_every_round_and_the_median_round() {
+    let out = Command::new(env!("CARGO_BIN_EXE_orgsync-bench"))
+        .args(["--tiny", "--repeat", "3", "baselines"])
+        .output()
+        .expect("run orgsync-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "orgsync-bench --tiny --repeat 3 baselines failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for heading in [
+        "round 1 of 3:",
+        "round 2 of 3:",
+        "round 3 of 3:",
+        "median of 3 rounds",
+    ] {
+        assert!(stdout.contains(heading), "no {heading:?} in:\n{stdout}");
+    }
+    // The median table's sled row lists the three rounds' figures.
+    let median = &stdout[stdout.find("median of 3 rounds").unwrap_or(0)..];
+    let sled = median
+        .lines()
+        .find(|l| l.starts_with("baseline: raw sled apply_batch(1000)+flush"))
+        .unwrap_or_else(|| panic!("no sled row in the median table:\n{median}"));
+    let figures: Vec<f64> = sled
+        .split_whitespace()
+        .rev()
+        .take(3)
+        .map(|f| f.parse().unwrap_or(f64::NAN))
+        .collect();
+    assert!(
+        figures.iter().all(|f| f.is_finite() && *f > 0.0),
+        "the sled row should end with three figures: {sled:?}"
+    );
+}
+
+#[test]
+fn repeat_refuses_an_even_number_of_rounds() {
+    let out = Command::new(env!("CARGO_BIN_EXE_orgsync-bench"))
+        .args(["--tiny", "--repeat", "2", "baselines"])
+        .output()
+        .expect("run orgsync-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "--repeat 2 was accepted");
+    assert!(
+        stderr.contains("use an odd number"),
+        "the error should say what to use instead: {stderr}"
+    );
+}
