@@ -64,8 +64,17 @@ pub(super) fn serve(
             };
             let want = usize::try_from((total_len - pos).min(CHUNK as u64)).unwrap_or(CHUNK);
             let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; want];
-                file.read_exact(&mut buf).map(|()| (file, buf))
+                // `read_to_end` fills spare capacity without zeroing it
+                // first, as `vec![0; want]` would (a memset per chunk).
+                let mut buf = Vec::with_capacity(want);
+                let got = (&mut file).take(want as u64).read_to_end(&mut buf)?;
+                if got < want {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("blob file ended {} bytes early", want - got),
+                    ));
+                }
+                Ok((file, buf))
             })
             .await;
             let (f, data) = match read {

@@ -110,12 +110,16 @@ where
             }
         };
         while let Some(item) = rx.recv().await {
-            if let Err(e) = send.write_all(&item.frame).await {
+            let len = item.frame.len();
+            // Handed over as `Bytes`, the frame is QUIC's send buffer as it
+            // is: `write_all(&[u8])` would copy every frame (a 1 MiB blob
+            // chunk, a batch of changes) once more.
+            if let Err(e) = send.write_chunk(bytes::Bytes::from(item.frame)).await {
                 // The driver may be gone already; nothing else to tell.
                 let _ = events.send(Event::WriteFailed(e.to_string())).await;
                 return;
             }
-            backlog.fetch_sub(item.frame.len(), std::sync::atomic::Ordering::Relaxed);
+            backlog.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
             if item.finish {
                 break;
             }
