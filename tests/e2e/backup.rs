@@ -6,7 +6,9 @@
 //! leaves nothing; damaged archives are refused before anything is written.
 
 use crate::support;
+use crate::support::rogue::Rogue;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ use support::{
 
 const LOAD: usize = 12_000;
 const PASS: &str = "correct horse battery staple";
+/// How long each step of the rogue test may take.
+const STEP: Duration = Duration::from_secs(60);
 
 fn backup_cmd(inst: &Instance, out: &Path, pass_file: &Path) -> Command {
     let mut c = Command::new(bin("orgsync"));
@@ -301,4 +305,85 @@ fn killed_backup_leaves_nothing_and_damaged_archives_are_refused() {
         messages.join(" | ")
     );
     a.stop();
+}
+
+/// What if a partner lies after a restore? A restored instance lets each
+/// partner move its log head once, in that partner's first session after
+/// the restore (the partner may hold entries the lost disk had). A rogue
+/// partner that claims even more of the log in a later session is refused,
+/// and the head it claimed is never taken.
+#[test]
+fn a_partner_moves_a_restored_head_only_in_its_first_session() {
+    let work = tempfile::tempdir().expect("tmp");
+    let pass_file = work.path().join("pass");
+    std::fs::write(&pass_file, format!("{PASS}\n")).expect("pass file");
+    let mut a = Instance::new("Rsa");
+    let mallory = Instance::new("Mallory"); // never started: the rogue is Mallory
+    Instance::pair(&a, &mallory);
+    a.start();
+    a.drop_file("own.ndjson", &contacts_ndjson("a-own", 0, 10));
+    wait_for("A's 10 records in its log", Duration::from_secs(60), || {
+        (a.log_head() == 10).then_some(())
+    });
+    let archive = work.path().join("a.osb");
+    let out = run(&mut backup_cmd(&a, &archive, &pass_file));
+    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    a.stop();
+    let mut a2 = Instance::new("Rsa2");
+    std::fs::remove_dir_all(&a2.dir).expect("clear the restore target");
+    let out = restore_cmd(&archive, &a2.dir, &pass_file);
+    assert!(out.status.success(), "restore failed: {}", stderr(&out));
+    a2.start();
+    assert_eq!(a2.log_head(), 10, "the restored log");
+
+    // The restored instance listens where A did (its config came back).
+    let addr = SocketAddr::from(([127, 0, 0, 1], a.port));
+    let rogue = Rogue::new(&mallory.dir, "Rsa", addr);
+    // First session after the restore: Mallory says it applied up to 1,000
+    // (A's lost disk could have had that much); the head jumps past it.
+    let first = rogue
+        .connect_claiming(1_000)
+        .unwrap_or_else(|e| panic!("the first session after the restore was refused: {e}"));
+    wait_for("the jump past Mallory's cursor", STEP, || {
+        (a2.log_head() >= 1_000).then_some(())
+    });
+    let jumped = a2.log_head();
+    // Established is when A2 records that Mallory has reconciled.
+    wait_for("the session with Mallory established", STEP, || {
+        a2.log_text()
+            .lines()
+            .any(|l| l.contains("session established") && l.contains("partner=Mallory"))
+            .then_some(())
+    });
+    drop(first);
+
+    // A later session claiming more: refused, the head stays.
+    // The rogue's side may see the session established (it got A2's
+    // Hello) before A2 has checked the rogue's: then A2 closes it.
+    let reason = match rogue.connect_claiming(5_000) {
+        Ok(conn) => conn.closed(STEP).reason,
+        Err(e) => e,
+    };
+    wait_for("A2 to log the refusal", STEP, || {
+        a2.log_text()
+            .contains("claims to have applied our log up to 5000")
+            .then_some(())
+    });
+    assert_eq!(a2.log_head(), jumped, "the refused claim moved the head");
+    // A2's next record gets the number after the one jump.
+    a2.drop_file("next.ndjson", &contacts_ndjson("a-next", 0, 1));
+    wait_for("A2's next record in its log", STEP, || {
+        (a2.log_head() == jumped + 1).then_some(())
+    });
+    // An honest claim (what A2 really holds) is still welcome.
+    let honest = rogue.connect_claiming(jumped);
+    assert!(
+        honest.is_ok(),
+        "an honest session was refused: {:?}",
+        honest.err()
+    );
+    eprintln!(
+        "restore claims: first session jumped the head 10 -> {jumped}; a later claim of 5000 was refused ({reason}); the head stayed, the next record got {}",
+        jumped + 1
+    );
 }

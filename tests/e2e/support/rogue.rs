@@ -222,10 +222,28 @@ impl Rogue {
 
     /// The handshake of [`Rogue::connect_with`], offering `features`.
     fn connect_offering(&self, epoch: u32, features: u64) -> RogueConn<'_> {
+        self.handshake(epoch, features, 0)
+            .unwrap_or_else(|e| panic!("the rogue's session handshake failed: {e}"))
+    }
+
+    /// Dials and tries the session handshake claiming to have applied the
+    /// target's log up to `applied` (a lie when the target's log is
+    /// shorter): the established session, or why the target refused it.
+    pub fn connect_claiming(&self, applied: u64) -> Result<RogueConn<'_>, String> {
+        self.handshake(
+            self.current_epoch(),
+            SessionConfig::default().features | FEATURE_MIRROR,
+            applied,
+        )
+    }
+
+    /// The session handshake with the pair keys of `epoch`, offering
+    /// `features` and claiming `applied` of the target's log.
+    fn handshake(&self, epoch: u32, features: u64, applied: u64) -> Result<RogueConn<'_>, String> {
         // PairKeys is not Clone (secret): derive one copy for the session
         // and one for sealing crafted envelopes.
         let keys = self.keys(epoch);
-        let pc = self.dial().expect("the rogue's TLS handshake");
+        let pc = self.dial().map_err(|e| format!("TLS handshake: {e}"))?;
         let session = Session::new(
             SessionConfig {
                 // By default offers to be the target's mirror, like a test
@@ -236,11 +254,12 @@ impl Rogue {
             },
             self.keys(epoch),
             self.identity.instance_id,
-            // Claims nothing applied from the target (it resends its log,
-            // which the rogue ignores) and a long log of its own, so the
-            // target's cursor for the rogue is never "ahead".
+            // A long log of its own, so the target's cursor for the rogue
+            // is never "ahead". With `applied` 0 it claims nothing applied
+            // from the target (which resends its log; the rogue ignores it).
             Cursors {
                 local_log_head: 1 << 40,
+                applied_from_peer: applied,
                 ..Cursors::default()
             },
             Instant::now(),
@@ -248,7 +267,7 @@ impl Rogue {
         let (send, recv) = self
             .rt
             .block_on(pc.connection.open_bi())
-            .expect("control stream");
+            .map_err(|e| format!("control stream: {e}"))?;
         let mut conn = RogueConn {
             rogue: self,
             pc,
@@ -263,17 +282,25 @@ impl Rogue {
         let deadline = Instant::now() + STEP;
         let mut last_error = None;
         while !conn.session.is_established() {
-            assert!(
-                !conn.session.is_closed(),
-                "the session closed in the handshake: {last_error:?}"
-            );
+            if conn.session.is_closed() {
+                return Err(format!(
+                    "the session closed in the handshake: {last_error:?}"
+                ));
+            }
             let left = deadline.saturating_duration_since(Instant::now());
-            let msg = self
+            let msg = match self
                 .rt
                 .block_on(async { tokio::time::timeout(left, reader.next()).await })
-                .expect("the target's Hello within the deadline")
-                .expect("reading the control stream")
-                .expect("the control stream ended before the Hello");
+            {
+                Err(_) => return Err(format!("no Hello within {STEP:?}")),
+                Ok(Err(e)) => return Err(format!("reading the control stream: {e}")),
+                Ok(Ok(None)) => {
+                    return Err(format!(
+                        "the control stream ended before the Hello (last error: {last_error:?})"
+                    ))
+                }
+                Ok(Ok(Some(msg))) => msg,
+            };
             // A Hello from the target: the session checks it like a daemon's.
             if let Err(e) = conn.session.handle_message(msg, Instant::now()) {
                 last_error = Some(e);
@@ -290,7 +317,7 @@ impl Rogue {
                     .push(msg);
             }
         });
-        conn
+        Ok(conn)
     }
 }
 
