@@ -66,8 +66,9 @@ pub struct Metrics {
     /// Partner changes held in the inbox because no share of the partner
     /// had announced their object when they were decided.
     pub changes_held_unannounced: AtomicU64,
-    /// Held partner changes applied once their share announced them (a
-    /// second write each).
+    /// Held partner changes applied once their share announced them, or
+    /// when auto-approve was turned on for the partner (a second write
+    /// each).
     pub changes_approved_on_announcement: AtomicU64,
     /// Partner changes whose announcement had been received but not yet
     /// handled when they were to be decided: their apply waited for it
