@@ -25,6 +25,7 @@
 //! max_blob_bytes = 1073741824     # largest résumé file (1 GiB), received or attached locally
 //! max_inbox_items = 10000         # changes held in the inbox per partner, awaiting an admin
 //! max_open_requests = 100         # share requests per partner awaiting our admin
+//! max_expected_objects = 1000000  # ids one incoming share announced whose data is not here yet
 //! max_queued_frames = 64          # governance frames per partner read but not handled yet
 //! max_queued_batches = 16         # change batches per partner read but not applied yet
 //! webhook_concurrency = 4         # webhook processes running at once
@@ -98,6 +99,8 @@ pub const DEFAULT_MAX_BLOB_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MAX_INBOX_ITEMS: u64 = 10_000;
 /// Default `[limits] max_open_requests`.
 pub const DEFAULT_MAX_OPEN_REQUESTS: u64 = 100;
+/// Default `[limits] max_expected_objects`.
+pub const DEFAULT_MAX_EXPECTED_OBJECTS: u64 = 1_000_000;
 /// Default `[limits] max_queued_frames`.
 pub const DEFAULT_MAX_QUEUED_FRAMES: u64 = 64;
 /// Default `[limits] max_queued_batches`.
@@ -175,6 +178,11 @@ pub struct LimitsConfig {
     /// Most share requests from one partner waiting for our admin; more
     /// are refused (the partner is told, at most once a minute).
     pub max_open_requests: usize,
+    /// Most object ids one incoming share has announced whose data has not
+    /// arrived yet (tracked for the share's received report); ids past it
+    /// are not tracked (the partner is told, at most once a minute), the
+    /// objects themselves are still accepted.
+    pub max_expected_objects: usize,
     /// Governance frames of one partner read and not yet handled: at the
     /// bound its streams are not read until one is handled.
     pub max_queued_frames: usize,
@@ -194,6 +202,7 @@ impl Default for LimitsConfig {
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             max_inbox_items: DEFAULT_MAX_INBOX_ITEMS as usize,
             max_open_requests: DEFAULT_MAX_OPEN_REQUESTS as usize,
+            max_expected_objects: DEFAULT_MAX_EXPECTED_OBJECTS as usize,
             max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES as usize,
             max_queued_batches: DEFAULT_MAX_QUEUED_BATCHES as usize,
             webhook_concurrency: DEFAULT_WEBHOOK_CONCURRENCY as usize,
@@ -366,6 +375,7 @@ struct RawLimits {
     max_blob_bytes: Option<Spanned<u64>>,
     max_inbox_items: Option<Spanned<u64>>,
     max_open_requests: Option<Spanned<u64>>,
+    max_expected_objects: Option<Spanned<u64>>,
     max_queued_frames: Option<Spanned<u64>>,
     max_queued_batches: Option<Spanned<u64>>,
     webhook_concurrency: Option<Spanned<u64>>,
@@ -783,6 +793,12 @@ impl Validator<'_> {
                 DEFAULT_MAX_OPEN_REQUESTS,
                 1..=100_000,
             )?),
+            max_expected_objects: size(self.ranged(
+                "limits.max_expected_objects",
+                raw.max_expected_objects,
+                DEFAULT_MAX_EXPECTED_OBJECTS,
+                1..=100_000_000,
+            )?),
             max_queued_frames: size(self.ranged(
                 "limits.max_queued_frames",
                 raw.max_queued_frames,
@@ -1019,6 +1035,7 @@ mod tests {
                 max_blob_bytes: 1 << 20,
                 max_inbox_items: 200,
                 max_open_requests: 20,
+                max_expected_objects: DEFAULT_MAX_EXPECTED_OBJECTS as usize,
                 max_queued_frames: 8,
                 max_queued_batches: 2,
                 webhook_concurrency: 1,

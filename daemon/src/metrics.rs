@@ -63,6 +63,24 @@ pub struct Metrics {
     /// Times the daemon trimmed its memory after being idle (see
     /// [`crate::idle`]).
     pub idle_trims: AtomicU64,
+    /// Partner changes held in the inbox because no share of the partner
+    /// had announced their object when they were decided.
+    pub changes_held_unannounced: AtomicU64,
+    /// Held partner changes applied once their share announced them, or
+    /// when auto-approve was turned on for the partner (a second write
+    /// each).
+    pub changes_approved_on_announcement: AtomicU64,
+    /// Partner changes whose announcement had been received but not yet
+    /// handled when they were to be decided: their apply waited for it
+    /// instead of holding them.
+    pub changes_waited_for_announcement: AtomicU64,
+    /// Such waits that ran out (`ANNOUNCEMENT_WAIT`): the batch was then
+    /// decided as things stood.
+    pub announcement_waits_expired: AtomicU64,
+    /// Object ids a partner's share announced that were not tracked as
+    /// expected because the share already had
+    /// `limits.max_expected_objects` of them.
+    pub expected_refused: AtomicU64,
     /// UDP bytes of partner connections (QUIC headers, handshakes,
     /// acknowledgements and retransmissions included).
     pub quic: QuicTraffic,
@@ -144,7 +162,7 @@ impl Metrics {
     /// gauges from `partners`.
     pub fn render(&self, partners: &[PartnerStatus]) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 20] = [
+        let counters: [(&str, &str, &AtomicU64); 25] = [
             (
                 "orgsync_changes_written_total",
                 "Local changes committed to the change log.",
@@ -244,6 +262,31 @@ impl Metrics {
                 "orgsync_idle_trims_total",
                 "Times the daemon returned memory after being idle.",
                 &self.idle_trims,
+            ),
+            (
+                "orgsync_changes_held_unannounced_total",
+                "Partner changes held because no share had announced their object yet.",
+                &self.changes_held_unannounced,
+            ),
+            (
+                "orgsync_changes_approved_on_announcement_total",
+                "Held partner changes applied once their share announced them.",
+                &self.changes_approved_on_announcement,
+            ),
+            (
+                "orgsync_changes_waited_for_announcement_total",
+                "Partner changes applied after waiting for their received announcement.",
+                &self.changes_waited_for_announcement,
+            ),
+            (
+                "orgsync_announcement_waits_expired_total",
+                "Waits for a received announcement that ran out.",
+                &self.announcement_waits_expired,
+            ),
+            (
+                "orgsync_expected_refused_total",
+                "Announced object ids not tracked: over limits.max_expected_objects.",
+                &self.expected_refused,
             ),
         ];
         for (name, help, c) in counters {

@@ -11,7 +11,7 @@
 //! partner connection through [`SharePolicy::share_outbox`] and
 //! [`SharePolicy::share_received`], and knows nothing of what they mean.
 
-use orgsync_protocol::model::{Change, Object, ObjectId, OrgId};
+use orgsync_protocol::model::{Change, Object, ObjectId, OrgId, SequencedChange};
 use orgsync_protocol::share::ShareFrame;
 use tokio::sync::watch;
 
@@ -24,6 +24,19 @@ pub enum Incoming {
     Hold,
     /// Drop it (still counted as received, so it is not sent again).
     Reject,
+}
+
+/// Governance frames of a partner, received and not yet handled, that
+/// may change the decision on some changes of a batch (see
+/// [`SharePolicy::pending_announcements`]).
+#[derive(Debug)]
+pub struct AnnouncementWait {
+    /// The number of the last frame handled so far.
+    pub handled: watch::Receiver<u64>,
+    /// The batch may be decided once `handled` reaches this.
+    pub until: u64,
+    /// How many changes of the batch wait for it.
+    pub changes: usize,
 }
 
 /// Decides what each partner gets and what happens to what it sends.
@@ -58,12 +71,37 @@ pub trait SharePolicy: Send + Sync + 'static {
         u64::MAX
     }
 
+    /// Called before a batch of `partner`'s `changes` is decided: when a
+    /// governance frame of the partner announcing some of their objects
+    /// has been received but not yet handled, what to wait for so that
+    /// [`SharePolicy::incoming`] sees the announcement (the data of an
+    /// object may overtake its announcement on the other stream). The
+    /// engine waits a bounded time, never longer: the decisions are the
+    /// same either way, only held-then-approved becomes applied once.
+    fn pending_announcements(
+        &self,
+        _partner: &OrgId,
+        _changes: &[SequencedChange],
+    ) -> Option<AnnouncementWait> {
+        None
+    }
+
     /// Governance frames to send to `partner`, in id order: every frame not
     /// yet acknowledged (the engine sends those above the highest id it
     /// sent on the current connection, and all again on a new one) plus
     /// unacknowledged replies with id 0, which are handed out only once.
     fn share_outbox(&self, _partner: &OrgId) -> Vec<ShareFrame> {
         Vec::new()
+    }
+
+    /// [`SharePolicy::share_outbox`] without the numbered frames up to
+    /// `after` (those already sent on this connection): a policy that can
+    /// skip them without reading them saves decoding its whole backlog of
+    /// unacknowledged frames each time a frame is queued.
+    fn share_outbox_after(&self, partner: &OrgId, after: u64) -> Vec<ShareFrame> {
+        let mut frames = self.share_outbox(partner);
+        frames.retain(|f| f.id == 0 || f.id > after);
+        frames
     }
 
     /// A governance frame received from `partner`. Must not block: the

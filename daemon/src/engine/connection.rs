@@ -221,7 +221,7 @@ fn spawn_applier(
     shared: Arc<Shared>,
     peer: TrustedPeer,
     queue: usize,
-    stop: watch::Receiver<Stop>,
+    mut stop: watch::Receiver<Stop>,
     applied: mpsc::UnboundedSender<Result<Applied, StoreError>>,
 ) -> (mpsc::Sender<ApplyJob>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<ApplyJob>(queue.max(1));
@@ -242,6 +242,11 @@ fn spawn_applier(
                         job.up_to_seq = next.up_to_seq;
                     }
                     Err(_) => break,
+                }
+            }
+            if let Some(wait) = shared.policy.pending_announcements(&peer.org, &job.changes) {
+                if !wait_for_announcements(&shared, &peer, wait, &mut stop).await {
+                    return;
                 }
             }
             let policy = shared.policy.clone();
@@ -279,6 +284,39 @@ fn spawn_applier(
         }
     });
     (tx, handle)
+}
+
+/// Longest a batch waits for the partner's announcements of its objects
+/// (received, queued for governance) before it is decided anyway: long
+/// enough for a frame queue under load, short enough that a partner whose
+/// frames are slow to handle only delays its own data a little.
+pub(crate) const ANNOUNCEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits, at most [`ANNOUNCEMENT_WAIT`], until the governance frames that
+/// announce objects of the next batch are handled, so that the batch is
+/// decided with them (applied once, instead of held and approved later).
+/// False when the engine stops meanwhile.
+async fn wait_for_announcements(
+    shared: &Shared,
+    peer: &TrustedPeer,
+    mut wait: crate::policy::AnnouncementWait,
+    stop: &mut watch::Receiver<Stop>,
+) -> bool {
+    let m = &shared.options.metrics;
+    crate::metrics::add(&m.changes_waited_for_announcement, wait.changes as u64);
+    let (until, changes) = (wait.until, wait.changes);
+    let handled = tokio::time::timeout(ANNOUNCEMENT_WAIT, wait.handled.wait_for(|n| *n >= until));
+    tokio::select! {
+        r = handled => {
+            if !matches!(r, Ok(Ok(_))) {
+                crate::metrics::add(&m.announcement_waits_expired, 1);
+                tracing::debug!(partner = %peer.name, changes,
+                    "announcements still not handled: the batch is decided without them");
+            }
+            true
+        }
+        _ = stop.wait_for(|s| *s != Stop::Running) => false,
+    }
 }
 
 /// Records blobs referenced by applied résumés that are not stored yet
@@ -420,7 +458,11 @@ impl Driver<'_> {
         if !self.session.is_established() {
             return;
         }
-        for frame in self.shared.policy.share_outbox(&self.peer.org) {
+        let frames = self
+            .shared
+            .policy
+            .share_outbox_after(&self.peer.org, self.share_sent);
+        for frame in frames {
             if frame.id != 0 && frame.id <= self.share_sent {
                 continue;
             }

@@ -602,3 +602,179 @@ async fn quic_bytes_count_the_connection_and_survive_its_close() {
     assert!(after >= sent, "{after} < {sent} after the close");
     eprintln!("quic: {sent} UDP bytes sent for {payload} payload bytes (200 contacts)");
 }
+
+/// A policy whose partner announces every object on a governance frame
+/// that is received but not handled until the test says so: incoming
+/// changes are held while unannounced and applied once announced.
+struct PendingAnnouncement {
+    announced: std::sync::atomic::AtomicBool,
+    handled: tokio::sync::watch::Sender<u64>,
+    asked: Arc<tokio::sync::Notify>,
+}
+
+impl PendingAnnouncement {
+    fn new() -> Arc<PendingAnnouncement> {
+        Arc::new(PendingAnnouncement {
+            announced: Default::default(),
+            handled: tokio::sync::watch::channel(0).0,
+            asked: Arc::default(),
+        })
+    }
+
+    /// The frame is handled: what it announced is now known.
+    fn handle(&self) {
+        self.announced
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handled.send_replace(1);
+    }
+}
+
+impl SharePolicy for PendingAnnouncement {
+    fn shares(&self, _partner: &OrgId, _object: &Object) -> bool {
+        true
+    }
+    fn incoming(
+        &self,
+        _partner: &OrgId,
+        _change: &orgsync_protocol::model::Change,
+    ) -> crate::policy::Incoming {
+        if self.announced.load(std::sync::atomic::Ordering::SeqCst) {
+            crate::policy::Incoming::Apply
+        } else {
+            crate::policy::Incoming::Hold
+        }
+    }
+    fn shares_everything(&self, _partner: &OrgId) -> bool {
+        true
+    }
+    fn pending_announcements(
+        &self,
+        _partner: &OrgId,
+        changes: &[orgsync_protocol::model::SequencedChange],
+    ) -> Option<crate::policy::AnnouncementWait> {
+        self.asked.notify_one();
+        (*self.handled.borrow() < 1).then(|| crate::policy::AnnouncementWait {
+            handled: self.handled.subscribe(),
+            until: 1,
+            changes: changes.len(),
+        })
+    }
+}
+
+/// Three contacts of A on their way to B, whose policy answers that a
+/// received frame announcing them is not handled yet.
+struct AnnouncedPair {
+    a: Instance,
+    ea: Engine,
+    _b: Instance,
+    sb: Store,
+    eb: Engine,
+    policy: Arc<PendingAnnouncement>,
+    ids: Vec<ObjectId>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl AnnouncedPair {
+    /// Starts both; returns once B's applier has asked about the batch.
+    async fn start() -> AnnouncedPair {
+        let (a, b) = (Instance::new(), Instance::new());
+        let (sa, sb) = (a.store(), b.store());
+        let edits: Vec<Edit> = (0..3).map(|i| contact(&format!("c{i}"))).collect();
+        let ids = edits.iter().map(|e| e.id).collect();
+        sa.write(edits).await.unwrap();
+        let (ta, tb) = (a.bind(), b.bind());
+        let (addr_a, addr_b) = (ta.local_addr().unwrap(), tb.local_addr().unwrap());
+        let ea = a.start(&sa, ta, &[(&b, Some(addr_b))]);
+        let policy = PendingAnnouncement::new();
+        let options = Instance::options();
+        let metrics = options.metrics.clone();
+        let eb = b.start_with_policy(&sb, tb, &[(&a, Some(addr_a))], options, policy.clone());
+        tokio::time::timeout(DEADLINE, policy.asked.notified())
+            .await
+            .expect("B's applier asks about the batch");
+        AnnouncedPair {
+            a,
+            ea,
+            _b: b,
+            sb,
+            eb,
+            policy,
+            ids,
+            metrics,
+        }
+    }
+
+    fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+        c.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn stop(self) {
+        assert!(self.eb.stop().await.is_clean());
+        assert!(self.ea.stop().await.is_clean());
+    }
+}
+
+/// Issue 16 item 5: a batch whose objects' announcement was received but
+/// not yet handled waits for it and is then applied, once, instead of
+/// being held in the inbox (and approved from it by a second write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waits_for_its_received_announcement_and_applies_once() {
+    let p = AnnouncedPair::start().await;
+    let (sb, a) = (&p.sb, &p.a);
+    // Not synchronisation: a window in which nothing may happen.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sb.cursor(&a.org).unwrap().applied_from_peer, 0, "waits");
+    assert!(sb.inbox(&a.org).unwrap().is_empty(), "nothing held");
+    let waited = std::time::Instant::now();
+    p.policy.handle();
+    tokio::time::timeout(DEADLINE, async {
+        while sb.cursor(&a.org).unwrap().applied_from_peer < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the batch is applied once the announcement is handled");
+    for id in &p.ids {
+        assert!(sb.get(*id).unwrap().is_some(), "{id} applied");
+    }
+    assert!(sb.inbox(&a.org).unwrap().is_empty(), "nothing held");
+    let m = &p.metrics;
+    assert_eq!(AnnouncedPair::count(&m.changes_waited_for_announcement), 3);
+    assert_eq!(AnnouncedPair::count(&m.announcement_waits_expired), 0);
+    eprintln!(
+        "announcement wait: 3 changes waited, applied {} ms after the announcement was handled, none held",
+        waited.elapsed().as_millis()
+    );
+    p.stop().await;
+}
+
+/// A partner whose announcement is never handled (or never comes) holds
+/// back its own batch for `ANNOUNCEMENT_WAIT` at most: the batch is then
+/// decided as things stand (held here), and the wait counted as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_an_announcement_ends_at_its_deadline() {
+    let started = std::time::Instant::now();
+    let p = AnnouncedPair::start().await;
+    let (sb, a) = (&p.sb, &p.a);
+    tokio::time::timeout(connection::ANNOUNCEMENT_WAIT + DEADLINE, async {
+        while sb.inbox(&a.org).unwrap().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the batch is decided (held) after the wait");
+    assert_eq!(
+        AnnouncedPair::count(&p.metrics.announcement_waits_expired),
+        1
+    );
+    assert!(started.elapsed() >= connection::ANNOUNCEMENT_WAIT);
+    assert!(
+        p.ids.iter().all(|id| sb.get(*id).unwrap().is_none()),
+        "held, not applied"
+    );
+    eprintln!(
+        "announcement wait expired: 3 changes held after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    p.stop().await;
+}

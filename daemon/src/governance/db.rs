@@ -447,16 +447,24 @@ impl GovDb {
 
     /// The objects of the incoming `share` not yet reported received, in
     /// id order (creation order for ids of version 7).
+    #[cfg(test)]
     pub(super) fn expected_of(&self, share: &ShareId) -> Result<Vec<ObjectId>, GovError> {
-        self.expected
-            .scan_prefix(share.0)
-            .map(|kv| {
-                let (k, _) = kv.map_err(db_err("scan expected objects"))?;
-                let mut id = [0u8; 16];
-                id.copy_from_slice(&k[16..32]);
-                Ok(ObjectId(id))
-            })
-            .collect()
+        self.expected_iter(share).collect()
+    }
+
+    /// [`GovDb::expected_of`] read lazily: a caller that stops at the
+    /// first object still missing reads no further (the rest may be
+    /// hundreds of thousands of ids announced ahead of their data).
+    pub(super) fn expected_iter(
+        &self,
+        share: &ShareId,
+    ) -> impl Iterator<Item = Result<ObjectId, GovError>> {
+        self.expected.scan_prefix(share.0).map(|kv| {
+            let (k, _) = kv.map_err(db_err("scan expected objects"))?;
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&k[16..32]);
+            Ok(ObjectId(id))
+        })
     }
 
     /// Forgets `objs` as expected by `share` (they arrived).
@@ -521,10 +529,17 @@ impl GovDb {
         Ok(next)
     }
 
-    /// Unacknowledged frames for `partner`, in id order.
-    pub(super) fn outbox(&self, partner: &OrgId) -> Result<Vec<ShareFrame>, GovError> {
+    /// Unacknowledged frames for `partner` with an id above `after`, in id
+    /// order (those up to `after` are not read).
+    pub(super) fn outbox_after(
+        &self,
+        partner: &OrgId,
+        after: u64,
+    ) -> Result<Vec<ShareFrame>, GovError> {
+        let from = outbox_key(partner, after.saturating_add(1));
+        let to = outbox_key(partner, u64::MAX);
         self.outbox
-            .scan_prefix(partner.0)
+            .range(from..=to)
             .map(|kv| {
                 let (_, v) = kv.map_err(db_err("scan outbox"))?;
                 decode("share frame", &v)

@@ -47,6 +47,7 @@ fn decide_change(gov: &Governance, partner: &OrgId, change: &Change) -> Result<I
         Ok(ChangeVerdict::Unannounced) => {
             let verdict = hold_within_cap(gov, partner, change)?;
             if verdict == Incoming::Hold {
+                crate::metrics::add(&gov.inner.metrics.changes_held_unannounced, 1);
                 gov.inner
                     .unannounced
                     .lock()
@@ -239,6 +240,10 @@ pub(super) async fn on_offered(
     }
     let ids: Vec<ObjectId> = apply.keys().copied().collect();
     approve_held(gov, partner, &ids, &held, None).await?;
+    crate::metrics::add(
+        &gov.inner.metrics.changes_approved_on_announcement,
+        apply.values().map(|seqs| seqs.len() as u64).sum(),
+    );
     gov.audit(
         DAEMON,
         "inbox.auto-approve",

@@ -17,9 +17,11 @@
 //! - [`audit`]: the append-only audit log and the webhook.
 //! - [`pending`]: peers refused at the handshake, accepted or dismissed.
 
+pub(crate) mod announcing;
 pub mod audit;
 pub mod db;
 pub mod declined;
+pub(crate) mod expected;
 pub mod inbox;
 pub mod mirror;
 pub mod pending;
@@ -227,6 +229,12 @@ pub(crate) struct Inner {
     /// batch is durable) to be looked at again, in case the announcement
     /// was handled between the decision and the inbox write.
     pub(crate) unannounced: Mutex<HashMap<OrgId, inbox::Unannounced>>,
+    /// Announcements queued for each partner's frame task, not yet handled.
+    pub(crate) announcing: Mutex<HashMap<OrgId, announcing::Announcing>>,
+    /// Per incoming share, how many ids `gov_expected` holds (counted at
+    /// the first announcement after start; see [`expected`]).
+    pub(crate) expected_count:
+        Mutex<HashMap<orgsync_protocol::share::ShareId, expected::ExpectedCount>>,
     /// The rate-limited webhook.
     webhook: audit::Webhook,
     /// Serialises state-changing operations (API calls, frames, events).
@@ -323,6 +331,8 @@ impl Governance {
                 limit_notices: Mutex::default(),
                 inbox_held: Mutex::default(),
                 unannounced: Mutex::default(),
+                announcing: Mutex::default(),
+                expected_count: Mutex::default(),
                 webhook,
                 op: tokio::sync::Mutex::new(()),
                 pairing: Mutex::new(None),
@@ -627,8 +637,8 @@ impl Governance {
 }
 
 /// A frame waiting to be handled, with its window permit if the engine
-/// took one.
-type QueuedFrame = (ShareFrame, Option<OwnedSemaphorePermit>);
+/// took one and its number (see [`announcing::queued`]).
+type QueuedFrame = (ShareFrame, Option<OwnedSemaphorePermit>, u64);
 
 /// When a (partner, limit) refusal was last noticed (Unix ms, 0 for
 /// never) and how many were refused quietly since.
@@ -642,10 +652,12 @@ pub const LIMIT_PREFIX: &str = "limit ";
 const LIMIT_NOTICE_EVERY_MS: u64 = 60_000;
 
 async fn frame_loop(gov: Governance, partner: OrgId, mut rx: mpsc::UnboundedReceiver<QueuedFrame>) {
-    while let Some((frame, permit)) = rx.recv().await {
+    while let Some((frame, permit, n)) = rx.recv().await {
+        let ids = announcing::announced_ids(&frame).to_vec();
         if let Err(e) = gov.handle_frame(partner, frame).await {
             tracing::error!(error = %e, "cannot handle a governance frame");
         }
+        announcing::handled(&gov, &partner, n, &ids);
         // Handled: the partner may send the next one.
         drop(permit);
     }
@@ -680,8 +692,9 @@ impl Governance {
                 .push(task);
             tx
         });
+        let n = announcing::queued(self, partner, &frame);
         // The task lives as long as the governance (until shutdown).
-        let _ = tx.send((frame, permit));
+        let _ = tx.send((frame, permit, n));
     }
 
     /// Records that something `partner` sent is over limit `limit` (a
@@ -783,6 +796,14 @@ impl SharePolicy for Governance {
         inbox::decide_incoming(self, partner, change)
     }
 
+    fn pending_announcements(
+        &self,
+        partner: &OrgId,
+        changes: &[orgsync_protocol::model::SequencedChange],
+    ) -> Option<crate::policy::AnnouncementWait> {
+        announcing::pending(self, partner, changes)
+    }
+
     fn batch_applied(&self, partner: &OrgId, held: usize, applied: usize) {
         if held > 0 {
             inbox::unannounced_written(self, partner);
@@ -815,7 +836,11 @@ impl SharePolicy for Governance {
     }
 
     fn share_outbox(&self, partner: &OrgId) -> Vec<ShareFrame> {
-        let mut frames = match self.db().outbox(partner) {
+        self.share_outbox_after(partner, 0)
+    }
+
+    fn share_outbox_after(&self, partner: &OrgId, after: u64) -> Vec<ShareFrame> {
+        let mut frames = match self.db().outbox_after(partner, after) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the governance outbox");

@@ -982,7 +982,7 @@ pub(super) async fn on_objects(
     // Keys, not a list inside the share record: an announcement of up to
     // 4,096 ids writes those, not every id announced so far.
     in_share(gov, &share_id)?;
-    gov.db().expect(&share_id, &accepted)?;
+    super::expected::expect_within_cap(gov, &partner, &share_id, &accepted)?;
     // The data may have arrived before this announcement: wake the loop
     // that reports arrived shares now rather than at its 30 s safety net
     // (the owner's request status moves to processed on that report).
@@ -1435,14 +1435,13 @@ pub(super) async fn report_received(gov: &Governance) -> Result<(), GovError> {
             s.expected.clear();
             gov.db().put(&gov.db().inc, "incoming share", &s.id.0, &s)?;
         }
-        let expected = gov.db().expected_of(&s.id)?;
-        if expected.is_empty() {
-            continue;
-        }
         let mut inbox: Option<BTreeSet<ObjectId>> = None;
         let mut here = Vec::new();
-        for id in &expected {
-            if gov.store().get(*id)?.is_some() {
+        // Stays true only if every expected id is here.
+        let mut all_here = true;
+        for id in gov.db().expected_iter(&s.id) {
+            let id = &id?;
+            if gov.store().contains(*id)? {
                 here.push(*id);
                 continue;
             }
@@ -1465,15 +1464,17 @@ pub(super) async fn report_received(gov: &Governance) -> Result<(), GovError> {
                 here.push(*id);
                 continue;
             }
+            all_here = false;
             break;
         }
         if here.is_empty() {
             continue;
         }
         gov.db().arrived(&s.id, &here)?;
+        super::expected::forget(gov, &s.id, here.len());
         s.received += here.len() as u64;
         gov.db().put(&gov.db().inc, "incoming share", &s.id.0, &s)?;
-        if here.len() < expected.len() {
+        if !all_here {
             continue;
         }
         gov.send(

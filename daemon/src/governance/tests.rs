@@ -9,7 +9,7 @@ use orgsync_protocol::identity::Fingerprint;
 use orgsync_protocol::model::{FieldKey, Kind, Object, ObjectId, OrgId, Value};
 use orgsync_protocol::share::{
     AccessType, Grant, Selection, Selector, ShareBody, ShareFrame, ShareId,
-    MANAGER_REVOKE_WINDOW_MS,
+    MANAGER_REVOKE_WINDOW_MS, MAX_IDS_PER_MESSAGE,
 };
 
 use super::shares::{self, NewShare};
@@ -934,4 +934,185 @@ async fn a_change_held_while_its_announcement_was_handled_is_still_applied() {
     })
     .await
     .expect("the held change applied and its inbox entry gone");
+}
+
+fn sequenced(id: ObjectId) -> orgsync_protocol::model::SequencedChange {
+    orgsync_protocol::model::SequencedChange {
+        seq: 1,
+        change: orgsync_protocol::model::Change::from_object(&Object::new(id, Kind::Contact)),
+    }
+}
+
+/// Issue 16 item 5: the data of an announced object may reach the applier
+/// while its announcement waits in the frame queue. The policy names the
+/// frame to wait for; once it is handled the object is applied (auto-
+/// approve), not held. An object never announced, or announced by a
+/// partner that may not (our own object), gets no such answer, or the
+/// same decision as before once the frame is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_announcement_is_waited_for_and_a_false_one_gains_nothing() {
+    let f = fixture();
+    inbox::set_auto(&f.gov, &P1, true, "tester").await.unwrap();
+    let share = ShareId([4; 16]);
+    let x = ObjectId::new_v7(T0);
+    let never = ObjectId::new_v7(T0);
+    let ours = contact(&f.store, "Ada", None).await;
+    offer(
+        &f,
+        P1,
+        share,
+        AccessType::Operator,
+        P1,
+        ObjectId::new_v7(T0),
+        1,
+    )
+    .await;
+    // The frame task cannot run while we hold the lock it takes.
+    let op = f.gov.inner.op.lock().await;
+    f.gov.share_received(
+        &P1,
+        ShareFrame {
+            id: 3,
+            body: ShareBody::Objects {
+                share,
+                owner: P1,
+                added: vec![x, ours.id],
+            },
+        },
+    );
+    let batch = [sequenced(x), sequenced(never), sequenced(ours.id)];
+    let mut wait = f
+        .gov
+        .pending_announcements(&P1, &batch)
+        .expect("x and ours are announced by a queued frame");
+    assert_eq!(wait.changes, 2, "x and ours, not the never-announced one");
+    assert!(f.gov.pending_announcements(&P1, &batch[1..2]).is_none());
+    assert!(
+        f.gov.pending_announcements(&P2, &batch).is_none(),
+        "per partner"
+    );
+    drop(op);
+    let until = wait.until;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        wait.handled.wait_for(|n| *n >= until),
+    )
+    .await
+    .expect("the frame is handled")
+    .unwrap();
+    assert!(
+        f.gov.pending_announcements(&P1, &batch).is_none(),
+        "handled"
+    );
+    assert_eq!(f.gov.incoming(&P1, &batch[0].change), Incoming::Apply);
+    assert_eq!(f.gov.incoming(&P1, &batch[1].change), Incoming::Hold);
+    // Our own object stays ours: the partner's change of it is refused.
+    assert_eq!(f.gov.incoming(&P1, &batch[2].change), Incoming::Reject);
+    let held = f
+        .gov
+        .inner
+        .metrics
+        .changes_held_unannounced
+        .load(Ordering::Relaxed);
+    assert_eq!(held, 1, "only the never-announced object was held");
+}
+
+/// A partner announcing far more ids than it sends cannot grow
+/// `gov_expected` past `limits.max_expected_objects` per share: the rest
+/// is refused, counted, audited once, and the partner told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_announced_ids_is_capped_per_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let trust = Trust::new(vec![peer(P1, "One")]);
+    let limits = crate::config::LimitsConfig {
+        max_expected_objects: 5_000,
+        ..Default::default()
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let gov = Governance::start(
+        US,
+        store.clone(),
+        trust,
+        GovConfig::default().with_limits(limits),
+        Arc::new(|| T0),
+        metrics.clone(),
+    )
+    .unwrap();
+    let f = Fixture {
+        gov,
+        store,
+        now: Arc::new(AtomicU64::new(T0)),
+        _dir: dir,
+    };
+    let share = ShareId([5; 16]);
+    let started = std::time::Instant::now();
+    offer(
+        &f,
+        P1,
+        share,
+        AccessType::Operator,
+        P1,
+        ObjectId::new_v7(T0),
+        1,
+    )
+    .await;
+    // 5 frames of 4,096 ids: 20,481 announced, never sent.
+    let frames: Vec<ShareBody> = (0..5)
+        .map(|_| ShareBody::Objects {
+            share,
+            owner: P1,
+            added: (0..MAX_IDS_PER_MESSAGE)
+                .map(|_| ObjectId::new_v7(T0))
+                .collect(),
+        })
+        .collect();
+    send_frames(&f, P1, 3, frames).await;
+    let kept = f.gov.db().expected_of(&share).unwrap().len();
+    let refused = metrics.expected_refused.load(Ordering::Relaxed);
+    assert_eq!(kept, 5_000, "capped");
+    assert_eq!(refused, 5 * MAX_IDS_PER_MESSAGE as u64 + 1 - 5_000);
+    let audited: Vec<String> = f
+        .gov
+        .audit_log(&audit::AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "limit.refused")
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(audited.len(), 1, "audited once a minute: {audited:?}");
+    assert!(audited[0].contains("max_expected_objects"), "{audited:?}");
+    assert!(bodies(&f.gov, &P1).iter().any(|b| matches!(
+        b,
+        ShareBody::Refused { reason } if reason.contains("max_expected_objects")
+    )));
+    // Arrivals make room again.
+    let first = f.gov.db().expected_of(&share).unwrap()[0];
+    f.store
+        .write_changes(vec![orgsync_protocol::model::Change::from_object(
+            &Object::new(first, Kind::Contact),
+        )])
+        .await
+        .unwrap();
+    {
+        let _op = f.gov.inner.op.lock().await;
+        shares::report_received(&f.gov).await.unwrap();
+    }
+    let more = ObjectId::new_v7(T0);
+    send_frames(
+        &f,
+        P1,
+        8,
+        vec![ShareBody::Objects {
+            share,
+            owner: P1,
+            added: vec![more],
+        }],
+    )
+    .await;
+    assert!(f.gov.db().expected_of(&share).unwrap().contains(&more));
+    eprintln!(
+        "expected cap: 20,481 ids announced, {kept} kept, {refused} refused, in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
 }

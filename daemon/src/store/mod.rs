@@ -984,6 +984,15 @@ impl Store {
         }
     }
 
+    /// Whether an object (deleted or not) is stored under `id`: [`Store::get`]
+    /// without decoding it.
+    pub fn contains(&self, id: ObjectId) -> Result<bool, StoreError> {
+        self.inner
+            .data
+            .contains_key(keys::object(&id))
+            .map_err(db_err("read object"))
+    }
+
     /// Live (not deleted) objects, optionally of one kind, in id order
     /// (creation order), starting after `after`, at most `limit`.
     /// Scans and decodes objects of other kinds too.
