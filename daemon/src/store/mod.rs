@@ -310,6 +310,9 @@ pub struct ApplyOutcome {
     /// Of those, changes that changed nothing (already known): not stored
     /// again and not announced to event subscribers.
     pub unchanged: usize,
+    /// Of those, new objects stored as the bytes they were received as
+    /// (no re-encoding; see [`Store::apply_received`]).
+    pub as_received: usize,
     /// Changes put in the inbox.
     pub held: usize,
     /// Changes dropped by the policy (or because they cannot merge).
@@ -836,6 +839,7 @@ impl Store {
                     Incoming::Reject => outcome.rejected += 1,
                 }
             }
+            outcome.as_received = merged.as_received;
             outcome.cursor = cursor.max(up_to_seq);
             if outcome.cursor != cursor {
                 batch.insert(&applied_key[..], &outcome.cursor.to_be_bytes()[..]);
@@ -1029,6 +1033,16 @@ impl Store {
             Some(v) => Ok(Some(records::decode_object(&id.0, &v)?.1)),
             None => Ok(None),
         }
+    }
+
+    /// The stored record of an object as bytes, its seq prefix included
+    /// (for tests that check what is stored, byte for byte).
+    #[cfg(test)]
+    pub(crate) fn raw_record(&self, id: ObjectId) -> Result<Option<sled::IVec>, StoreError> {
+        self.inner
+            .data
+            .get(keys::object(&id))
+            .map_err(db_err("read object"))
     }
 
     /// Live (not deleted) objects, optionally of one kind, in id order
@@ -1228,6 +1242,8 @@ struct Merged {
     latest: HashMap<ObjectId, (usize, u64)>,
     /// Stored records read ahead for the batch (see [`prefetch`]).
     prefetched: prefetch::Prefetched,
+    /// New objects stored as received ([`ApplyOutcome::as_received`]).
+    as_received: usize,
 }
 
 impl Merged {
@@ -1295,8 +1311,13 @@ impl Merged {
                     let record = match wire {
                         // A new object that is exactly the change, as
                         // received: its bytes are the stored form.
-                        Some(bytes) if absent => records::object_from_wire(&obj, change, bytes)?,
-                        _ => records::encode_object(seq, &obj)?,
+                        Some(bytes) if absent => records::object_from_wire(&obj, change, bytes),
+                        _ => None,
+                    };
+                    self.as_received += usize::from(record.is_some());
+                    let record = match record {
+                        Some(r) => r,
+                        None => records::encode_object(seq, &obj)?,
                     };
                     batch.insert(&key[..], record);
                 }

@@ -28,24 +28,20 @@ pub(super) fn encode_object(seq: u64, obj: &Object) -> Result<Vec<u8>, StoreErro
 }
 
 /// The record of an object a partner's change created (seq 0: never
-/// written here): `wire`, the change as received, when `obj` (the change
-/// merged into nothing) is the whole change and `wire` is as long as its
-/// encoding: then `wire` decodes to `obj` and is stored as it came, with
-/// no re-encoding. Otherwise (a field hidden by the change's own deletion,
-/// a sender that encodes differently) `obj` is encoded.
-pub(super) fn object_from_wire(
-    obj: &Object,
-    change: &Change,
-    wire: &[u8],
-) -> Result<Vec<u8>, StoreError> {
+/// written here), made of `wire`, the change as received, when `obj` (the
+/// change merged into nothing) is the whole change and `wire` is as long
+/// as its encoding: then `wire` decodes to `obj` and is stored as it came,
+/// with no re-encoding. `None` otherwise (a field hidden by the change's
+/// own deletion, a sender that encodes differently): encode `obj`.
+pub(super) fn object_from_wire(obj: &Object, change: &Change, wire: &[u8]) -> Option<Vec<u8>> {
     let whole = obj.fields.len() == change.fields.len() && obj.deleted == change.deleted;
     if !whole || codec::encoded_len(obj).ok() != Some(wire.len()) {
-        return encode_object(0, obj);
+        return None;
     }
     let mut out = Vec::with_capacity(SEQ_LEN + wire.len());
     out.extend_from_slice(&0u64.to_be_bytes());
     out.extend_from_slice(wire);
-    Ok(out)
+    Some(out)
 }
 
 /// Decodes an object record into its latest local seq and the object.

@@ -708,9 +708,7 @@ async fn a_restore_awaits_each_partner_once() {
 /// The stored record of `id` as bytes (seq prefix included).
 fn raw_record(store: &Store, id: ObjectId) -> Vec<u8> {
     store
-        .inner
-        .data
-        .get(keys::object(&id))
+        .raw_record(id)
         .unwrap()
         .expect("object stored")
         .to_vec()
@@ -734,7 +732,7 @@ async fn a_received_change_that_creates_an_object_is_stored_as_its_wire_bytes() 
         .apply_received(PARTNER, &batch, &encoded, 3, &|_| Incoming::Apply)
         .await
         .unwrap();
-    assert_eq!((out.applied, out.unchanged), (3, 0));
+    assert_eq!((out.applied, out.unchanged, out.as_received), (3, 0, 3));
     for (c, w) in batch.iter().zip(&wire) {
         let record = raw_record(&store, c.change.id);
         // seq 0 (never written here), then the wire bytes, byte for byte.
@@ -773,12 +771,13 @@ async fn wire_bytes_that_are_not_the_objects_encoding_are_not_stored() {
     odd_wire.push(0);
     let hidden_wire = codec::encode(&hidden.change).unwrap();
     let batch = [hidden.clone(), odd.clone()];
-    store
+    let out = store
         .apply_received(PARTNER, &batch, &[&hidden_wire, &odd_wire], 2, &|_| {
             Incoming::Apply
         })
         .await
         .unwrap();
+    assert_eq!((out.applied, out.as_received), (2, 0));
     for c in &batch {
         let obj = store.get(c.change.id).unwrap().unwrap();
         // Stored as the merged object's own encoding.
@@ -812,7 +811,7 @@ async fn a_received_change_that_loses_the_merge_does_not_overwrite() {
         .apply_received(PARTNER, &[older], &[&older_wire], 2, &|_| Incoming::Apply)
         .await
         .unwrap();
-    assert_eq!((out.applied, out.unchanged), (1, 1));
+    assert_eq!((out.applied, out.unchanged, out.as_received), (1, 1, 0));
     assert_eq!(raw_record(&store, id), before, "the record was rewritten");
     assert_eq!(
         store.get(id).unwrap().unwrap().get_std("first_name"),
