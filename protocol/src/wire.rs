@@ -592,6 +592,100 @@ pub fn decode_change_batch(bytes: &[u8]) -> Result<ChangeBatch, CodecError> {
     Ok(batch)
 }
 
+/// A decoded [`ChangeBatch`] with where each change's bytes lie in the
+/// plaintext it was decoded from (see [`decode_change_batch_spans`]).
+#[derive(Clone, PartialEq, Debug)]
+pub struct ReceivedBatch {
+    /// The batch, exactly as [`decode_change_batch`] gives it.
+    pub batch: ChangeBatch,
+    /// `spans[i]` is the range of the plaintext that encodes
+    /// `batch.changes[i].change` (without its seq).
+    pub spans: Vec<std::ops::Range<usize>>,
+}
+
+/// The changes of a received batch as they came: the opened plaintext and
+/// the range of each change in it, in the order of the changes handed out
+/// with it ([`crate::session::Effect::Apply`]).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct EncodedChanges {
+    plain: Vec<u8>,
+    spans: Vec<std::ops::Range<usize>>,
+}
+
+impl EncodedChanges {
+    /// `spans` must lie within `plain` (as [`decode_change_batch_spans`]
+    /// gives them); one that does not reads as absent in [`Self::get`].
+    pub fn new(plain: Vec<u8>, spans: Vec<std::ops::Range<usize>>) -> Self {
+        EncodedChanges { plain, spans }
+    }
+
+    /// The bytes of the `i`th change, as received.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.spans.get(i).and_then(|r| self.plain.get(r.clone()))
+    }
+
+    /// How many changes it holds.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether it holds no change.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+/// [`decode_change_batch`] that also says where each change's bytes are,
+/// so a receiver can store a change as it came instead of encoding it
+/// again. Decodes each change once, in place.
+///
+/// Guarantees: a well-formed batch gives the same [`ChangeBatch`] as
+/// [`decode_change_batch`] and a malformed one is refused by both (the
+/// property tests check this on valid, truncated, corrupted and random
+/// input); never panics; each change is decoded within
+/// [`codec::decode_prefix`]'s allocation limits, and the length prefix
+/// only counts (the vectors grow as changes actually decode).
+pub fn decode_change_batch_spans(bytes: &[u8]) -> Result<ReceivedBatch, CodecError> {
+    const BATCH: &str = "orgsync_protocol::wire::ChangeBatch";
+    if bytes.len() > codec::MAX_ENCODED_LEN {
+        return Err(CodecError::InputTooLarge {
+            type_name: BATCH,
+            len: bytes.len(),
+            max: codec::MAX_ENCODED_LEN,
+        });
+    }
+    let (count, mut pos): (u64, usize) = codec::decode_prefix(bytes)?;
+    let prealloc = usize::try_from(count)
+        .unwrap_or(usize::MAX)
+        .min(CHANGES_PREALLOC);
+    let mut changes = Vec::with_capacity(prealloc);
+    let mut spans = Vec::with_capacity(prealloc);
+    // Each change takes at least one byte or fails: the loop is bounded by
+    // the input, whatever the prefix claims.
+    for _ in 0..count {
+        let (seq, used): (u64, usize) = codec::decode_prefix(&bytes[pos..])?;
+        pos += used;
+        let (change, used) = codec::decode_prefix(&bytes[pos..])?;
+        spans.push(pos..pos + used);
+        pos += used;
+        changes.push(SequencedChange { seq, change });
+    }
+    let (log_head, used): (u64, usize) = codec::decode_prefix(&bytes[pos..])?;
+    pos += used;
+    if pos != bytes.len() {
+        return Err(CodecError::TrailingBytes {
+            type_name: BATCH,
+            count: bytes.len() - pos,
+        });
+    }
+    let batch = ChangeBatch { changes, log_head };
+    batch.validate().map_err(|source| CodecError::Invalid {
+        message: CHANGE_BATCH_NAME,
+        source,
+    })?;
+    Ok(ReceivedBatch { batch, spans })
+}
+
 /// Decodes and validates the plaintext of an opened [`Message::BlobChunk`]
 /// envelope. Never panics; allocation bounded as for [`codec::decode`].
 pub fn decode_blob_chunk(bytes: &[u8]) -> Result<BlobChunk, CodecError> {
@@ -963,6 +1057,52 @@ mod tests {
         fn change_batches_round_trip(batch in change_batch()) {
             let bytes = codec::encode(&batch).unwrap();
             prop_assert_eq!(decode_change_batch(&bytes).unwrap(), batch);
+        }
+
+        #[test]
+        fn change_batch_spans_are_each_change_as_encoded(batch in change_batch()) {
+            let bytes = codec::encode(&batch).unwrap();
+            let received = decode_change_batch_spans(&bytes).unwrap();
+            prop_assert_eq!(&received.batch, &batch);
+            prop_assert_eq!(received.spans.len(), batch.changes.len());
+            for (span, c) in received.spans.iter().zip(&batch.changes) {
+                // The bytes of a change are its own encoding, byte for byte.
+                prop_assert_eq!(&bytes[span.clone()], &codec::encode(&c.change).unwrap()[..]);
+            }
+        }
+
+        #[test]
+        fn change_batch_spans_refuse_what_the_batch_decoder_refuses(
+            batch in change_batch(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            xor in 1u8..,
+        ) {
+            let bytes = codec::encode(&batch).unwrap();
+            // Truncated anywhere, and one byte corrupted anywhere: both
+            // decoders agree on accepting, and on the value.
+            let truncated = &bytes[..cut.index(bytes.len())];
+            let mut corrupted = bytes.clone();
+            let at = flip.index(corrupted.len());
+            corrupted[at] ^= xor;
+            for input in [truncated, &corrupted[..]] {
+                let whole = decode_change_batch(input);
+                let spans = decode_change_batch_spans(input);
+                prop_assert_eq!(whole.is_ok(), spans.is_ok(), "{:?} vs {:?}", whole, spans.map(|r| r.batch));
+                if let (Ok(w), Ok(r)) = (whole, decode_change_batch_spans(input)) {
+                    prop_assert_eq!(w, r.batch);
+                }
+            }
+        }
+
+        #[test]
+        fn change_batch_spans_agree_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let whole = decode_change_batch(&bytes);
+            let spans = decode_change_batch_spans(&bytes);
+            prop_assert_eq!(whole.is_ok(), spans.is_ok());
+            if let (Ok(w), Ok(r)) = (whole, spans) {
+                prop_assert_eq!(w, r.batch);
+            }
         }
 
         #[test]

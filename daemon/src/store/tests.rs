@@ -704,3 +704,170 @@ async fn a_restore_awaits_each_partner_once() {
         "the first restore's mark does not count for the second"
     );
 }
+
+/// The stored record of `id` as bytes (seq prefix included).
+fn raw_record(store: &Store, id: ObjectId) -> Vec<u8> {
+    store
+        .raw_record(id)
+        .unwrap()
+        .expect("object stored")
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_received_change_that_creates_an_object_is_stored_as_its_wire_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let hlc = now_hlc();
+    let batch: Vec<SequencedChange> = (1..=3)
+        .map(|i| partner_change(i, new_id(), &format!("n{i}"), hlc + i))
+        .collect();
+    // The bytes of each change as a sender puts them on the wire.
+    let wire: Vec<Vec<u8>> = batch
+        .iter()
+        .map(|c| codec::encode(&c.change).unwrap())
+        .collect();
+    let encoded: Vec<&[u8]> = wire.iter().map(Vec::as_slice).collect();
+    let out = store
+        .apply_received(PARTNER, &batch, &encoded, 3, &|_| Incoming::Apply)
+        .await
+        .unwrap();
+    assert_eq!((out.applied, out.unchanged, out.as_received), (3, 0, 3));
+    for (c, w) in batch.iter().zip(&wire) {
+        let record = raw_record(&store, c.change.id);
+        // seq 0 (never written here), then the wire bytes, byte for byte.
+        assert_eq!(&record[..8], &0u64.to_be_bytes());
+        assert_eq!(&record[8..], &w[..]);
+        let obj = store.get(c.change.id).unwrap().unwrap();
+        assert_eq!(Change::from_object(&obj), c.change);
+    }
+    // A count of encoded forms that does not match the changes is refused
+    // before anything is written.
+    let more = [partner_change(4, new_id(), "x", hlc + 9)];
+    assert!(matches!(
+        store
+            .apply_received(PARTNER, &more, &encoded, 4, &|_| Incoming::Apply)
+            .await,
+        Err(StoreError::InvalidBatch { .. })
+    ));
+    assert_eq!(store.cursor(&PARTNER).unwrap().applied_from_peer, 3);
+}
+
+#[tokio::test]
+async fn wire_bytes_that_are_not_the_objects_encoding_are_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let hlc = now_hlc();
+    // A change that deletes the object after its own field write: merging
+    // it hides the field, so the object is not the change.
+    let mut hidden = partner_change(1, new_id(), "gone", hlc);
+    hidden.change.deleted = Some(Version {
+        hlc: Timestamp(hlc + 1),
+        instance: InstanceId(99),
+    });
+    // A change whose "wire bytes" are not its encoding (a longer form).
+    let odd = partner_change(2, new_id(), "odd", hlc + 2);
+    let mut odd_wire = codec::encode(&odd.change).unwrap();
+    odd_wire.push(0);
+    let hidden_wire = codec::encode(&hidden.change).unwrap();
+    let batch = [hidden.clone(), odd.clone()];
+    let out = store
+        .apply_received(PARTNER, &batch, &[&hidden_wire, &odd_wire], 2, &|_| {
+            Incoming::Apply
+        })
+        .await
+        .unwrap();
+    assert_eq!((out.applied, out.as_received), (2, 0));
+    for c in &batch {
+        let obj = store.get(c.change.id).unwrap().unwrap();
+        // Stored as the merged object's own encoding.
+        assert_eq!(
+            &raw_record(&store, c.change.id)[8..],
+            &codec::encode(&obj).unwrap()[..]
+        );
+    }
+    let obj = store.get(hidden.change.id).unwrap().unwrap();
+    assert!(obj.is_deleted());
+    assert!(obj.fields.is_empty());
+}
+
+#[tokio::test]
+async fn a_received_change_that_loses_the_merge_does_not_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let hlc = now_hlc();
+    let id = new_id();
+    let newer = partner_change(1, id, "newer", hlc + 10);
+    let wire = codec::encode(&newer.change).unwrap();
+    store
+        .apply_received(PARTNER, &[newer], &[&wire], 1, &|_| Incoming::Apply)
+        .await
+        .unwrap();
+    let before = raw_record(&store, id);
+    let older = partner_change(2, id, "older", hlc + 1);
+    let older_wire = codec::encode(&older.change).unwrap();
+    let mut events = store.subscribe_events();
+    let out = store
+        .apply_received(PARTNER, &[older], &[&older_wire], 2, &|_| Incoming::Apply)
+        .await
+        .unwrap();
+    assert_eq!((out.applied, out.unchanged, out.as_received), (1, 1, 0));
+    assert_eq!(raw_record(&store, id), before, "the record was rewritten");
+    assert_eq!(
+        store.get(id).unwrap().unwrap().get_std("first_name"),
+        Some(&text("newer"))
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "a change that changed nothing was announced"
+    );
+    assert_eq!(store.cursor(&PARTNER).unwrap().applied_from_peer, 2);
+}
+
+#[tokio::test]
+async fn prefetch_reads_a_batch_in_one_scan_and_leaves_scattered_ids_to_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let edits: Vec<Edit> = (0..600).map(|i| contact(&format!("c{i}"))).collect();
+    let ids: Vec<ObjectId> = edits.iter().map(|e| e.id).collect();
+    store.write(edits).await.unwrap();
+    let data = &store.inner.data;
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let absent = ObjectId([0xff; 16]);
+    // Dense: neighbours and one id past the last stored, all resolved by
+    // the scan.
+    let dense: Vec<ObjectId> = sorted[590..600].iter().copied().chain([absent]).collect();
+    let got = prefetch::records(data, dense.iter().copied()).unwrap();
+    assert_eq!(got.len(), dense.len());
+    for id in &dense[..10] {
+        let record = got[id].as_ref().expect("stored object read ahead");
+        assert_eq!(record, &data.get(keys::object(id)).unwrap().unwrap());
+    }
+    assert_eq!(got[&absent], None);
+    // Scattered over 600 objects: the scan stops within its budget, and
+    // what it did resolve is right; the rest is left to single reads.
+    let scattered = [sorted[0], sorted[599]];
+    let got = prefetch::records(data, scattered.iter().copied()).unwrap();
+    assert_eq!(
+        got.get(&sorted[0]),
+        Some(&data.get(keys::object(&sorted[0])).unwrap())
+    );
+    assert!(
+        !got.contains_key(&sorted[599]),
+        "the scan read the whole store"
+    );
+    // And a batch merging into scattered stored objects merges each.
+    let hlc = now_hlc() + 1_000_000;
+    let batch: Vec<SequencedChange> = [sorted[0], sorted[300], sorted[599]]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| partner_change(i as u64 + 1, *id, &format!("p{i}"), hlc + i as u64))
+        .collect();
+    let out = store.apply_from_partner(PARTNER, &batch, 3).await.unwrap();
+    assert_eq!((out.applied, out.unchanged), (3, 0));
+    for (i, c) in batch.iter().enumerate() {
+        let obj = store.get(c.change.id).unwrap().unwrap();
+        assert_eq!(obj.get_std("first_name"), Some(&text(&format!("p{i}"))));
+    }
+}
