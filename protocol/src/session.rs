@@ -72,10 +72,9 @@ use crate::envelope::{self, EnvelopeError, ReplayGuard, SealedEnvelope, StreamKi
 use crate::identity::PairKeys;
 use crate::model::{InstanceId, ObjectId, OrgId, SequencedChange};
 use crate::wire::{
-    decode_blob_chunk, decode_change_batch_spans, Ack, BlobChunk, BlobDone, BlobRequest, Channel,
-    ClockPong, EncodedChanges, ErrorCode, ErrorMessage, Hello, Message, ReceivedBatch,
-    CLOCK_PONG_VERSION, FEATURE_BLOBS, MAX_CHANGES_PER_BATCH, MAX_CLOCK_MS, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    decode_blob_chunk, decode_change_batch, Ack, BlobChunk, BlobDone, BlobRequest, Channel,
+    ClockPong, ErrorCode, ErrorMessage, Hello, Message, CLOCK_PONG_VERSION, FEATURE_BLOBS,
+    MAX_CHANGES_PER_BATCH, MAX_CLOCK_MS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 #[cfg(test)]
@@ -252,9 +251,6 @@ pub enum Effect {
         changes: Vec<SequencedChange>,
         /// The peer's log is covered up to this sequence once applied.
         up_to_seq: u64,
-        /// Each change of `changes` as received (same order and count), so
-        /// the host may store a change without encoding it again.
-        encoded: EncodedChanges,
     },
     /// The peer has durably applied our log up to `up_to_seq`; persist it
     /// (status, lag, log compaction). Strictly increasing within a session.
@@ -1046,11 +1042,10 @@ impl Session {
         let plain = envelope::open(&self.keys, &env).map_err(SessionError::BadEnvelope)?;
         // Bounds, strictly increasing sequences and log head >= last change
         // are checked by the wire validation.
-        let ReceivedBatch { batch, spans } =
-            decode_change_batch_spans(&plain).map_err(|source| SessionError::Decode {
-                what: "change batch",
-                source,
-            })?;
+        let batch = decode_change_batch(&plain).map_err(|source| SessionError::Decode {
+            what: "change batch",
+            source,
+        })?;
         let prev = batch.changes.last().map_or(0, |c| c.seq);
         if prev > up_to {
             return Err(malformed(
@@ -1069,16 +1064,14 @@ impl Session {
         }
         self.guard.accept(up_to);
         self.peer_log_head = self.peer_log_head.max(batch.log_head);
-        let (changes, spans): (Vec<SequencedChange>, Vec<_>) = batch
+        let changes: Vec<SequencedChange> = batch
             .changes
             .into_iter()
-            .zip(spans)
-            .filter(|(c, _)| c.seq > received)
-            .unzip();
+            .filter(|c| c.seq > received)
+            .collect();
         self.effects.push_back(Effect::Apply {
             changes,
             up_to_seq: up_to,
-            encoded: EncodedChanges::new(plain, spans),
         });
         Ok(())
     }

@@ -9,7 +9,7 @@ use orgsync_protocol::codec::{encode_frame, MAX_FRAME_LEN};
 use orgsync_protocol::model::{FieldKey, Kind, SequencedChange, Value};
 use orgsync_protocol::session::{Cursors, Effect, Session, SessionError, Transmit};
 use orgsync_protocol::share::ShareFrame;
-use orgsync_protocol::wire::{Channel, EncodedChanges, ErrorCode, ErrorMessage, Message};
+use orgsync_protocol::wire::{Channel, ErrorCode, ErrorMessage, Message};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -68,9 +68,6 @@ pub(super) struct Applied {
 struct ApplyJob {
     changes: Vec<SequencedChange>,
     up_to_seq: u64,
-    /// The changes as received: stored as they are when nothing needs
-    /// re-encoding (see [`crate::store::Store::apply_received`]).
-    encoded: Vec<EncodedChanges>,
 }
 
 /// An item for a stream writer task.
@@ -242,7 +239,6 @@ fn spawn_applier(
                 match rx.try_recv() {
                     Ok(next) => {
                         job.changes.extend(next.changes);
-                        job.encoded.extend(next.encoded);
                         job.up_to_seq = next.up_to_seq;
                     }
                     Err(_) => break,
@@ -256,15 +252,9 @@ fn spawn_applier(
             let policy = shared.policy.clone();
             let org = peer.org;
             let decide = move |c: &orgsync_protocol::model::Change| policy.incoming(&org, c);
-            // Each job's bytes cover its own changes, in order.
-            let encoded: Vec<&[u8]> = job
-                .encoded
-                .iter()
-                .flat_map(|e| (0..e.len()).filter_map(|i| e.get(i)))
-                .collect();
             let result = shared
                 .store
-                .apply_received(peer.org, &job.changes, &encoded, job.up_to_seq, &decide)
+                .apply_from_partner_with(peer.org, &job.changes, job.up_to_seq, &decide)
                 .await;
             let result = match result {
                 Ok(outcome) => {
@@ -657,18 +647,9 @@ impl Driver<'_> {
                     self.fail(ErrorCode::Internal, format!("cannot read the log: {e}"));
                 }
             }
-            Effect::Apply {
-                changes,
-                up_to_seq,
-                encoded,
-            } => {
+            Effect::Apply { changes, up_to_seq } => {
                 if let Some(a) = &self.applier {
-                    let job = ApplyJob {
-                        changes,
-                        up_to_seq,
-                        encoded: vec![encoded],
-                    };
-                    match a.try_send(job) {
+                    match a.try_send(ApplyJob { changes, up_to_seq }) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(job)) => {
                             self.stalled_apply = Some(job);

@@ -33,7 +33,6 @@ mod commit;
 pub mod format;
 mod keys;
 mod migrate_refs;
-mod prefetch;
 mod records;
 pub mod snapshot;
 
@@ -310,9 +309,6 @@ pub struct ApplyOutcome {
     /// Of those, changes that changed nothing (already known): not stored
     /// again and not announced to event subscribers.
     pub unchanged: usize,
-    /// Of those, new objects stored as the bytes they were received as
-    /// (no re-encoding; see [`Store::apply_received`]).
-    pub as_received: usize,
     /// Changes put in the inbox.
     pub held: usize,
     /// Changes dropped by the policy (or because they cannot merge).
@@ -624,13 +620,7 @@ impl Store {
             for (i, change) in changes.iter().enumerate() {
                 // A local write is logged even when it changes nothing:
                 // governance re-logs whole objects to send them onward.
-                merged.merge(
-                    &self.inner.data,
-                    &mut batch,
-                    change,
-                    Some(first + i as u64),
-                    None,
-                )?;
+                merged.merge(&self.inner.data, &mut batch, change, Some(first + i as u64))?;
             }
             batch.insert(keys::META_HLC, &w.clock.last().0.to_be_bytes());
             self.inner
@@ -709,34 +699,6 @@ impl Store {
         up_to_seq: u64,
         decide: &(dyn Fn(&Change) -> Incoming + Sync),
     ) -> Result<ApplyOutcome, StoreError> {
-        self.apply_received(partner, changes, &[], up_to_seq, decide)
-            .await
-    }
-
-    /// [`Store::apply_from_partner_with`] with each change's bytes as
-    /// received (`encoded[i]` encodes `changes[i]`; empty: none given). A
-    /// change that creates an object is stored as those bytes when they
-    /// are the object's encoding (no re-encoding); otherwise, and for
-    /// every merge into a stored object, the merged object is encoded.
-    /// Either way the stored record decodes to the merged object.
-    pub async fn apply_received(
-        &self,
-        partner: OrgId,
-        changes: &[SequencedChange],
-        encoded: &[&[u8]],
-        up_to_seq: u64,
-        decide: &(dyn Fn(&Change) -> Incoming + Sync),
-    ) -> Result<ApplyOutcome, StoreError> {
-        if !encoded.is_empty() && encoded.len() != changes.len() {
-            return Err(StoreError::InvalidBatch {
-                partner,
-                reason: format!(
-                    "{} encoded forms for {} changes",
-                    encoded.len(),
-                    changes.len()
-                ),
-            });
-        }
         if let Some(c) = changes.iter().find(|c| c.seq > up_to_seq || c.seq == 0) {
             return Err(StoreError::InvalidBatch {
                 partner,
@@ -780,42 +742,30 @@ impl Store {
                 None => 0,
             };
             let mut batch = sled::Batch::default();
-            let mut merged = Merged {
-                prefetched: prefetch::records(
-                    data,
-                    changes
-                        .iter()
-                        .zip(&decisions)
-                        .filter(|(c, d)| c.seq > cursor && matches!(d, Incoming::Apply))
-                        .map(|(c, _)| c.change.id),
-                )?,
-                ..Merged::default()
-            };
+            let mut merged = Merged::default();
             let mut outcome = ApplyOutcome::default();
             let mut events = Vec::new();
-            for (i, (c, d)) in changes.iter().zip(&decisions).enumerate() {
+            for (c, d) in changes.iter().zip(&decisions) {
                 if c.seq <= cursor {
                     outcome.skipped += 1;
                     continue;
                 }
                 match d {
                     Incoming::Apply => {
-                        let wire = encoded.get(i).copied();
-                        let (obj, changed) =
-                            match merged.merge(data, &mut batch, &c.change, None, wire) {
-                                Ok(r) => r,
-                                // A partner's change that cannot merge (another
-                                // kind for a known id) is refused alone: failing
-                                // the batch would block the partner forever.
-                                Err(StoreError::Merge { id, source }) => {
-                                    tracing::warn!(partner = %partner.short(), %id, error = %source,
+                        let (obj, changed) = match merged.merge(data, &mut batch, &c.change, None) {
+                            Ok(r) => r,
+                            // A partner's change that cannot merge (another
+                            // kind for a known id) is refused alone: failing
+                            // the batch would block the partner forever.
+                            Err(StoreError::Merge { id, source }) => {
+                                tracing::warn!(partner = %partner.short(), %id, error = %source,
                                     "partner change refused");
-                                    outcome.rejected += 1;
-                                    outcome.invalid += 1;
-                                    continue;
-                                }
-                                Err(e) => return Err(e),
-                            };
+                                outcome.rejected += 1;
+                                outcome.invalid += 1;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
                         outcome.applied += 1;
                         if !changed {
                             // Nothing new (a copy coming back, a resend):
@@ -839,7 +789,6 @@ impl Store {
                     Incoming::Reject => outcome.rejected += 1,
                 }
             }
-            outcome.as_received = merged.as_received;
             outcome.cursor = cursor.max(up_to_seq);
             if outcome.cursor != cursor {
                 batch.insert(&applied_key[..], &outcome.cursor.to_be_bytes()[..]);
@@ -1044,16 +993,6 @@ impl Store {
             .map_err(db_err("read object"))
     }
 
-    /// The stored record of an object as bytes, its seq prefix included
-    /// (for tests that check what is stored, byte for byte).
-    #[cfg(test)]
-    pub(crate) fn raw_record(&self, id: ObjectId) -> Result<Option<sled::IVec>, StoreError> {
-        self.inner
-            .data
-            .get(keys::object(&id))
-            .map_err(db_err("read object"))
-    }
-
     /// Live (not deleted) objects, optionally of one kind, in id order
     /// (creation order), starting after `after`, at most `limit`.
     /// Scans and decodes objects of other kinds too.
@@ -1249,10 +1188,6 @@ struct Merged {
     /// Index in `objects` of the latest state of each object merged, and
     /// the seq its record names.
     latest: HashMap<ObjectId, (usize, u64)>,
-    /// Stored records read ahead for the batch (see [`prefetch`]).
-    prefetched: prefetch::Prefetched,
-    /// New objects stored as received ([`ApplyOutcome::as_received`]).
-    as_received: usize,
 }
 
 impl Merged {
@@ -1269,43 +1204,25 @@ impl Merged {
         batch: &mut sled::Batch,
         change: &Change,
         local_seq: Option<u64>,
-        wire: Option<&[u8]>,
     ) -> Result<(&Object, bool), StoreError> {
         let key = keys::object(&change.id);
-        let stored = match self.latest.get(&change.id) {
-            Some(&(i, seq)) => Some((seq, self.objects[i].clone())),
-            None => {
-                let record = match self.prefetched.remove(&change.id) {
-                    Some(read_ahead) => read_ahead,
-                    None => data.get(key).map_err(db_err("read object"))?,
-                };
-                record
-                    .map(|v| records::decode_object(&key, &v))
-                    .transpose()?
-            }
+        let (existing, seq) = match self.latest.get(&change.id) {
+            Some(&(i, seq)) => (Some(self.objects[i].clone()), seq),
+            None => match data.get(key).map_err(db_err("read object"))? {
+                Some(v) => {
+                    let (seq, obj) = records::decode_object(&key, &v)?;
+                    (Some(obj), seq)
+                }
+                None => (None, 0),
+            },
         };
-        let absent = stored.is_none();
-        let (obj, changed, seq) = match stored {
-            Some((seq, mut obj)) => {
-                // Merge output is in normal form: a merge that changed
-                // nothing left the object as it was.
-                let changed = merge::apply_in_place(&mut obj, change).map_err(|source| {
-                    StoreError::Merge {
-                        id: change.id,
-                        source,
-                    }
-                })?;
-                (obj, changed, seq)
-            }
-            None => {
-                let obj =
-                    merge::apply_change(None, change).map_err(|source| StoreError::Merge {
-                        id: change.id,
-                        source,
-                    })?;
-                (obj, true, 0)
-            }
-        };
+        let obj =
+            merge::apply_change(existing.clone(), change).map_err(|source| StoreError::Merge {
+                id: change.id,
+                source,
+            })?;
+        // Merge output is in normal form: equal objects are equal values.
+        let changed = existing.as_ref() != Some(&obj);
         let seq = match local_seq {
             Some(new) => {
                 if seq != 0 && seq != new {
@@ -1317,18 +1234,7 @@ impl Merged {
             }
             None => {
                 if changed {
-                    let record = match wire {
-                        // A new object that is exactly the change, as
-                        // received: its bytes are the stored form.
-                        Some(bytes) if absent => records::object_from_wire(&obj, change, bytes),
-                        _ => None,
-                    };
-                    self.as_received += usize::from(record.is_some());
-                    let record = match record {
-                        Some(r) => r,
-                        None => records::encode_object(seq, &obj)?,
-                    };
-                    batch.insert(&key[..], record);
+                    batch.insert(&key[..], records::encode_object(seq, &obj)?);
                 }
                 seq
             }

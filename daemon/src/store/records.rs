@@ -7,41 +7,21 @@
 //! it at the seq its record names, so an object written several times
 //! before a partner catches up is sent once, in its latest state.
 
-use orgsync_protocol::codec::{self, CodecError};
-use orgsync_protocol::model::{Change, Object, ObjectId};
+use orgsync_protocol::codec::CodecError;
+use orgsync_protocol::model::{Object, ObjectId};
 
-use super::{decode_at, StoreError};
+use super::{decode_at, encode_as, StoreError};
 
 /// Bytes of the seq in front of an encoded object.
 const SEQ_LEN: usize = 8;
 
 /// Encodes an object record.
 pub(super) fn encode_object(seq: u64, obj: &Object) -> Result<Vec<u8>, StoreError> {
-    // One buffer for the seq and the object: no second copy.
-    let mut out = Vec::with_capacity(SEQ_LEN + 256);
+    let encoded = encode_as("object", obj)?;
+    let mut out = Vec::with_capacity(SEQ_LEN + encoded.len());
     out.extend_from_slice(&seq.to_be_bytes());
-    codec::encode_into(obj, &mut out).map_err(|source| StoreError::Encode {
-        what: "object",
-        source,
-    })?;
+    out.extend_from_slice(&encoded);
     Ok(out)
-}
-
-/// The record of an object a partner's change created (seq 0: never
-/// written here), made of `wire`, the change as received, when `obj` (the
-/// change merged into nothing) is the whole change and `wire` is as long
-/// as its encoding: then `wire` decodes to `obj` and is stored as it came,
-/// with no re-encoding. `None` otherwise (a field hidden by the change's
-/// own deletion, a sender that encodes differently): encode `obj`.
-pub(super) fn object_from_wire(obj: &Object, change: &Change, wire: &[u8]) -> Option<Vec<u8>> {
-    let whole = obj.fields.len() == change.fields.len() && obj.deleted == change.deleted;
-    if !whole || codec::encoded_len(obj).ok() != Some(wire.len()) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(SEQ_LEN + wire.len());
-    out.extend_from_slice(&0u64.to_be_bytes());
-    out.extend_from_slice(wire);
-    Some(out)
 }
 
 /// Decodes an object record into its latest local seq and the object.

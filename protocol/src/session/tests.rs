@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use super::harness::{change, keys, Pair, EPOCH, ORG_A, ORG_B};
 use super::*;
-use crate::wire::{decode_change_batch, ChangeBatch};
+use crate::wire::ChangeBatch;
 
 const PEER_INSTANCE: InstanceId = InstanceId(0xb2);
 
@@ -693,8 +693,8 @@ fn ack_only_after_applied_and_coalesced() {
         .unwrap();
     let fx = effects(&mut s);
     assert_eq!(fx.len(), 2, "both batches handed out before any is applied");
-    assert!(matches!(&fx[0], Effect::Apply { changes, up_to_seq: 2, .. } if changes.len() == 2));
-    assert!(matches!(&fx[1], Effect::Apply { changes, up_to_seq: 5, .. } if changes.len() == 3));
+    assert!(matches!(&fx[0], Effect::Apply { changes, up_to_seq: 2 } if changes.len() == 2));
+    assert!(matches!(&fx[1], Effect::Apply { changes, up_to_seq: 5 } if changes.len() == 3));
     assert!(transmits(&mut s).is_empty(), "nothing durable yet: no ack");
     s.applied(2).unwrap();
     s.applied(5).unwrap();
@@ -763,10 +763,7 @@ fn duplicate_and_old_batches_are_not_reapplied() {
     s.handle_message(batch_from_b(2..=5, 5), Instant::now())
         .unwrap();
     let fx = effects(&mut s);
-    let Effect::Apply {
-        changes, up_to_seq, ..
-    } = &fx[0]
-    else {
+    let Effect::Apply { changes, up_to_seq } = &fx[0] else {
         panic!("apply expected")
     };
     assert_eq!(*up_to_seq, 5);
@@ -1222,7 +1219,7 @@ fn batches_overtaking_the_hello_are_held_until_it_arrives() {
         .unwrap();
     let fx = effects(&mut s);
     assert!(matches!(fx[0], Effect::Established { .. }));
-    assert!(matches!(&fx[1], Effect::Apply { changes, up_to_seq: 2, .. } if changes.len() == 2));
+    assert!(matches!(&fx[1], Effect::Apply { changes, up_to_seq: 2 } if changes.len() == 2));
 
     // A batch held back is still checked once the hello is in.
     let mut s = session();
