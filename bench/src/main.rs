@@ -622,7 +622,7 @@ fn main() -> Result<()> {
             print!("{}", report::render(rows));
         }
         println!(
-            "\nmedian of {} rounds (each row is its median round's, ranked by ratio, or by figure where there is no baseline):",
+            "\nmedian of {} rounds (each row is its median round's, ranked by ratio, or by figure where there is no baseline or the target is a figure):",
             cli.repeat
         );
         print!(

@@ -8,6 +8,8 @@
 //! *whole* row of its median round (figure, same-round baseline, verdict),
 //! never a mix of figures from different rounds, so its verdict still
 //! follows from its own numbers; the spread column shows every round.
+//! Rows are ranked by what their target judges: the ratio for a ratio
+//! target, the figure for an absolute one (`<= 1 ms`).
 
 use crate::report::Row;
 
@@ -22,17 +24,27 @@ pub struct Median {
     pub spread: String,
 }
 
-/// What a row is ranked by: its ratio when it has a baseline, else its
-/// figure. NaN (a failed measurement) ranks last.
+/// Whether the row's target is a figure of its own (e.g. `<= 1 ms`) rather
+/// than a ratio (`>= 0.6x`): such a row is judged by its figure, so its
+/// median is the median figure even when it prints a baseline.
+fn absolute_target(r: &Row) -> bool {
+    r.target != "-" && !r.target.contains('x')
+}
+
+/// What a row is ranked by: its ratio when it has a baseline and its target
+/// is a ratio, else its figure. NaN (a failed measurement) ranks last.
 fn rank(r: &Row) -> f64 {
-    r.ratio().unwrap_or(r.value)
+    match r.ratio() {
+        Some(x) if !absolute_target(r) => x,
+        _ => r.value,
+    }
 }
 
 fn shown(r: &Row) -> String {
     match r.ratio() {
-        Some(x) => format!("{x:.2}x"),
-        None if r.value.is_nan() => "-".into(),
-        None => crate::report::num(r.value),
+        Some(x) if !absolute_target(r) => format!("{x:.2}x"),
+        _ if r.value.is_nan() => "-".into(),
+        _ => crate::report::num(r.value),
     }
 }
 
@@ -119,6 +131,28 @@ mod tests {
         assert_eq!(m[0].row.baseline, Some(100.0));
         assert_eq!(m[0].row.pass, Some(true));
         assert_eq!(m[0].spread, "0.60x 0.30x 0.62x");
+    }
+
+    #[test]
+    fn a_row_with_an_absolute_target_ranks_by_its_figure() {
+        // Latency p50 against "<= 1 ms", printed next to the round trip:
+        // the median is the median latency, not the median ratio.
+        let lat = |ms: f64, rtt: f64| Row {
+            scenario: "p50".into(),
+            metric: "ms".into(),
+            value: ms,
+            baseline: Some(rtt),
+            target: "<= 1 ms".into(),
+            pass: Some(ms <= 1.0),
+        };
+        let rounds = vec![
+            vec![lat(0.930, 0.131)],
+            vec![lat(0.978, 0.127)],
+            vec![lat(0.974, 0.120)],
+        ];
+        let m = medians(&rounds);
+        assert_eq!(m[0].row.value, 0.974);
+        assert_eq!(m[0].spread, "0.930 0.978 0.974");
     }
 
     #[test]
