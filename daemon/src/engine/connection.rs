@@ -458,14 +458,12 @@ impl Driver<'_> {
         if !self.session.is_established() {
             return;
         }
+        // The policy leaves out the numbered frames up to `share_sent`.
         let frames = self
             .shared
             .policy
             .share_outbox_after(&self.peer.org, self.share_sent);
         for frame in frames {
-            if frame.id != 0 && frame.id <= self.share_sent {
-                continue;
-            }
             let id = frame.id;
             if self.session.send_share(frame).is_err() {
                 return;
