@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use report::Row;
 
-/// The same allocator as `orgsyncd`, so in-process instances behave like
-/// the daemon.
+/// The same allocator as `orgsyncd` (tuned the same way in `main`), so
+/// in-process instances behave like the daemon.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -562,6 +562,7 @@ fn run_unit_in_child(unit: Unit, b: Baselines, tiny: bool, deadline: Duration) -
 }
 
 fn main() -> Result<()> {
+    orgsync_daemon::allocator::tune();
     orgsync_keytool::cli::default_sigpipe();
     let cli = Cli::parse();
     // The daemons' logs (warnings and up, or RUST_LOG) on stderr: a stop

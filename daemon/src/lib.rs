@@ -52,6 +52,7 @@
 //! - [`daemon`]: everything above started from an instance directory.
 //! - [`stop`]: stopping in bounded time (deadline, named aborts).
 
+pub mod allocator;
 pub mod api;
 pub mod backup;
 pub mod client;

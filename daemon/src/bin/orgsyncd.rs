@@ -22,23 +22,11 @@ mod systemd;
 /// mimalloc instead of glibc malloc: the store's write and apply paths
 /// allocate and free many small and node-sized buffers (sled, decoded
 /// objects); glibc spent 25-35% of that CPU in malloc bookkeeping, and
-/// mimalloc returns freed memory to the system on its own, which the idle
-/// RSS target relies on.
+/// mimalloc returns freed memory to the system (see
+/// `orgsync_daemon::allocator` for when), which the idle RSS target
+/// relies on.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-extern "C" {
-    /// mimalloc's own: frees what it can of the heaps and, with `force`,
-    /// purges freed arena memory at once instead of after the purge delay.
-    fn mi_collect(force: bool);
-}
-
-/// The idle trim's allocator hook (see `orgsync_daemon::idle`).
-fn release_allocator() {
-    // SAFETY: mi_collect takes no pointers and may be called from any
-    // thread at any time; mimalloc is this process's allocator.
-    unsafe { mi_collect(true) }
-}
 
 /// The orgsync daemon: keeps this instance's records in sync with its partners.
 #[derive(Parser)]
@@ -108,7 +96,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    orgsync_daemon::idle::set_release_hook(release_allocator);
+    orgsync_daemon::allocator::tune();
+    orgsync_daemon::idle::set_release_hook(orgsync_daemon::allocator::release);
     let args: Args = orgsync_keytool::cli::parse_args();
     if let Some(Cmd::Restore(r)) = &args.command {
         // The message already names the cause: printed once, not as a chain.
