@@ -41,10 +41,11 @@ impl Governance {
         if let Some(r) = rec {
             return Ok(Some(r.prov));
         }
+        // Only whether it is stored matters: a lookup, not a decode.
         Ok(self
             .store()
-            .get(*id)?
-            .map(|_| Provenance::own(self.inner.us)))
+            .contains(*id)?
+            .then(|| Provenance::own(self.inner.us)))
     }
 
     /// [`Governance::provenance`] of an object known to be in the store
