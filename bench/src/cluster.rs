@@ -48,6 +48,7 @@ impl Node {
             dir.join(orgsync_daemon::governance::CONFIG_FILE),
             "mirror_all_partners = true\n",
         )?;
+        crate::procs::cache_override(&dir)?;
         let org = InstanceDir::new(&dir).load_identity()?.org_id;
         Ok(Node {
             dir,

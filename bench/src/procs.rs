@@ -49,6 +49,36 @@ pub fn bin_dir() -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
+/// Gives the instance in `dir` another sled cache than orgsync.toml's
+/// default when `ORGSYNC_BENCH_CACHE_MB` is set (the memory/speed
+/// trade-off, e.g. `ORGSYNC_BENCH_CACHE_MB=16`): every instance the bench
+/// starts, in this process or as `orgsyncd`, reads it from there.
+pub(crate) fn cache_override(dir: &Path) -> Result<()> {
+    let Ok(mb) = std::env::var("ORGSYNC_BENCH_CACHE_MB") else {
+        return Ok(());
+    };
+    let mb: u64 = mb
+        .parse()
+        .with_context(|| format!("ORGSYNC_BENCH_CACHE_MB={mb:?} is not a number of MiB"))?;
+    let p = dir.join("orgsync.toml");
+    let t: String = std::fs::read_to_string(&p)?
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("cache_capacity_mb"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let t = if t.contains("[store]\n") {
+        t.replacen(
+            "[store]\n",
+            &format!("[store]\ncache_capacity_mb = {mb}\n"),
+            1,
+        )
+    } else {
+        format!("{t}\n[store]\ncache_capacity_mb = {mb}\n")
+    };
+    std::fs::write(&p, t)?;
+    Ok(())
+}
+
 /// One running `orgsyncd` process. Killed on drop if not stopped.
 pub struct Daemon {
     child: Child,
@@ -60,29 +90,7 @@ impl Daemon {
     /// Starts `orgsyncd --dir dir` (log to `dir/orgsyncd.log`) and waits
     /// until its local API answers.
     pub async fn spawn(bins: &Path, dir: &Path) -> Result<Daemon> {
-        // Scenarios 4-5 with another sled cache than orgsync.toml's default
-        // (the memory/speed trade-off): ORGSYNC_BENCH_CACHE_MB=16.
-        if let Ok(mb) = std::env::var("ORGSYNC_BENCH_CACHE_MB") {
-            let mb: u64 = mb
-                .parse()
-                .with_context(|| format!("ORGSYNC_BENCH_CACHE_MB={mb:?} is not a number of MiB"))?;
-            let p = dir.join("orgsync.toml");
-            let t: String = std::fs::read_to_string(&p)?
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("cache_capacity_mb"))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            let t = if t.contains("[store]\n") {
-                t.replacen(
-                    "[store]\n",
-                    &format!("[store]\ncache_capacity_mb = {mb}\n"),
-                    1,
-                )
-            } else {
-                format!("{t}\n[store]\ncache_capacity_mb = {mb}\n")
-            };
-            std::fs::write(&p, t)?;
-        }
+        cache_override(dir)?;
         let log = std::fs::File::create(dir.join("orgsyncd.log"))?;
         let child = Command::new(bins.join("orgsyncd"))
             .arg("--dir")
